@@ -1,0 +1,123 @@
+"""The REDCap API as redcapfs needs it: one interface, two implementations.
+
+``HttpClient`` (``redcapfs.client.http``) speaks to a real server. ``MemoryClient``
+(``redcapfs.client.memory``) keeps a project in memory, for fast unit tests of the
+filesystem model only; everything that crosses HTTP is tested against the sandbox.
+
+Rows are returned exactly as REDCap's JSON API returns them (lists of dicts with
+string values), so the path model can be tested on real API output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Iterable, Optional, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What the server says about a stored file.
+
+    ``name`` comes from the ``Content-Type: …; name="…"`` header (or the
+    ``fileinfo`` JSON); ``size`` is the byte count when known.
+    """
+
+    name: Optional[str]
+    size: Optional[int] = None
+    content_type: Optional[str] = None
+
+
+class RedcapClient(Protocol):
+    """Every REDCap call redcapfs makes. Errors are ``redcapfs.errors.RedcapError`` subclasses."""
+
+    def project_info(self) -> dict[str, Any]: ...
+
+    def version(self) -> str: ...
+
+    def metadata(self) -> list[dict[str, Any]]: ...
+
+    def arms(self) -> list[dict[str, Any]]:
+        """Arms; ``[]`` for a classic project (no error)."""
+
+    def events(self) -> list[dict[str, Any]]:
+        """Events; ``[]`` for a classic project (no error)."""
+
+    def form_event_mapping(self) -> list[dict[str, Any]]:
+        """Form-event mapping; ``[]`` for a classic project (no error)."""
+
+    def repeating_forms_events(self) -> list[dict[str, Any]]:
+        """Repeating setup; ``[]`` when nothing repeats."""
+
+    def instruments(self) -> list[dict[str, Any]]: ...
+
+    def export_records(
+        self,
+        records: Optional[Sequence[str]] = None,
+        fields: Optional[Sequence[str]] = None,
+        events: Optional[Sequence[str]] = None,
+        batch_size: Optional[int] = None,
+    ) -> list[dict[str, Any]]:
+        """Flat JSON rows. With ``batch_size`` the record list is fetched first and
+        the export is done ``batch_size`` records at a time."""
+
+    def import_records(
+        self,
+        rows: Sequence[dict[str, Any]],
+        overwrite: bool = False,
+        return_content: str = "count",
+    ) -> Any: ...
+
+    def generate_next_record_name(self) -> str: ...
+
+    def export_file(
+        self,
+        record: str,
+        field: str,
+        out: BinaryIO,
+        event: Optional[str] = None,
+        repeat_instance: Optional[int] = None,
+    ) -> FileInfo:
+        """Stream the file into ``out`` in chunks; return its name and byte count.
+
+        Raises ``TransportError`` if the body ends short of ``Content-Length``: a
+        partial file must never pass for a whole one."""
+
+    def file_info(
+        self,
+        record: str,
+        field: str,
+        event: Optional[str] = None,
+        repeat_instance: Optional[int] = None,
+    ) -> Optional[FileInfo]:
+        """Name and size without downloading (the undocumented ``fileinfo`` call).
+
+        ``None`` when the server does not support it; callers then download."""
+
+    def import_file(
+        self,
+        record: str,
+        field: str,
+        path: str,
+        filename: str,
+        event: Optional[str] = None,
+        repeat_instance: Optional[int] = None,
+    ) -> None:
+        """Upload the file at ``path`` (streamed, never read whole) as ``filename``."""
+
+    def delete_file(
+        self,
+        record: str,
+        field: str,
+        event: Optional[str] = None,
+        repeat_instance: Optional[int] = None,
+    ) -> None: ...
+
+    def export_logging(self, **filters: Any) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+def chunked(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    """Yield ``items`` in slices of ``size`` (the last one shorter)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,62 @@
+"""A project definition as the sandbox loads it, before it is put into a store.
+
+Loaders (``loaders.py``: project XML, JSON directory, the bundled demo) all
+produce a :class:`ProjectDef`; the server's store is initialised from one. Every
+table holds rows in the exact JSON shape REDCap's API exports, so what a loader
+reads is what the API later answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class StoredFile:
+    """One file in one slot. ``source`` is a path on disk the bytes are copied from
+    (loaders write inline base64 to a temporary file rather than keep it in memory)."""
+
+    record: str
+    field: str
+    name: str
+    source: str
+    event: Optional[str] = None  # unique event name; None in classic projects
+    repeat_instance: int = 1
+    mime: str = "application/octet-stream"
+
+
+@dataclass
+class ProjectDef:
+    """A whole project: structure, records and files.
+
+    * ``info``: the ``content=project`` row (``project_id``, ``project_title``,
+      ``is_longitudinal`` 0/1, ``has_repeating_instruments_or_events`` 0/1, …).
+    * ``metadata``: ``content=metadata`` rows; the first row is the record-ID field.
+    * ``arms``, ``events``, ``form_event_mapping``: empty for classic projects.
+    * ``repeating``: ``content=repeatingFormsEvents`` rows (``event_name`` omitted
+      in classic projects; ``form_name`` "" = the whole event repeats).
+    * ``instruments``: ``content=instrument`` rows.
+    * ``records``: flat export rows (file fields may hold the file name or "").
+    * ``files``: the stored files.
+    * ``locked``: record names whose writes are refused.
+    """
+
+    info: dict[str, Any]
+    metadata: list[dict[str, Any]]
+    instruments: list[dict[str, Any]]
+    arms: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    form_event_mapping: list[dict[str, Any]] = field(default_factory=list)
+    repeating: list[dict[str, Any]] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    files: list[StoredFile] = field(default_factory=list)
+    locked: set[str] = field(default_factory=set)
+
+    @property
+    def longitudinal(self) -> bool:
+        return bool(int(self.info.get("is_longitudinal", 0) or 0))
+
+    @property
+    def record_id_field(self) -> str:
+        return self.metadata[0]["field_name"]
