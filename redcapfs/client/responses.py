@@ -1,0 +1,167 @@
+"""Turn REDCap's error answers into typed errors.
+
+REDCap tells errors apart only by status and message text, and writes the
+message as json, xml or ``ERROR: …`` depending on ``returnFormat`` (and on the
+server version, whatever was asked for). Everything that decides *which* error
+an answer is lives here, so the table can be read, and tested, in one place.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from redcapfs import errors as E
+
+from .contenttype import parse_content_type
+
+_XML_ERROR = re.compile(r"<error>(.*?)</error>", re.DOTALL | re.IGNORECASE)
+_HTML_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.DOTALL | re.IGNORECASE)
+_TAGS = re.compile(r"<[^>]+>")
+
+# (pattern, error class) for 400 answers; first match wins, so the more specific
+# texts stand first ("The field 'x' does not exist or is not a 'file' field"
+# must not be read as a missing record).
+_BAD_REQUEST_TABLE: tuple[tuple[re.Pattern[str], type[E.BadRequest]], ...] = tuple(
+    (re.compile(p, re.IGNORECASE), cls)
+    for p, cls in (
+        (r"is not a 'file' field|is not a file field", E.NotAFileField),
+        (r"signature field", E.SignatureField),
+        (r"there is no file to (download|delete)", E.EmptySlot),
+        (r"exceeded the maximum file size", E.TooLarge),
+        (r"no valid file was uploaded|problem with the uploaded file", E.InvalidUpload),
+        (r"\bis locked\b|\bare locked\b", E.Locked),
+        (r"invalid event|not a valid (unique )?event", E.InvalidEvent),
+        (r"\brecord\b.*\bdoes not exist", E.NoSuchRecord),
+    )
+)
+BAD_TOKEN_TEXT = "you do not have permissions to use the api"
+RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a call was about; copied into every error it raises."""
+
+    content: str
+    action: Optional[str] = None
+    record: Optional[str] = None
+    field: Optional[str] = None
+    event: Optional[str] = None
+    instance: Optional[int] = None
+
+    def kwargs(self, status: Optional[int] = None) -> dict[str, Any]:
+        """Keyword arguments for a ``RedcapError`` constructor."""
+        return {
+            "status": status,
+            "content": self.content,
+            "action": self.action,
+            "record": self.record,
+            "field": self.field,
+            "event": self.event,
+            "instance": self.instance,
+        }
+
+    def label(self) -> str:
+        return self.content + (f"/{self.action}" if self.action else "")
+
+
+def error_message(body: bytes | str, content_type: Optional[str] = None) -> Optional[str]:
+    """REDCap's error text from a body in any of its three forms, or ``None``.
+
+    The body's own shape decides, not the content type: REDCap labels csv errors
+    ``text/html`` and older versions ignore ``returnFormat``.
+    """
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = text.strip().lstrip("\ufeff")
+    if text.startswith("{"):
+        return _json_error(text)
+    if text.startswith("<") and "<error>" in text.lower():
+        match = _XML_ERROR.search(text)
+        return html.unescape(match.group(1)).strip() if match else None
+    if text[:6].upper() == "ERROR:":
+        return text[6:].strip()
+    return None
+
+
+def _json_error(text: str) -> Optional[str]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return None
+
+
+def looks_like_html(body: bytes | str, content_type: Optional[str] = None) -> bool:
+    """An HTML page (login form, proxy error, web server index), not an API answer."""
+    head = (body[:512].decode("utf-8", "replace") if isinstance(body, bytes) else body[:512]).lstrip().lower()
+    return head.startswith("<!doctype html") or head.startswith("<html") or "<body" in head
+
+
+def snippet(body: bytes | str, limit: int = 200) -> str:
+    """A short human-readable excerpt of an unexpected body (an HTML page's title if any)."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    title = _HTML_TITLE.search(text)
+    if title:
+        text = title.group(1)
+    text = " ".join(html.unescape(_TAGS.sub(" ", text)).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def not_an_api(ctx: CallContext, status: int, content_type: Optional[str], detail: str = "") -> E.ProtocolError:
+    """The error for an answer no REDCap API would give (wrong URL, HTML page)."""
+    mime = parse_content_type(content_type).mime or "no content type"
+    text = f"that URL does not answer like a REDCap API (HTTP {status}, {mime})"
+    return E.ProtocolError(text + (f": {detail}" if detail else ""), **ctx.kwargs(status))
+
+
+def error_for(status: int, body: bytes | str, content_type: Optional[str], ctx: CallContext) -> E.RedcapError:
+    """The typed error for a non-200 answer (or a 200 that carries an error body)."""
+    message = error_message(body, content_type)
+    kw = ctx.kwargs(status)
+    if status in (404, 405) or (message is None and looks_like_html(body) and status < 500):
+        return not_an_api(ctx, status, content_type, snippet(body) if message is None else "")
+    text = message if message is not None else (snippet(body) or f"HTTP {status} with no message")
+    return _classify(status, text, kw)
+
+
+def _classify(status: int, text: str, kw: dict[str, Any]) -> E.RedcapError:
+    if status == 403:
+        cls: type[E.RedcapError] = E.BadToken if BAD_TOKEN_TEXT in text.lower() else E.NoRights
+        return cls(text, **kw)
+    if status == 401:
+        return E.BadToken(text, **kw)
+    if status == 408:
+        return E.RequestTimeout(text, **kw)
+    if status == 413:
+        return E.TooLarge(text, **kw)
+    if status >= 500 or status == 429:
+        return E.ServerError(text, **kw)
+    if 400 <= status < 500 or status == 200:
+        return classify_bad_request(text, kw)
+    return E.ProtocolError(f"unexpected HTTP {status}: {text}", **kw)
+
+
+def classify_bad_request(text: str, kw: dict[str, Any]) -> E.BadRequest:
+    """Pick the ``BadRequest`` subclass REDCap's 400 message names."""
+    for pattern, cls in _BAD_REQUEST_TABLE:
+        if pattern.search(text):
+            return cls(text, **kw)
+    return E.BadRequest(text, **kw)
+
+
+def is_retryable(exc: E.RedcapError) -> bool:
+    """Failures worth repeating an idempotent call for: 408/5xx gateways, timeouts, broken connections.
+
+    TLS failures and protocol mismatches do not heal by themselves.
+    """
+    if isinstance(exc, E.TLSError):
+        return False
+    if isinstance(exc, E.TransportError):  # includes RequestTimeout (and HTTP 408)
+        return True
+    return isinstance(exc, E.ServerError) and exc.status in RETRYABLE_STATUS
