@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from .schema import Structure
+
 
 @dataclass
 class StoredFile:
@@ -27,8 +29,8 @@ class StoredFile:
 
 
 @dataclass
-class ProjectDef:
-    """A whole project: structure, records and files.
+class ProjectDef(Structure):
+    """A whole project: the structure tables (see ``Structure``), records and files.
 
     * ``info``: the ``content=project`` row (``project_id``, ``project_title``,
       ``is_longitudinal`` 0/1, ``has_repeating_instruments_or_events`` 0/1, …).
@@ -42,13 +44,6 @@ class ProjectDef:
     * ``locked``: record names whose writes are refused.
     """
 
-    info: dict[str, Any]
-    metadata: list[dict[str, Any]]
-    instruments: list[dict[str, Any]]
-    arms: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
-    form_event_mapping: list[dict[str, Any]] = field(default_factory=list)
-    repeating: list[dict[str, Any]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
     files: list[StoredFile] = field(default_factory=list)
     locked: set[str] = field(default_factory=set)
