@@ -67,6 +67,26 @@ class ContentCache:
         self.downloads = 0  # how many fetches ran (for logs and tests)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Take over complete files left by an earlier mount (``-o keep_cache``); drop partial ones.
+
+        Their age counts from their file time, so the TTL still bounds how stale they can be.
+        """
+        now_wall, now_mono = time.time(), time.monotonic()
+        found = []
+        for path in self.root.iterdir():
+            if ".part-" in path.name or not path.is_file():
+                _unlink_quietly(path)
+                continue
+            st = path.stat()
+            found.append((st.st_mtime, path.name, st.st_size))
+        for mtime, key, size in sorted(found):
+            self._entries[key] = Entry(str(self.root / key), size, now_mono - max(0.0, now_wall - mtime))
+            self._total += size
+        if found:
+            self._evict_locked(keep="")
 
     # ------------------------------------------------------------ lookups
     def lookup(self, key: str) -> Optional[Entry]:
@@ -112,6 +132,18 @@ class ContentCache:
             with self._lock:
                 self._flights.pop(key, None)
             flight.done.set()
+
+    def put(self, key: str, source: str) -> Entry:
+        """Store a copy of a local file as ``key`` (our own upload: the next read needs no download)."""
+
+        def copy(out: BinaryIO) -> None:
+            with open(source, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+
+        self.invalidate(key)
+        entry = self._download(key, copy)
+        self.downloads -= 1  # a copy, not a download
+        return entry
 
     # ------------------------------------------------------------ changes
     def invalidate(self, key: str) -> None:

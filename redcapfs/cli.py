@@ -1,8 +1,4 @@
-"""The ``redcapfs`` command. Subcommands are dispatched to the module that owns them.
-
-Only ``sandbox`` exists so far; ``mount``, ``unmount``, ``demo``, ``unsent`` and
-``retry`` arrive with the filesystem.
-"""
+"""The ``redcapfs`` command. Subcommands are dispatched to the module that owns them."""
 
 from __future__ import annotations
 
@@ -12,7 +8,13 @@ from typing import Optional
 USAGE = """usage: redcapfs COMMAND [ARGS]
 
 commands:
-  sandbox [PROJECT] [options]   run the REDCap-compatible sandbox API server (see docs/sandbox.md)
+  mount URL MOUNTPOINT [-o OPTIONS]  mount a REDCap project (token from REDCAP_API_TOKEN,
+                                     --token-file or a prompt); see docs/SEMANTICS.md
+  unmount MOUNTPOINT                 unmount it
+  demo [MOUNTPOINT]                  run the sandbox with the demo project and mount it
+  unsent                             list files written through a mount that never reached REDCap
+  retry [ID ...]                     send them again
+  sandbox [PROJECT] [options]        run the REDCap-compatible sandbox API server (docs/sandbox.md)
 """
 
 
@@ -27,6 +29,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         from .sandbox.cli import main as sandbox_main
 
         return sandbox_main(rest)
+    if command == "mount":
+        from .mount import main as mount_main
+
+        return mount_main(rest)
+    if command in ("unmount", "umount"):
+        from .mount import unmount_main
+
+        return unmount_main(rest)
+    if command == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(rest)
+    if command == "unsent":
+        from .unsent import main_unsent
+
+        return main_unsent(rest)
+    if command == "retry":
+        from .unsent import main_retry
+
+        return main_retry(rest)
     print(f"redcapfs: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
     return 2
 

@@ -1,0 +1,96 @@
+"""``redcapfs demo [MOUNTPOINT]``: the sandbox with the demo project, mounted, until Ctrl-C.
+
+The sandbox runs in this process on 127.0.0.1 with a fresh random token and a
+private data folder; the mount is the real ``redcapfs mount`` in the
+background. Ctrl-C (or SIGTERM) unmounts, stops the server and removes the
+demo's data: nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+from redcapfs.sandbox.config import SandboxConfig, TokenGrant
+from redcapfs.sandbox.loaders import load_project
+from redcapfs.sandbox.server import SandboxServer
+
+HINTS = """\
+redcapfs demo: the demo project is mounted at {mp}
+  (a local sandbox REDCap API at {url}; its data is thrown away when the demo ends)
+
+Things to try in another terminal:
+  ls {mp}                                        records
+  find {mp}/1001                                 events, file fields, files
+  ls -l {mp}/1001/baseline_arm_1/consent_form/   exact sizes, nothing downloaded yet
+  cat {mp}/1001/baseline_arm_1/radiology_report/*
+  ls {mp}/1001/week_4_arm_1/ae_photo/            instances of a repeating form
+  cp /etc/hostname {mp}/1002/week_4_arm_1/mri_upload/notes.txt   upload on close
+  rm {mp}/1002/week_4_arm_1/mri_upload/notes.txt                 delete in REDCap
+  mkdir {mp}/3001                                a new record
+  rsync -a {mp}/ /tmp/redcap-copy/               a full copy; run it twice
+  docs/SEMANTICS.md says what each operation does.
+
+Press Ctrl-C to unmount and stop.
+"""
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="redcapfs demo", description=__doc__.splitlines()[0])
+    parser.add_argument("mountpoint", nargs="?", default=str(Path.home() / "redcap-demo"))
+    parser.add_argument("-o", dest="options", action="append", default=[], help="mount options")
+    parser.add_argument("--port", type=int, default=0, help="sandbox port (default: any free one)")
+    args = parser.parse_args(argv)
+    mountpoint = Path(args.mountpoint).expanduser()
+    created = not mountpoint.exists()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="redcapfs-demo-"))
+    token = secrets.token_hex(16).upper()
+    server: Optional[SandboxServer] = None
+    try:
+        project = load_project(None, str(data_dir / "load"))
+        config = SandboxConfig(tokens=[TokenGrant(token)])
+        server = SandboxServer.from_project(project, data_dir / "store", config=config, port=args.port).start()
+        if not _mount(server.url, token, mountpoint, args.options, data_dir):
+            return 1
+        print(HINTS.format(mp=mountpoint, url=server.url), flush=True)
+        _wait_for_signal()
+        print("\nredcapfs demo: unmounting and stopping", flush=True)
+        subprocess.run([sys.executable, "-m", "redcapfs", "unmount", str(mountpoint)], check=False)
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        if created and mountpoint.is_dir() and not os.path.ismount(mountpoint):
+            try:
+                mountpoint.rmdir()
+            except OSError:
+                pass
+
+
+def _mount(url: str, token: str, mountpoint: Path, options: list[str], data_dir: Path) -> bool:
+    env = dict(os.environ, REDCAP_API_TOKEN=token, REDCAPFS_STATE_DIR=str(data_dir / "state"))
+    argv = [sys.executable, "-m", "redcapfs", "mount", url, str(mountpoint),
+            "--log-file", str(data_dir / "mount.log")]
+    for opt in options:
+        argv += ["-o", opt]
+    result = subprocess.run(argv, env=env)
+    return result.returncode == 0
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: done.set())
+    while not done.wait(1.0):
+        pass
