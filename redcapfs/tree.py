@@ -94,7 +94,8 @@ class LocalFile:
         self.temp = temp
         self.fd = os.open(entry.data_path, os.O_RDWR)
         self.lock = threading.Lock()
-        self.dirty = False
+        self.dirty = False  # differs from what REDCap has
+        self.wrote = False  # data came through write/ftruncate (not only O_CREAT/O_TRUNC at open)
         self.refs = 0
         self.unlinked = False
         self.mtime_ns: Optional[int] = None
@@ -266,7 +267,7 @@ class Tree:
         local = handle.local
         with local.lock:
             written = os.pwrite(local.fd, data, offset)
-            local.dirty = True
+            local.dirty = local.wrote = True
         return written
 
     def truncate(self, path: str, length: int, fh: Optional[int] = None) -> None:
@@ -276,7 +277,7 @@ class Tree:
             assert local is not None
             with local.lock:
                 os.ftruncate(local.fd, length)
-                local.dirty = True
+                local.dirty = local.wrote = True
             return
         ref = self._resolve(path)
         if ref.kind != "file":
@@ -291,19 +292,25 @@ class Tree:
             assert local is not None
             with local.lock:
                 os.ftruncate(local.fd, length)
-                local.dirty = True
+                local.dirty = local.wrote = True
             self.flush(handle)
         finally:
             self.release(handle)
 
     def flush(self, fh: int) -> None:
-        """Every ``close()``: upload if this handle's copy changed. Only a 200 is success."""
+        """Every ``close()``: upload if data was written and not yet sent. Only a 200 is success.
+
+        A copy changed only by ``O_CREAT``/``O_TRUNC`` is not sent here: a shell's
+        ``> file`` closes a duplicate descriptor before writing anything, and
+        uploading then would put an empty file in place of the real one. Such a
+        copy (``touch new``, ``: > file``) is sent at the last close instead.
+        """
         handle = self._handle(fh)
         local = handle.local
         if local is None or not handle.writable or local.temp or local.unlinked:
             return
         with local.lock:
-            if local.dirty:
+            if local.dirty and local.wrote:
                 self._upload(local, local.slot, local.name)
                 local.dirty = False
 
@@ -327,6 +334,9 @@ class Tree:
             local.refs -= 1
             if local.refs > 0 or local.temp and not local.unlinked:
                 return
+        if not local.temp and not local.unlinked and local.dirty and not local.wrote:
+            self._upload_at_release(local)
+        with self._lock:
             if not local.temp:
                 self._forget_writer(local)
         local.close()
@@ -337,6 +347,15 @@ class Tree:
                 local.entry.mark_unsent("closed without a successful upload")
             log.error("%s: kept as unsent (%s); see `redcapfs unsent`", self._describe(local.slot, local.name),
                       local.entry.error or "never uploaded")
+
+    def _upload_at_release(self, local: LocalFile) -> None:
+        """An empty new file or a bare truncation: sent at the last close; a failure is kept as unsent."""
+        with local.lock:
+            try:
+                self._upload(local, local.slot, local.name)
+                local.dirty = False
+            except Exception as exc:  # release cannot report errors; _upload logged it and kept the bytes
+                log.debug("upload at release failed: %s", exc)
 
     # ================================================================ deleting
     def unlink(self, path: str) -> None:
