@@ -29,15 +29,15 @@ redcapfs demo: the demo project is mounted at {mp}
   (a local sandbox REDCap API at {url}; its data is thrown away when the demo ends)
 
 Things to try in another terminal:
-  ls {mp}                                        records
-  find {mp}/1001                                 events, file fields, files
-  ls -l {mp}/1001/baseline_arm_1/consent_form/   exact sizes, nothing downloaded yet
-  cat {mp}/1001/baseline_arm_1/radiology_report/*
-  ls {mp}/1001/week_4_arm_1/ae_photo/            instances of a repeating form
-  cp /etc/hostname {mp}/1002/week_4_arm_1/mri_upload/notes.txt   upload on close
-  rm {mp}/1002/week_4_arm_1/mri_upload/notes.txt                 delete in REDCap
-  mkdir {mp}/3001                                a new record
-  rsync -a {mp}/ /tmp/redcap-copy/               a full copy; run it twice
+  ls {mp}                                            records (odd names are escaped: docs/names.md)
+  find {mp}/1002                                     events, file fields, instances, files
+  ls -l {mp}/1001/screening_arm_1/consent_form/      exact sizes, nothing downloaded yet
+  md5sum {mp}/1001/baseline_arm_1/mri_upload/*       one download, then served from the cache
+  ls {mp}/1002/week_12_arm_1/ae_photo/               instances of a repeating form
+  cp /etc/hostname {mp}/1003/baseline_arm_1/radiology_report/notes.txt   uploads on close
+  rm {mp}/1003/baseline_arm_1/radiology_report/notes.txt                 deletes in REDCap
+  mkdir {mp}/3001                                    creates a record
+  rsync -a {mp}/ /tmp/redcap-copy/                  a full copy; run it twice, the second copies nothing
   docs/SEMANTICS.md says what each operation does.
 
 Press Ctrl-C to unmount and stop.
