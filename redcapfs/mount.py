@@ -319,8 +319,8 @@ def open_session(url: str, token: str, opts: MountOptions) -> Session:
             raise MountError(f"-o arm={opts.arm}: the project has arms {shape.arms()}")
         tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
                     options=tree_opts)
-        with tree.records.lock:
-            tree.records.index()  # fail now (e.g. no export rights), not at the first `ls`
+        with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
+            pass
         return Session(client, tree, cache, attrs, opts.keep_cache)
     except E.RedcapError as exc:
         client.close()

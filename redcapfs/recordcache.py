@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Optional
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import RequestTimeout, ServerError, TransportError
@@ -50,17 +51,18 @@ class RecordCache:
         self._local_instances: set[tuple[str, Optional[str], str, int]] = set()
 
     # ------------------------------------------------------------ reading
-    def index(self) -> RecordIndex:
-        """The current index, refreshed first when older than the TTL. Callers hold :attr:`lock`."""
+    @contextmanager
+    def view(self) -> Iterator[RecordIndex]:
+        """The current index, locked for reading; refreshed first (outside the lock) when past its TTL.
+
+        While one thread refreshes, others keep reading the previous index
+        instead of waiting for a slow server; only the very first load blocks.
+        """
         if time.monotonic() >= self._fresh_until:
             self._refresh()
-        assert self._index is not None
-        return self._index
-
-    @property
-    def lock(self) -> threading.RLock:
-        """Hold while reading the index returned by :meth:`index` (it is mutated in place)."""
-        return self._lock
+        with self._lock:
+            assert self._index is not None
+            yield self._index
 
     def invalidate(self) -> None:
         """Make the next access refetch (e.g. after an error that suggests the tree changed)."""
@@ -100,34 +102,41 @@ class RecordCache:
 
     # ------------------------------------------------------------ refreshing
     def _refresh(self) -> None:
-        with self._refresh_lock:
-            if time.monotonic() < self._fresh_until:
-                return  # another thread refreshed while we waited
-            started = time.monotonic()
-            try:
-                rows = self._export()
-            except Exception as exc:
-                if self._index is None:
-                    raise
-                log.warning("records export failed (%s); showing the tree as of the last export", exc)
-                self._fresh_until = time.monotonic() + STALE_RETRY_SECONDS
-                return
-            fresh = self.shape.index(rows)
-            with self._lock:
-                self._changes = [(t, fn) for t, fn in self._changes if t >= started - 1.0]
-                for _, apply in self._changes:
-                    try:
-                        apply(fresh)
-                    except Exception as exc:  # a change the server no longer allows (record deleted)
-                        log.debug("dropping a local change over a refresh: %s", exc)
-                for record, event, field, instance in self._local_instances:
-                    try:
-                        fresh.add_instance(record, event, field, instance)
-                    except Exception as exc:
-                        log.debug("dropping local instance %s: %s", instance, exc)
-                self._index = fresh
-                self._fresh_until = time.monotonic() + self.ttl
-                self.refreshes += 1
+        if not self._refresh_lock.acquire(blocking=self._index is None):
+            return  # another thread is refreshing: serve the previous index meanwhile
+        try:
+            self._refresh_locked()
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh_locked(self) -> None:
+        if time.monotonic() < self._fresh_until:
+            return  # another thread refreshed while we waited
+        started = time.monotonic()
+        try:
+            rows = self._export()
+        except Exception as exc:
+            if self._index is None:
+                raise
+            log.warning("records export failed (%s); showing the tree as of the last export", exc)
+            self._fresh_until = time.monotonic() + STALE_RETRY_SECONDS
+            return
+        fresh = self.shape.index(rows)
+        with self._lock:
+            self._changes = [(t, fn) for t, fn in self._changes if t >= started - 1.0]
+            for _, apply in self._changes:
+                try:
+                    apply(fresh)
+                except Exception as exc:  # a change the server no longer allows (record deleted)
+                    log.debug("dropping a local change over a refresh: %s", exc)
+            for record, event, field, instance in self._local_instances:
+                try:
+                    fresh.add_instance(record, event, field, instance)
+                except Exception as exc:
+                    log.debug("dropping local instance %s: %s", instance, exc)
+            self._index = fresh
+            self._fresh_until = time.monotonic() + self.ttl
+            self.refreshes += 1
 
     def _export(self) -> list[dict]:
         fields = self.shape.export_fields()

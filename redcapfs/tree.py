@@ -194,17 +194,19 @@ class Tree:
         if ref.kind == "file":
             raise NotADirectory("not a directory", path)
         if ref.kind == "root":
-            with self.records.lock:
-                return [(names.encode(r), True) for r in self.records.index().records()]
+            with self.records.view() as index:
+                return [(names.encode(r), True) for r in index.records()]
         if ref.kind == "record" and self.shape.longitudinal:
-            with self.records.lock:
-                events = self.records.index().events_of(self._record(ref))
+            record = self._record(ref)
+            with self.records.view() as index:
+                events = index.events_of(record)
             return [(names.encode(e), True) for e in events]
         if ref.kind in ("record", "event"):
             return [(names.encode(f), True) for f in self.shape.fields_in_event(ref.event)]
         if ref.kind == "field" and ref.repeats:
-            with self.records.lock:
-                instances = self.records.index().instances(self._record(ref), ref.event, ref.field)  # type: ignore[arg-type]
+            record = self._record(ref)
+            with self.records.view() as index:
+                instances = index.instances(record, ref.event, ref.field)  # type: ignore[arg-type]
             return [(str(i), True) for i in instances]
         return [(names.encode(n), False) for n in self._slot_names(ref.slot())]
 
@@ -551,8 +553,8 @@ class Tree:
     def _mkdir_instance(self, ref: PathRef, path: str) -> None:
         record = self._record(ref)
         self._require_writable(None, path, probe=False)
-        with self.records.lock:
-            if self.shape.longitudinal and ref.event not in self.records.index().events_of(record):
+        with self.records.view() as index:
+            if self.shape.longitudinal and ref.event not in index.events_of(record):
                 raise NotFound("no such event for this record", path)
         assert ref.field is not None and ref.instance is not None
         self.records.add_local_instance(record, ref.event, ref.field, ref.instance)
@@ -628,8 +630,7 @@ class Tree:
         record = self._record(ref, path)
         if ref.kind == "record":
             return ref
-        with self.records.lock:
-            index = self.records.index()
+        with self.records.view() as index:
             if self.shape.longitudinal and ref.event not in index.events_of(record):
                 raise NotFound("no such event for this record", path)
             if ref.instance is not None and ref.instance not in index.instances(record, ref.event, ref.field):  # type: ignore[arg-type]
@@ -639,8 +640,7 @@ class Tree:
     def _record(self, ref: PathRef, path: str = "") -> str:
         """The real record name of ``ref`` (shortened components resolved), or NotFound."""
         component = ref.record_component or ""
-        with self.records.lock:
-            index = self.records.index()
+        with self.records.view() as index:
             if names.is_shortened(component):
                 record = names.Resolver(index.records()).resolve(component)
             else:
@@ -691,8 +691,8 @@ class Tree:
         return [node.name for node in self._slot_nodes(slot)]
 
     def _index_name(self, slot: Slot) -> Optional[str]:
-        with self.records.lock:
-            return self.records.index().file_name(slot)
+        with self.records.view() as index:
+            return index.file_name(slot)
 
     def _display_name(self, slot: Slot, raw: str) -> str:
         """The real name; older servers only say "[document]", so ask once (fileinfo or download)."""
