@@ -199,7 +199,10 @@ def start_background(argv: list[str], mountpoint: Path, token: str) -> int:
     os.write(token_w, (token + "\n").encode())
     os.close(token_w)
     message = _wait_ready(ready_r, proc)
-    if message == READY:
+    if message.startswith(READY):
+        notice = message[len(READY):].strip()
+        if notice:
+            print(f"redcapfs mount: {notice}", file=sys.stderr)
         return 0
     print(f"redcapfs mount: {message}", file=sys.stderr)
     return 1
@@ -262,6 +265,7 @@ class Session:
     cache: ContentCache
     attrs: AttrStore
     keep_cache: bool
+    unsent: int = 0
 
     def close(self) -> None:
         try:
@@ -308,7 +312,7 @@ def open_session(url: str, token: str, opts: MountOptions) -> Session:
         project_id = str(info.get("project_id", ""))
         folder = project_dir(url, project_id)
         spool = Spool(folder / "spool")
-        _report_unsent(spool)
+        unsent = _report_unsent(spool)
         cache_root = folder / ("cache" if opts.keep_cache else f"cache-{os.getpid()}")
         cache = ContentCache(private_dir(cache_root), opts.cache_size, opts.content_ttl)
         attrs = AttrStore(folder / "attrs.sqlite")
@@ -321,7 +325,7 @@ def open_session(url: str, token: str, opts: MountOptions) -> Session:
                     options=tree_opts)
         with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
             pass
-        return Session(client, tree, cache, attrs, opts.keep_cache)
+        return Session(client, tree, cache, attrs, opts.keep_cache, unsent)
     except E.RedcapError as exc:
         client.close()
         raise MountError(f"reading the project failed: {exc}") from None
@@ -330,7 +334,7 @@ def open_session(url: str, token: str, opts: MountOptions) -> Session:
         raise
 
 
-def _report_unsent(spool: Spool) -> None:
+def _report_unsent(spool: Spool) -> int:
     dropped = spool.drop_dead_temps()
     if dropped:
         log.info("removed %d temporary files left by an earlier mount", dropped)
@@ -338,6 +342,7 @@ def _report_unsent(spool: Spool) -> None:
     if unsent:
         log.warning("%d file(s) written through an earlier mount never reached REDCap; "
                     "list them with `redcapfs unsent`, send them with `redcapfs retry`", len(unsent))
+    return len(unsent)
 
 
 def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, token: str) -> int:
@@ -354,7 +359,9 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         return _fail(str(exc), args.ready_fd)
     del token
     ops = RedcapOperations(session.tree)
-    ops.on_init = lambda: _ready(args.ready_fd)
+    notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
+              "see `redcapfs unsent`") if session.unsent else ""
+    ops.on_init = lambda: _ready(args.ready_fd, notice)
     pidfile = _pidfile(mountpoint)
     pidfile.write_text(str(os.getpid()))
     log.info("mounting %s at %s", args.url, mountpoint)
@@ -373,10 +380,10 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     return 0
 
 
-def _ready(fd: Optional[int]) -> None:
+def _ready(fd: Optional[int], notice: str = "") -> None:
     log.info("mount ready")
     if fd is not None:
-        _report(fd, READY)
+        _report(fd, f"{READY} {notice}".strip())
     _notify_systemd()
 
 
