@@ -170,6 +170,7 @@ class Tree:
         self._sizes: TTLCache = TTLCache(maxsize=500_000, ttl=self.options.content_ttl)
         self._placeholder_names: TTLCache = TTLCache(maxsize=100_000, ttl=self.options.content_ttl)
         self._dir_mtimes: dict[str, int] = {}
+        self._size_locks: dict[tuple[Slot, str], threading.Lock] = {}
         self._can_import: Optional[bool] = None
 
     # ================================================================ lookups
@@ -727,10 +728,24 @@ class Tree:
 
     # ================================================================ internals: sizes and content
     def _server_size(self, node: FileNode) -> int:
+        """The exact size; concurrent lookups of one file share one question to the server."""
         key = (node.slot, node.name)
         size = self._sizes.get(key)
         if size is not None:
             return size
+        with self._lock:
+            lock = self._size_locks.setdefault(key, threading.Lock())
+        with lock:
+            try:
+                return self._discover_size(node, key)
+            finally:
+                with self._lock:
+                    self._size_locks.pop(key, None)
+
+    def _discover_size(self, node: FileNode, key: tuple[Slot, str]) -> int:
+        size = self._sizes.get(key)
+        if size is not None:
+            return size  # found by the thread we waited for
         entry = self.cache.lookup(self._content_key(node))
         if entry is None:
             slot = node.slot
