@@ -192,7 +192,8 @@ def start_background(argv: list[str], mountpoint: Path, token: str) -> int:
     ready_r, ready_w = os.pipe()
     child_argv = [sys.executable, "-m", "redcapfs", "mount", *argv,
                   "--token-fd", str(token_r), "--ready-fd", str(ready_w)]
-    proc = subprocess.Popen(child_argv, pass_fds=(token_r, ready_w), stdin=subprocess.DEVNULL,
+    env = {k: v for k, v in os.environ.items() if k != "REDCAP_API_TOKEN"}  # the pipe carries it
+    proc = subprocess.Popen(child_argv, pass_fds=(token_r, ready_w), stdin=subprocess.DEVNULL, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     os.close(token_r)
     os.close(ready_w)
@@ -296,6 +297,9 @@ def connect(url: str, token: str, opts: MountOptions) -> tuple[HttpClient, dict]
     except (E.TransportError, E.RequestTimeout) as exc:
         raise MountError(f"cannot connect to {url}: {exc.message}") from None
     except E.RedcapError as exc:
+        if exc.status in (301, 302, 400, 404, 405, 501):
+            raise MountError(f"{url} is not a REDCap API (HTTP {exc.status}: {exc.message}); "
+                             "the URL usually ends in /api/") from None
         raise MountError(f"{url} answered with an error: {exc}") from None
 
 
