@@ -81,9 +81,10 @@ class RecordCache:
 
     def add_local_instance(self, record: str, event: Optional[str], field: str, instance: int) -> None:
         """An instance directory made by ``mkdir``: local until its first upload."""
-        with self._lock:
+        with self._lock:  # re-applied over every refresh from this set, not from the change log
             self._local_instances.add((record, event, field, instance))
-        self._change(lambda idx: idx.add_instance(record, event, field, instance))
+            if self._index is not None:
+                self._index.add_instance(record, event, field, instance)
 
     def is_local_instance(self, record: str, event: Optional[str], field: str, instance: int) -> bool:
         return (record, event, field, instance) in self._local_instances
