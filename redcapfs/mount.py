@@ -369,9 +369,13 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     pidfile = _pidfile(mountpoint)
     pidfile.write_text(str(os.getpid()))
     log.info("mounting %s at %s", args.url, mountpoint)
+    # hard_remove: libfuse would otherwise rename a file unlinked while open to
+    # .fuse_hiddenNNN, which in a one-file slot is a second, refused name
+    # (vim deletes its open swap file). atomic_o_trunc: O_TRUNC arrives with the
+    # open instead of a separate truncate that would upload an empty file.
     try:
         FUSE(ops, str(mountpoint), foreground=True, nothreads=False, ro=opts.read_only,
-             allow_other=opts.allow_other, default_permissions=True, atomic_o_trunc=True,
+             allow_other=opts.allow_other, default_permissions=True, atomic_o_trunc=True, hard_remove=True,
              big_writes=True, max_write=1 << 20, attr_timeout=opts.attr_timeout,
              entry_timeout=opts.entry_timeout, fsname="redcapfs", subtype="redcapfs")
     except RuntimeError as exc:
