@@ -1,0 +1,134 @@
+"""Uploads that fail: the error reaches close(), the bytes are kept, `redcapfs retry` sends them.
+
+Faults are injected by the sandbox (a real HTTP server), so the real client,
+FUSE and spool paths run. After every failure the spool entry is compared byte
+for byte with the source, and after every retry the server copy is read back
+with PyCap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mounthelp import REPO, daemon_pids, force_unmount  # noqa: E402
+from test_writes import server_file  # noqa: E402
+
+redcap = pytest.importorskip("redcap")
+
+SLOT = ("1001", "baseline_arm_1", "radiology_report")
+
+
+def cli(mnt: Any, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(mnt.env)
+    if token is not None:
+        env["REDCAP_API_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "redcapfs", *args], capture_output=True, text=True, env=env,
+                          cwd=str(REPO), timeout=120)
+
+
+def unsent(mnt: Any) -> list[dict[str, Any]]:
+    result = cli(mnt, "unsent", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("fault", ["do=500", "do=drop", "do=hang,seconds=30"], ids=["500", "drop", "hang"])
+def test_failed_upload_is_kept_and_retry_sends_it(fault: str, sandbox, mount, tmp_path: Path) -> None:
+    sb = sandbox("--fault", f"content=file,action=import,nth=1,{fault}")
+    mnt = mount(sb, "timeout=3")
+    src = tmp_path / "ecg.bin"
+    src.write_bytes(os.urandom(400_000))
+    result = subprocess.run(["cp", str(src), str(mnt.path.joinpath(*SLOT))], capture_output=True, text=True)
+    assert result.returncode != 0, "a failed upload must never look like success"
+    assert "Input/output error" in result.stderr
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) is None
+    entries = unsent(mnt)
+    assert len(entries) == 1
+    assert Path(entries[0]["data_path"]).read_bytes() == src.read_bytes()
+    assert entries[0]["target"]["name"] == "ecg.bin" and entries[0]["target"]["record"] == SLOT[0]
+    assert "ecg.bin" in mnt.log and "failed" in mnt.log
+    listing = cli(mnt, "unsent")
+    assert "ecg.bin" in listing.stdout and entries[0]["id"] in listing.stdout
+    retry = cli(mnt, "retry")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("ecg.bin", src.read_bytes())
+    assert unsent(mnt) == []
+
+
+def test_retry_will_not_replace_a_different_file_without_force(sandbox, mount, tmp_path: Path) -> None:
+    sb = sandbox("--fault", "content=file,action=import,nth=1,do=500")
+    mnt = mount(sb)
+    src = tmp_path / "mine.txt"
+    src.write_bytes(b"my upload\n")
+    assert subprocess.run(["cp", str(src), str(mnt.path.joinpath(*SLOT))], capture_output=True).returncode != 0
+    other = tmp_path / "theirs.txt"
+    other.write_bytes(b"someone else's upload\n")
+    redcap.Project(sb.url, sb.token).import_file(record=SLOT[0], field=SLOT[2], file_name="theirs.txt",
+                                                 file_object=open(other, "rb"), event=SLOT[1])
+    refused = cli(mnt, "retry")
+    assert refused.returncode == 1 and "theirs.txt" in refused.stdout
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("theirs.txt", other.read_bytes())
+    (entry,) = unsent(mnt)
+    forced = cli(mnt, "retry", "--force", entry["id"])
+    assert forced.returncode == 0, forced.stdout
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("mine.txt", src.read_bytes())
+
+
+def test_retry_with_a_wrong_token_keeps_the_entry_and_delete_gives_up(sandbox, mount, tmp_path: Path) -> None:
+    sb = sandbox("--fault", "content=file,action=import,nth=1,do=500")
+    mnt = mount(sb)
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"a\n")
+    subprocess.run(["cp", str(src), str(mnt.path.joinpath(*SLOT))], capture_output=True)
+    (entry,) = unsent(mnt)
+    wrong = cli(mnt, "retry", token="0" * 32)
+    assert wrong.returncode == 1 and sb.token not in wrong.stdout + wrong.stderr
+    (still,) = unsent(mnt)
+    assert still["id"] == entry["id"] and "permission" in (still["error"] or "").lower()
+    gone = cli(mnt, "retry", "--delete", entry["id"])
+    assert gone.returncode == 0 and unsent(mnt) == []
+
+
+def test_kill_9_mid_write_keeps_what_was_written(sandbox, mount, tmp_path: Path) -> None:
+    sb = sandbox()
+    mnt = mount(sb)
+    target = mnt.path.joinpath(*SLOT) / "big.bin"
+    chunk = os.urandom(1 << 20)
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, time
+chunk = bytes.fromhex(sys.stdin.readline().strip())
+fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+for i in range(8):
+    os.write(fd, chunk)
+print("wrote", flush=True)
+time.sleep(60)
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdin and writer.stdout
+    writer.stdin.write(chunk.hex() + "\n")
+    writer.stdin.flush()
+    assert writer.stdout.readline().strip() == "wrote"
+    (pid,) = daemon_pids(mnt.path)
+    os.kill(pid, signal.SIGKILL)
+    writer.kill()
+    writer.wait(10)
+    force_unmount(mnt.path, mnt.env)
+    entries = unsent(mnt)
+    assert len(entries) == 1
+    assert Path(entries[0]["data_path"]).read_bytes() == chunk * 8
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) is None
+    again = mount(sb, mountpoint=mnt.path)
+    assert "unsent" in again.stderr and "unsent" in again.log
+    time.sleep(0.1)
+    retry = cli(again, "retry")
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("big.bin", chunk * 8)
