@@ -1,0 +1,144 @@
+"""The local state that must never lose a write or leak a token: spool, temporary names, credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
+from redcapfs.spool import Spool, Target
+from redcapfs.tempnames import DEFAULT_PATTERNS, TempNames
+
+TOKEN = "0123456789ABCDEF0123456789ABCDEF"
+TARGET = Target("http://127.0.0.1:1/api/", "7", "1001", "baseline_arm_1", "consent_form", None, "a.pdf")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ------------------------------------------------------------------ spool
+
+
+def test_spool_entry_life_cycle_and_modes(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    entry = spool.create(TARGET)
+    assert mode(tmp_path / "spool") == 0o700
+    assert mode(entry.data_path) == 0o600 and mode(entry.meta_path) == 0o600
+    entry.data_path.write_bytes(b"data")
+    assert entry.size() == 4 and entry.state == "open" and spool.unsent() == []
+    entry.mark_unsent("REDCap said no")
+    again = spool.get(entry.id)
+    assert again.state == "unsent" and again.error == "REDCap said no" and again.target == TARGET
+    assert [e.id for e in spool.unsent()] == [entry.id]
+    moved = Target(**{**TARGET.__dict__, "name": "b.pdf"})
+    again.retarget(moved, temp=False)
+    assert spool.get(entry.id).target.name == "b.pdf" and spool.get(entry.id).state == "open"
+    again.remove()
+    assert spool.entries() == [] and list((tmp_path / "spool").iterdir()) == []
+
+
+def test_an_open_entry_of_a_dead_process_is_unsent_and_dead_temps_are_dropped(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    code = ("import sys; from redcapfs.spool import Spool, Target; "
+            f"t = Target(*{tuple(TARGET.__dict__.values())!r}); s = Spool(sys.argv[1]); "
+            "e = s.create(t); e.data_path.write_bytes(b'half written'); s.create(t, temp=True)")
+    subprocess.run([sys.executable, "-c", code, str(root)], check=True)
+    spool = Spool(root)
+    (lost,) = spool.unsent()
+    assert lost.state == "open" and not lost.alive() and lost.data_path.read_bytes() == b"half written"
+    assert spool.drop_dead_temps() == 1
+    assert len(spool.entries()) == 1
+
+
+def test_a_reused_pid_does_not_look_alive(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    entry = spool.create(TARGET)
+    meta = json.loads(entry.meta_path.read_text())
+    meta["pid_start"] = "1"  # our pid, but another process's start time
+    entry.meta_path.write_text(json.dumps(meta))
+    assert [e.id for e in spool.unsent()] == [entry.id]
+
+
+def test_corrupt_entries_are_skipped_and_orphans_reported(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    good = spool.create(TARGET)
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "lost.data").write_bytes(b"x")
+    assert [e.id for e in spool.entries()] == [good.id]
+    assert spool.orphans() == [tmp_path / "lost.data"]
+    with pytest.raises(KeyError):
+        spool.get("nope")
+
+
+# ------------------------------------------------------------------ temporary names
+
+
+@pytest.mark.parametrize("name", [
+    ".consent.pdf.Xy12Ab", "4913", "5036", ".notes.txt.swp", ".notes.txt.swo", ".notes.txt.swx", "notes.txt~",
+    "#notes.txt#", ".#notes.txt", ".~lock.report.odt#", "lu12345.tmp", ".goutputstream-ABC123", "~$report.docx",
+    "scan.dcm.crdownload", "scan.dcm.part",
+])
+def test_tool_temporary_names(name: str) -> None:
+    assert TempNames().is_temp(name)
+
+
+@pytest.mark.parametrize("name", [
+    "consent.pdf", "scan.v2.dcm", ".hidden consent.txt", "4913.pdf", "4914", "notes.part.pdf", "report~final.pdf",
+    "lu.pdf", "~report.docx", "signed_consent.pdf",
+])
+def test_real_names(name: str) -> None:
+    assert not TempNames().is_temp(name)
+
+
+def test_temp_names_option() -> None:
+    assert TempNames.from_option(None).patterns == DEFAULT_PATTERNS
+    added = TempNames.from_option("+*.tmp")
+    assert added.is_temp("x.tmp") and added.is_temp("x~")
+    removed = TempNames.from_option("-*.part")
+    assert not removed.is_temp("scan.part") and removed.is_temp("x~")
+    replaced = TempNames.from_option("*.bak:*.tmp")
+    assert replaced.is_temp("a.bak") and not replaced.is_temp("a~")
+    with pytest.raises(ValueError):
+        TempNames.from_option("-*.nothing")
+
+
+# ------------------------------------------------------------------ credentials
+
+
+def test_token_file_must_be_private(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    path.chmod(0o644)
+    with pytest.raises(CredentialError) as info:
+        read_token(str(path), environ={})
+    assert "chmod 600" in str(info.value) and TOKEN not in str(info.value)
+    path.chmod(0o600)
+    assert read_token(str(path), environ={}) == TOKEN
+
+
+def test_token_from_environment_and_missing_token() -> None:
+    assert read_token(None, environ={"REDCAP_API_TOKEN": f" {TOKEN}\n"}, interactive=False) == TOKEN
+    with pytest.raises(CredentialError) as info:
+        read_token(None, environ={}, interactive=False)
+    assert "--token-file" in str(info.value)
+
+
+def test_a_malformed_token_is_refused_without_being_echoed() -> None:
+    secret = "not-a-token-but-secret-anyway-123"
+    with pytest.raises(CredentialError) as info:
+        read_token(None, environ={"REDCAP_API_TOKEN": secret}, interactive=False)
+    assert secret not in str(info.value)
+
+
+def test_token_through_a_pipe() -> None:
+    r, w = os.pipe()
+    os.write(w, (TOKEN + "\n").encode())
+    os.close(w)
+    assert read_token_from_fd(r) == TOKEN
