@@ -1,0 +1,135 @@
+"""The filesystem's semantics (``Tree``) over the in-memory client: fast checks of the rules.
+
+The real-mount tests (tests/mount) prove the same rules through the kernel and
+the sandbox; these pin the decisions themselves and run in milliseconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from redcapfs.attrs import AttrStore
+from redcapfs.cache import ContentCache
+from redcapfs.client.memory import MemoryClient
+from redcapfs.errors import errno_for
+from redcapfs.shape import ProjectShape
+from redcapfs.spool import Spool
+from redcapfs.tree import Tree, TreeOptions
+
+
+def meta(name: str, form: str, ftype: str = "text", validation: str = "") -> dict:
+    return {"field_name": name, "form_name": form, "field_type": ftype,
+            "text_validation_type_or_show_slider_number": validation}
+
+
+METADATA = [meta("record_id", "main"), meta("doc", "main", "file"), meta("sig", "main", "file", "signature"),
+            meta("att", "attachments", "file")]
+
+
+def make(tmp_path: Path, **client_kw) -> tuple[Tree, MemoryClient]:
+    kw = dict(metadata=METADATA, repeating=[{"form_name": "attachments", "custom_form_label": ""}],
+              records=[{"record_id": "1"}, {"record_id": "2"}, {"record_id": "3"}],
+              files={("1", None, "doc", 1): ("a.pdf", b"original")})
+    kw.update(client_kw)
+    read_only = kw.pop("read_only", False)
+    client = MemoryClient(**kw)
+    shape = ProjectShape.from_api(client.project_info(), client.metadata(), client.arms(), client.events(),
+                                  client.form_event_mapping(), client.repeating_forms_events())
+    tree = Tree(client, shape, cache=ContentCache(tmp_path / "cache", 1 << 20, 60), attrs=AttrStore(None),
+                spool=Spool(tmp_path / "spool"), url="mem://", project_id="1",
+                options=TreeOptions(read_only=read_only))
+    return tree, client
+
+
+def write_file(tree: Tree, path: str, data: bytes) -> None:
+    fh = tree.create(path, 0o100644)
+    tree.write(fh, data, 0)
+    tree.flush(fh)
+    tree.release(fh)
+
+
+def err(fn) -> int:
+    with pytest.raises(Exception) as info:
+        fn()
+    return errno_for(info.value)
+
+
+def test_listing_and_reading(tmp_path: Path) -> None:
+    tree, client = make(tmp_path)
+    assert [n for n, _ in tree.readdir("/")] == ["1", "2", "3"]
+    assert tree.readdir("/1/doc") == [("a.pdf", False)]
+    assert client.calls[("file", "export")] == 0, "listing downloads nothing"
+    assert tree.getattr("/1/doc/a.pdf").size == 8
+    fh = tree.open("/1/doc/a.pdf", os.O_RDONLY)
+    assert tree.read(fh, 100, 0) == b"original"
+    tree.release(fh)
+    assert err(lambda: tree.getattr("/9")) == errno.ENOENT
+    assert err(lambda: tree.getattr("/1/doc/b.pdf")) == errno.ENOENT
+
+
+def test_upload_on_close_and_one_file_per_slot(tmp_path: Path) -> None:
+    tree, client = make(tmp_path)
+    write_file(tree, "/2/doc/new.pdf", b"new")
+    assert client.calls[("file", "import")] == 1
+    assert tree.readdir("/2/doc") == [("new.pdf", False)]
+    assert err(lambda: tree.create("/2/doc/other.pdf", 0o100644)) == errno.EEXIST
+    assert err(lambda: tree.create("/1/sig/s.png", 0o100644)) == errno.EPERM
+
+
+def test_a_handle_that_only_truncated_uploads_once_at_release(tmp_path: Path) -> None:
+    tree, client = make(tmp_path)
+    fh = tree.open("/1/doc/a.pdf", os.O_WRONLY | os.O_TRUNC)
+    tree.flush(fh)  # a shell closing its duplicate descriptor before writing
+    assert client.calls[("file", "import")] == 0
+    tree.write(fh, b"replaced", 0)
+    tree.flush(fh)
+    tree.release(fh)
+    assert client.calls[("file", "import")] == 1
+
+
+def test_temporary_names_stay_local_until_renamed(tmp_path: Path) -> None:
+    tree, client = make(tmp_path)
+    write_file(tree, "/1/doc/.a.pdf.Ab12Cd", b"v2")
+    assert client.calls[("file", "import")] == 0
+    tree.rename("/1/doc/.a.pdf.Ab12Cd", "/1/doc/a.pdf")
+    assert client.calls[("file", "import")] == 1
+    assert tree.readdir("/1/doc") == [("a.pdf", False)]
+    assert tree.getattr("/1/doc/a.pdf").size == 2
+
+
+def test_failed_upload_keeps_the_bytes(tmp_path: Path) -> None:
+    tree, client = make(tmp_path, locked=["2"])
+    fh = tree.create("/2/doc/x.pdf", 0o100644)
+    tree.write(fh, b"precious", 0)
+    assert err(lambda: tree.flush(fh)) == errno.EROFS
+    tree.release(fh)
+    (entry,) = tree.spool.unsent()
+    assert entry.data_path.read_bytes() == b"precious" and "locked" in entry.error
+    assert tree.readdir("/2/doc") == []
+
+
+def test_read_only_and_export_only(tmp_path: Path) -> None:
+    tree, _ = make(tmp_path, read_only=True)
+    assert err(lambda: tree.create("/2/doc/x.pdf", 0o100644)) == errno.EROFS
+    assert err(lambda: tree.unlink("/1/doc/a.pdf")) == errno.EROFS
+    tree2, client2 = make(tmp_path / "b", rights="export")
+    assert err(lambda: tree2.create("/2/doc/x.pdf", 0o100644)) == errno.EACCES
+    assert client2.calls[("file", "import")] == 0
+
+
+def test_instances_records_and_directory_rules(tmp_path: Path) -> None:
+    tree, client = make(tmp_path)
+    tree.mkdir("/2/att/1", 0o755)
+    assert tree.readdir("/2/att") == [("1", True)]
+    write_file(tree, "/2/att/1/p.png", b"png")
+    assert client.calls[("file", "import")] == 1
+    tree.mkdir("/77", 0o755)
+    assert "77" in [n for n, _ in tree.readdir("/")]
+    assert err(lambda: tree.mkdir("/1/doc/sub", 0o755)) == errno.EPERM
+    assert err(lambda: tree.rename("/1/doc", "/1/doc2")) == errno.EPERM
+    tree.unlink("/1/doc/a.pdf")
+    assert client.calls[("file", "delete")] == 1 and tree.readdir("/1/doc") == []
