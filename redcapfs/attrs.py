@@ -61,7 +61,12 @@ class AttrStore:
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         if path is not None:
             path.chmod(0o600)
+        # Times are worth keeping but not an fsync per file seen: `ls -l` of a big
+        # project records thousands of first sightings.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._memo: dict[str, Attr] = {}  # getattr is hot: answer repeats from memory
         self.epoch_ns = self._epoch()
 
     def _epoch(self) -> int:
@@ -77,13 +82,18 @@ class AttrStore:
     def get(self, slot: Slot, name: str, size: int) -> Attr:
         """The stored attributes, recording "now" as the mtime of a version never seen before."""
         key = attr_key(slot, name, size)
+        known = self._memo.get(key)
+        if known is not None:
+            return known
         with self._lock, self._db:
             row = self._db.execute("SELECT mtime_ns, mode FROM attrs WHERE key=?", (key,)).fetchone()
             if row:
-                return Attr(int(row[0]), row[1])
-            now = time.time_ns()
-            self._db.execute("INSERT INTO attrs VALUES (?, ?, NULL, ?)", (key, now, time.time()))
-            return Attr(now, None)
+                attr = Attr(int(row[0]), row[1])
+            else:
+                attr = Attr(time.time_ns(), None)
+                self._db.execute("INSERT INTO attrs VALUES (?, ?, NULL, ?)", (key, attr.mtime_ns, time.time()))
+            self._memo[key] = attr
+            return attr
 
     def set(self, slot: Slot, name: str, size: int, *, mtime_ns: Optional[int] = None,
             mode: Optional[int] = None) -> None:
@@ -95,6 +105,7 @@ class AttrStore:
             new_mode = mode if mode is not None else (old[1] if old else None)
             self._db.execute("INSERT OR REPLACE INTO attrs VALUES (?, ?, ?, ?)",
                              (key, new_mtime, new_mode, time.time()))
+            self._memo[key] = Attr(new_mtime, new_mode)
 
     def close(self) -> None:
         with self._lock:
