@@ -134,15 +134,30 @@ class ContentCache:
             flight.done.set()
 
     def put(self, key: str, source: str) -> Entry:
-        """Store a copy of a local file as ``key`` (our own upload: the next read needs no download)."""
+        """Keep a local file as ``key`` (our own upload: the next read needs no download).
 
-        def copy(out: BinaryIO) -> None:
-            with open(source, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-
+        A hard link when ``source`` is on the same filesystem (no copy of a
+        large upload); the caller must :meth:`invalidate` before changing
+        ``source`` again. Otherwise a copy.
+        """
         self.invalidate(key)
-        entry = self._download(key, copy)
-        self.downloads -= 1  # a copy, not a download
+        final = self.root / key
+        try:
+            os.link(source, final)
+        except OSError:
+            def copy(out: BinaryIO) -> None:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+
+            entry = self._download(key, copy)
+            self.downloads -= 1  # a copy, not a download
+            return entry
+        entry = Entry(str(final), final.stat().st_size, time.monotonic())
+        with self._lock:
+            self._drop_locked(key, unlink=False)
+            self._entries[key] = entry
+            self._total += entry.size
+            self._evict_locked(keep=key)
         return entry
 
     # ------------------------------------------------------------ changes

@@ -101,6 +101,7 @@ class LocalFile:
         self.mtime_ns: Optional[int] = None
         self.mode: Optional[int] = None
         self.shadow_of: Optional[str] = None  # the server name this temp copy stands in for
+        self.cached_as: Optional[str] = None  # cache key sharing this file's inode after an upload
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -269,6 +270,7 @@ class Tree:
             raise InvalidArgument("file not open for writing")
         local = handle.local
         with local.lock:
+            self._detach_from_cache(local)
             written = os.pwrite(local.fd, data, offset)
             local.dirty = local.wrote = True
         return written
@@ -279,6 +281,7 @@ class Tree:
             local = self._handles[fh].local
             assert local is not None
             with local.lock:
+                self._detach_from_cache(local)
                 os.ftruncate(local.fd, length)
                 local.dirty = local.wrote = True
             return
@@ -839,11 +842,18 @@ class Tree:
         self._placeholder_names.pop(slot, None)
         self._forget_content(slot, name)
         self._sizes[(slot, name)] = size
+        key = cache_key(self.url, slot.record, slot.event, slot.field, slot.instance, name)
         try:
-            self.cache.put(cache_key(self.url, slot.record, slot.event, slot.field, slot.instance, name),
-                           str(local.entry.data_path))
+            self.cache.put(key, str(local.entry.data_path))
+            local.cached_as = key
         except OSError as exc:  # only a lost optimisation: the next read downloads
             log.debug("could not keep the uploaded copy in the cache: %s", exc)
+
+    def _detach_from_cache(self, local: LocalFile) -> None:
+        """The cache may share this file's inode (see ContentCache.put): drop it before the bytes change."""
+        if local.cached_as is not None:
+            self.cache.invalidate(local.cached_as)
+            local.cached_as = None
 
     def _new_local(self, slot: Slot, name: str, temp: bool) -> LocalFile:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)

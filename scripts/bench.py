@@ -150,6 +150,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             put = timed(lambda: shutil.copyfile(big, mount.mp / "2" / "scan" / "via-mount.bin"))
             results["write_calls"] = len(sb.calls()) - n
             results["write_ratio"] = round(put / direct_put, 2)
+            mb = args.size_mb
+            results["read_cold_mb_s"] = round(mb / cold, 1)
+            results["read_warm_mb_s"] = round(mb / warm, 1)
+            results["write_mb_s"] = round(mb / put, 1)
             results["direct_get_seconds"] = round(direct_get, 3)
             results["direct_put_seconds"] = round(direct_put, 3)
             results["mount_peak_rss_mib"] = round(mount.peak_rss_mib(), 1)
