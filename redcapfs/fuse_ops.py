@@ -145,7 +145,7 @@ class RedcapOperations(Operations):
 def _stat_dict(st: Stat) -> dict[str, Any]:
     return {
         "st_mode": st.mode,
-        "st_nlink": 2 if st.is_dir else 1,
+        "st_nlink": 1,  # for directories: "not counted", so find never guesses subdirectories from it
         "st_size": st.size,
         "st_uid": st.uid,
         "st_gid": st.gid,

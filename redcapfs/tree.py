@@ -241,7 +241,7 @@ class Tree:
     # ================================================================ writing
     def create(self, path: str, mode: int) -> int:
         """A new file in a slot: a temporary name stays local; a real name needs an empty slot."""
-        ref = self._resolve(path, creating=True)
+        ref = self._resolve(path)
         if ref.kind != "file":
             raise AlreadyExists("exists", path)
         slot = ref.slot()
@@ -419,7 +419,7 @@ class Tree:
         if src_ref.kind != "file":
             raise NotPermitted("directories cannot be renamed", old)
         src = self._file(src_ref, old)
-        dst_ref = self._resolve(new, creating=True)
+        dst_ref = self._resolve(new)
         if dst_ref.kind != "file":
             raise NotPermitted("a file can only be renamed into a slot directory", new)
         dst_slot = dst_ref.slot()
@@ -626,7 +626,7 @@ class Tree:
             self._drop_local(local)
 
     # ================================================================ internals: resolving
-    def _resolve(self, path: str, creating: bool = False) -> PathRef:
+    def _resolve(self, path: str) -> PathRef:
         """Parse and check that every directory on the way exists; the file itself is checked later."""
         ref = self.model.parse(path)
         if ref.kind == "root":
