@@ -103,3 +103,42 @@ def test_unknown_mount_option_is_refused(sandbox, mount) -> None:
     refused = mount(sb, "colour=blue", expect_fail=True)
     assert "unknown mount option" in refused.stderr
 
+
+
+def test_hidden_prompt_on_a_terminal(sandbox, tmp_path: Path) -> None:
+    """Without a token file or variable, a terminal user is asked; the answer is not echoed."""
+    import pty
+    import select
+    import time
+
+    from mounthelp import force_unmount, is_mounted
+
+    sb = sandbox()
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "REDCAP_API_TOKEN"}
+    env["REDCAPFS_STATE_DIR"] = str(tmp_path / "state")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the mount command on a terminal
+        os.chdir(str(REPO))
+        os.execvpe(sys.executable, [sys.executable, "-m", "redcapfs", "mount", sb.url, str(mp), "-o", "rate=200",
+                                    "--log-file", str(tmp_path / "m.log")], env)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"token" not in seen.lower() and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                seen += os.read(fd, 1024)
+        assert b"REDCap API token" in seen
+        os.write(fd, (sb.token + "\n").encode())
+        _, status = os.waitpid(pid, 0)
+        try:
+            while select.select([fd], [], [], 0.2)[0]:
+                seen += os.read(fd, 1024)
+        except OSError:
+            pass
+        assert os.WEXITSTATUS(status) == 0, seen
+        assert sb.token.encode() not in seen, "the token must not be echoed"
+        assert is_mounted(mp) and "1001" in os.listdir(mp)
+    finally:
+        force_unmount(mp)
