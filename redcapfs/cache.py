@@ -17,6 +17,7 @@ file. Rules the rest of redcapfs relies on:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -39,13 +40,71 @@ class Entry:
     fetched_at: float
 
 
-class _Flight:
-    """One download in progress that other threads can wait for."""
+class Flight:
+    """One download in progress: readers wait for the bytes they need, or for its end.
 
-    def __init__(self) -> None:
+    ``written`` counts the bytes at the start of ``part`` that are on disk; a
+    client that rewinds to retry moves it back. Readers of a flight get bytes
+    as they arrive, and the download's error (never a short file) if it fails.
+    """
+
+    def __init__(self, part: Path) -> None:
+        self.part = part
         self.done = threading.Event()
         self.entry: Optional[Entry] = None
         self.error: Optional[BaseException] = None
+        self.written = 0
+        self._cond = threading.Condition()
+
+    def advance(self, position: int) -> None:
+        with self._cond:
+            self.written = position
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self.done.set()
+            self._cond.notify_all()
+
+    def wait_for(self, end: int) -> None:
+        """Block until the first ``end`` bytes are on disk or the download ended; raise its error."""
+        with self._cond:
+            while self.written < end and not self.done.is_set():
+                self._cond.wait(1.0)
+        if self.error is not None and self.written < end:
+            raise self.error
+
+
+class _Published:
+    """The file object a download writes into, telling its :class:`Flight` how far it got."""
+
+    def __init__(self, raw: BinaryIO, flight: Flight) -> None:
+        self._raw = raw
+        self._flight = flight
+
+    def write(self, data: bytes) -> int:
+        written = self._raw.write(data)
+        self._flight.advance(self._raw.tell())
+        return written
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        position = self._raw.seek(offset, whence)
+        self._flight.advance(min(self._flight.written, position))
+        return position
+
+    def truncate(self, size: Optional[int] = None) -> int:
+        result = self._raw.truncate(size)
+        self._flight.advance(min(self._flight.written, self._raw.tell() if size is None else size))
+        return result
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._raw.flush()
 
 
 def cache_key(*parts: object) -> str:
@@ -62,9 +121,10 @@ class ContentCache:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._entries: "OrderedDict[str, Entry]" = OrderedDict()
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, Flight] = {}
         self._total = 0
         self.downloads = 0  # how many fetches ran (for logs and tests)
+        self._part_ids = itertools.count(1)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
         self._adopt()
@@ -107,31 +167,50 @@ class ContentCache:
         ``download`` writes the body into the file object and raises on any
         failure; it must not return before the body is complete.
         """
+        started = self.start(key, download)
+        if isinstance(started, Entry):
+            return started
+        started.done.wait()
+        if started.error is not None:
+            raise started.error
+        assert started.entry is not None
+        return started.entry
+
+    def start(self, key: str, download: Callable[[BinaryIO], object]) -> "Entry | Flight":
+        """The complete entry, or the download in progress (started in the background if needed).
+
+        A reader can serve bytes of a :class:`Flight` as they arrive (``part``
+        exists from the start; open it before the download ends and the
+        descriptor stays valid when it becomes the entry).
+        """
         entry = self.lookup(key)
         if entry is not None:
             return entry
         with self._lock:
             flight = self._flights.get(key)
-            leader = flight is None
-            if leader:
-                flight = self._flights[key] = _Flight()
-        assert flight is not None
-        if not leader:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            assert flight.entry is not None
-            return flight.entry
+            if flight is not None:
+                return flight
+            part = self.root / f"{key}.part-{next(self._part_ids)}"
+            fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            flight = self._flights[key] = Flight(part)
+        thread = threading.Thread(target=self._run, args=(key, flight, fd, download), daemon=True,
+                                  name="cache-download")
+        thread.start()
+        return flight
+
+    def _run(self, key: str, flight: Flight, fd: int, download: Callable[[BinaryIO], object]) -> None:
         try:
-            flight.entry = self._download(key, download)
-            return flight.entry
+            with os.fdopen(fd, "w+b", buffering=0) as raw:
+                download(_Published(raw, flight))  # type: ignore[arg-type]
+                size = raw.tell()
+            flight.entry = self._publish(key, flight.part, size)
         except BaseException as exc:
             flight.error = exc
-            raise
+            _unlink_quietly(flight.part)
         finally:
             with self._lock:
                 self._flights.pop(key, None)
-            flight.done.set()
+            flight.finish()
 
     def put(self, key: str, source: str) -> Entry:
         """Keep a local file as ``key`` (our own upload: the next read needs no download).
@@ -179,18 +258,23 @@ class ContentCache:
 
     # ------------------------------------------------------------ internals
     def _download(self, key: str, download: Callable[[BinaryIO], object]) -> Entry:
-        final = self.root / key
-        part = self.root / f"{key}.part-{threading.get_ident()}"
+        """Fill ``key`` in this thread (copies of local files)."""
+        part = self.root / f"{key}.part-{next(self._part_ids)}"
         fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             with os.fdopen(fd, "w+b") as out:
                 download(out)
                 out.flush()
                 size = out.tell()
-            os.replace(part, final)
         except BaseException:
             _unlink_quietly(part)
             raise
+        return self._publish(key, part, size)
+
+    def _publish(self, key: str, part: Path, size: int) -> Entry:
+        """A complete download becomes the entry (rename: readers holding ``part`` open keep reading)."""
+        final = self.root / key
+        os.replace(part, final)
         self.downloads += 1
         entry = Entry(str(final), size, time.monotonic())
         with self._lock:

@@ -31,13 +31,13 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional
 
 from cachetools import TTLCache
 
 from redcapfs import names
 from redcapfs.attrs import AttrStore
-from redcapfs.cache import ContentCache, cache_key
+from redcapfs.cache import ContentCache, Entry, Flight, cache_key
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import (
     AccessDenied, AlreadyExists, BadRequest, BadToken, DirectoryNotEmpty, FsError, InvalidArgument,
@@ -119,6 +119,7 @@ class Handle:
     fd: int = -1
     local: Optional[LocalFile] = None
     writable: bool = False
+    flight: Optional[Flight] = None  # the download still filling ``fd``, if any
 
 
 @dataclass(frozen=True)
@@ -230,13 +231,25 @@ class Tree:
             return self._open_for_write(node, path, truncate=bool(flags & os.O_TRUNC))
         if node.local is not None:
             return self._new_handle(Handle(local=node.local))
-        entry = self._fetch(node)
-        return self._new_handle(Handle(fd=os.open(entry.path, os.O_RDONLY)))
+        started = self.cache.start(self._content_key(node), self._downloader(node))
+        if isinstance(started, Flight):
+            try:  # reads are served as the bytes arrive
+                return self._new_handle(Handle(fd=os.open(started.part, os.O_RDONLY), flight=started))
+            except FileNotFoundError:  # it ended meanwhile
+                started.done.wait()
+                if started.entry is None:
+                    raise started.error or LocalIOError("download failed") from None
+                started = started.entry
+        return self._new_handle(Handle(fd=os.open(started.path, os.O_RDONLY)))
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
+        """Bytes from the cache file; during a download, once they have arrived (its error otherwise)."""
         handle = self._handle(fh)
-        fd = handle.local.fd if handle.local is not None else handle.fd
-        return os.pread(fd, size, offset)
+        if handle.local is not None:
+            return os.pread(handle.local.fd, size, offset)
+        if handle.flight is not None:
+            handle.flight.wait_for(offset + size)
+        return os.pread(handle.fd, size, offset)
 
     # ================================================================ writing
     def create(self, path: str, mode: int) -> int:
@@ -764,23 +777,28 @@ class Tree:
         slot = node.slot
         return cache_key(self.url, slot.record, slot.event, slot.field, slot.instance, node.raw or node.name)
 
-    def _fetch(self, node: FileNode):  # -> cache.Entry
+    def _fetch(self, node: FileNode) -> Entry:
         """The complete cached file, downloaded once however many readers ask."""
+        entry = self.cache.fetch(self._content_key(node), self._downloader(node))
+        self._sizes[(node.slot, node.name)] = entry.size
+        return entry
+
+    def _downloader(self, node: FileNode) -> Callable[[BinaryIO], None]:
+        """One Export File into the cache's file object; logs a failure once, however many readers wait."""
         slot = node.slot
 
-        def download(out) -> None:
-            info = self.client.export_file(slot.record, slot.field, out, event=slot.event,
-                                           repeat_instance=slot.instance)
+        def download(out: BinaryIO) -> None:
+            try:
+                info = self.client.export_file(slot.record, slot.field, out, event=slot.event,
+                                               repeat_instance=slot.instance)
+            except RedcapError as exc:
+                log.error("download of %s failed: %s", self._describe(slot, node.name), exc)
+                raise
             if node.raw == DOCUMENT_PLACEHOLDER and info.name:
                 self._placeholder_names[slot] = info.name
+            self._sizes[(slot, node.name)] = out.tell()
 
-        try:
-            entry = self.cache.fetch(self._content_key(node), download)
-        except RedcapError as exc:
-            log.error("download of %s failed: %s", self._describe(slot, node.name), exc)
-            raise
-        self._sizes[(slot, node.name)] = entry.size
-        return entry
+        return download
 
     def _copy_server_content(self, node: FileNode, local: LocalFile) -> None:
         entry = self._fetch(node)
