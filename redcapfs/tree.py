@@ -21,6 +21,7 @@ here:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import html
 import itertools
@@ -645,6 +646,8 @@ class Tree:
         if ref.kind == "root":
             return ref
         record = self._record(ref, path)
+        if record != ref.record:  # a shortened component: carry the real name on
+            ref = dataclasses.replace(ref, record=record)
         if ref.kind == "record":
             return ref
         with self.records.view() as index:
@@ -666,8 +669,6 @@ class Tree:
                     record = None
             if record is None or not index.has_record(record):
                 raise NotFound("no such record", path or None)
-        if record != ref.record:
-            object.__setattr__(ref, "record", record)
         return record
 
     def _exists(self, path: str) -> bool:

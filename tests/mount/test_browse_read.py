@@ -301,3 +301,24 @@ def test_bytes_are_served_as_they_arrive_and_a_cut_download_ends_in_eio(sandbox,
         assert info.value.errno == errno.EIO
     finally:
         os.close(fd)
+
+
+def test_names_over_255_bytes_are_shortened_and_still_readable(sandbox, mount, tmp_path: Path) -> None:
+    from redcapfs.names import encode
+
+    project = classic_with(1, tmp_path / "src")
+    long_record = "R" + "é" * 140  # 281 bytes in UTF-8
+    long_name = "scan " + "x" * 300 + ".dcm"
+    body = tmp_path / "src" / "long.bin"
+    body.write_bytes(b"long name body\n")
+    project.records.append({"record_id": long_record})
+    project.files.append(StoredFile(long_record, "doc", long_name, str(body), None, 1, "application/dicom"))
+    seed(tmp_path / "long-data", project)
+    sb = sandbox(name="long")
+    mnt = mount(sb)
+    record_dir = mnt.path / encode(long_record)
+    assert encode(long_record) in os.listdir(mnt.path) and len(encode(long_record).encode()) <= 255
+    (listed,) = os.listdir(record_dir / "doc")
+    assert listed == encode(long_name) and len(listed.encode()) <= 255 and listed.endswith(".dcm")
+    assert (record_dir / "doc" / listed).read_bytes() == body.read_bytes()
+    assert (record_dir / "doc" / listed).stat().st_size == len(body.read_bytes())
