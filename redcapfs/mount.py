@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import logging
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -197,8 +198,12 @@ def start_background(argv: list[str], mountpoint: Path, token: str) -> int:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     os.close(token_r)
     os.close(ready_w)
-    os.write(token_w, (token + "\n").encode())
-    os.close(token_w)
+    try:
+        os.write(token_w, (token + "\n").encode())
+    except BrokenPipeError:  # the child already exited; its message (or exit code) says why
+        pass
+    finally:
+        os.close(token_w)
     message = _wait_ready(ready_r, proc)
     if message.startswith(READY):
         notice = message[len(READY):].strip()
@@ -210,20 +215,24 @@ def start_background(argv: list[str], mountpoint: Path, token: str) -> int:
 
 
 def _wait_ready(fd: int, proc: subprocess.Popen) -> str:
-    chunks = []
+    """The child's one-line answer; a child that dies or never answers is reported, not waited for forever."""
+    data = b""
     deadline = time.monotonic() + START_TIMEOUT
-    with os.fdopen(fd, "rb") as pipe:
-        while time.monotonic() < deadline:
-            data = pipe.readline()
-            if data:
-                chunks.append(data)
-                break
-            if proc.poll() is not None:
-                break
-    text = b"".join(chunks).decode("utf-8", "replace").strip()
+    try:
+        while b"\n" not in data and time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.5)[0]:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break  # the child closed its end: answered or died
+                data += chunk
+    finally:
+        os.close(fd)
+    text = data.decode("utf-8", "replace").strip()
     if text:
         return text
     code = proc.poll()
+    if code is None:
+        return f"the mount process gave no answer within {START_TIMEOUT:.0f} s; see its log"
     return f"the mount process exited ({code}) before the mount was ready; see its log"
 
 
