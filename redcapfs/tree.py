@@ -637,7 +637,11 @@ class Tree:
             temps = [t for group in self._temps.values() for t in group.values()]
             self._temps.clear()
         for local in temps:
-            self._drop_local(local)
+            if local.entry.state == "unsent":  # renamed onto a real name, refused: the newest save
+                local.close()
+                log.warning("%s: kept as unsent at unmount", self._describe(local.slot, local.entry.target.name))
+            else:
+                self._drop_local(local)
 
     # ================================================================ internals: resolving
     def _resolve(self, path: str) -> PathRef:
@@ -844,6 +848,9 @@ class Tree:
     def _upload(self, local: LocalFile, slot: Slot, name: str) -> None:
         """Import File from the spool; on failure the entry becomes unsent and the error propagates."""
         size = local.size()
+        target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
+        if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
+            local.entry.retarget(target, temp=local.temp)
         try:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
                                     event=slot.event, repeat_instance=slot.instance)

@@ -133,3 +133,13 @@ def test_instances_records_and_directory_rules(tmp_path: Path) -> None:
     assert err(lambda: tree.rename("/1/doc", "/1/doc2")) == errno.EPERM
     tree.unlink("/1/doc/a.pdf")
     assert client.calls[("file", "delete")] == 1 and tree.readdir("/1/doc") == []
+
+
+def test_a_refused_rename_of_a_temporary_file_keeps_its_bytes_past_unmount(tmp_path: Path) -> None:
+    tree, _ = make(tmp_path, locked=["1"])
+    write_file(tree, "/1/doc/lu123.tmp", b"the newest save")
+    assert err(lambda: tree.rename("/1/doc/lu123.tmp", "/1/doc/a.pdf")) == errno.EROFS
+    assert ("lu123.tmp", False) in tree.readdir("/1/doc")
+    tree.shutdown()
+    (entry,) = tree.spool.unsent()
+    assert entry.data_path.read_bytes() == b"the newest save" and entry.target.name == "a.pdf"
