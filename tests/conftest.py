@@ -40,8 +40,20 @@ class SandboxProc:
     def token(self) -> str:
         return self.tokens[0]
 
-    def calls(self, **match: Any) -> list[dict[str, Any]]:
-        """Request-log entries, optionally only those whose keys equal ``match``."""
+    def calls(self, at_least: int = 0, **match: Any) -> list[dict[str, Any]]:
+        """Request-log entries, optionally only those whose keys equal ``match``.
+
+        The sandbox logs a call when it *ends*, which can be just after the client
+        has its answer: ``at_least=N`` waits (up to 5 s) for N matching entries.
+        """
+        deadline = time.monotonic() + 5
+        rows = self._matching(match)
+        while len(rows) < at_least and time.monotonic() < deadline:
+            time.sleep(0.02)
+            rows = self._matching(match)
+        return rows
+
+    def _matching(self, match: dict[str, Any]) -> list[dict[str, Any]]:
         if not self.request_log.exists():
             return []
         rows = []

@@ -306,6 +306,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {"time": time.time(), "content": None, "action": None, "record": None,
                                  "field": None, "event": None, "repeat_instance": None, "status": None,
                                  "bytes": 0}
+        self._logged = False
         try:
             self._serve_api(entry)
         except Abort:
@@ -314,6 +315,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
             log.info("client connection lost: %s", exc)
             self.close_connection = True
         finally:
+            self._log(entry)
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        """Write the call's request-log line once."""
+        if not self._logged:
+            self._logged = True
             self.sandbox.request_log.write(entry)
 
     def _not_implemented(self) -> None:
@@ -389,10 +396,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
             limit = total
             if fault is not None and fault.do in ("drop", "truncate"):
                 limit = min(total, fault.after if fault.after is not None else total // 2)
-            self._send_head(resp.status, resp.content_type, total)
-            sent = self._send_body(resp, limit)
-            if entry["bytes"] == 0 or resp.stream is not None:
-                entry["bytes"] = sent
+            complete = fault is None or fault.do not in ("drop", "truncate")
+            if complete:
+                self._send_logging_first(resp, entry)
+            else:
+                self._send_head(resp.status, resp.content_type, total)
+                sent = self._send_body(resp, 0, limit)
+                if entry["bytes"] == 0 or resp.stream is not None:
+                    entry["bytes"] = sent
         finally:
             resp.close()
         if fault is not None and fault.do == "drop":
@@ -400,13 +411,37 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.do == "truncate":
             self._close_silently()
 
-    def _send_body(self, resp: ApiResponse, limit: int) -> int:
-        if resp.stream is None:
-            self.wfile.write(resp.body[:limit])
-            return min(limit, len(resp.body))
-        if limit <= 0:
+    def _send_logging_first(self, resp: ApiResponse, entry: dict[str, Any]) -> None:
+        """A whole answer, logged before its last byte leaves.
+
+        A client acts on an answer as soon as it has it (tests count calls right
+        after); logging when the call ends would race with that. Everything but
+        the last byte is sent first, so a client that vanished mid-body is still
+        logged with the bytes it really got.
+        """
+        total = resp.size
+        count_sent = entry["bytes"] == 0 or resp.stream is not None  # else: bytes received (an import)
+        if total == 0:
+            self._log(entry)
+            self._send_head(resp.status, resp.content_type, 0)
+            return
+        self._send_head(resp.status, resp.content_type, total)
+        sent = self._send_body(resp, 0, total - 1)  # a vanished client raises here: logged as sending 0
+        if count_sent:
+            entry["bytes"] = sent if sent < total - 1 else total
+        if sent < total - 1:
+            return
+        self._log(entry)
+        self._send_body(resp, total - 1, total)
+
+    def _send_body(self, resp: ApiResponse, start: int, end: int) -> int:
+        """Send bytes ``start``..``end`` of the body; return how many were sent."""
+        if end <= start:
             return 0
-        return int(self.connection.sendfile(resp.stream, 0, limit))
+        if resp.stream is None:
+            self.wfile.write(resp.body[start:end])
+            return end - start
+        return int(self.connection.sendfile(resp.stream, start, end - start))
 
     # ----------------------------------------------------------- request body
 
