@@ -92,7 +92,7 @@ def parse_options(values: list[str]) -> MountOptions:
         "timeout": lambda v: setattr(opts, "timeout", float(v)),
         "batch": lambda v: setattr(opts, "batch", int(v)),
         "arm": lambda v: setattr(opts, "arm", int(v)),
-        "temp_names": lambda v: setattr(opts, "temp_names", v),
+        "temp_names": lambda v: setattr(opts, "temp_names", _checked_temp_names(v)),
         "ca": lambda v: setattr(opts, "ca", v),
     }
     flags = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache"}
@@ -106,11 +106,17 @@ def parse_options(values: list[str]) -> MountOptions:
             elif key in setters and arg:
                 try:
                     setters[key](arg)
-                except ValueError:
-                    raise MountError(f"bad value for -o {key}: {arg!r}") from None
+                except ValueError as exc:
+                    raise MountError(f"bad value for -o {key}: {arg!r} ({exc})") from None
             else:
                 raise MountError(f"unknown mount option {item!r} (see `redcapfs mount --help`)")
     return opts
+
+
+def _checked_temp_names(value: str) -> str:
+    """Parse now, so a bad list is refused before anything is mounted."""
+    TempNames.from_option(value)
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,7 +236,10 @@ def _wait_ready(fd: int, proc: subprocess.Popen) -> str:
     text = data.decode("utf-8", "replace").strip()
     if text:
         return text
-    code = proc.poll()
+    try:
+        code = proc.wait(10)  # the pipe closed: the child is exiting
+    except subprocess.TimeoutExpired:
+        code = None
     if code is None:
         return f"the mount process gave no answer within {START_TIMEOUT:.0f} s; see its log"
     return f"the mount process exited ({code}) before the mount was ready; see its log"

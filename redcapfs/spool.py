@@ -63,13 +63,22 @@ def process_start(pid: int) -> Optional[str]:
 
 
 def pid_alive(pid: int, start: Optional[str]) -> bool:
+    """Whether the owning process still runs: not gone, not a zombie, not a reused pid."""
+    if pid <= 0:
+        return False  # os.kill(0, …) would signal our own process group
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return start is None or process_start(pid) == start
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return False
+    if fields[0] in ("Z", "X"):  # killed but not yet reaped: dead for our purpose
+        return False
+    return start is None or fields[19] == start
 
 
 class SpoolEntry:
@@ -195,7 +204,7 @@ class Spool:
     def _read(path: Path) -> Optional[dict[str, Any]]:
         try:
             meta = json.loads(path.read_text())
-            Target(**meta["target"])
+            SpoolEntry(path.parent, path.stem, meta)  # every field an entry needs, of the right type
             if meta["state"] not in ("open", "unsent", "temp"):
                 raise ValueError(meta["state"])
             return meta

@@ -142,3 +142,37 @@ def test_token_through_a_pipe() -> None:
     os.write(w, (TOKEN + "\n").encode())
     os.close(w)
     assert read_token_from_fd(r) == TOKEN
+
+
+def test_entries_missing_fields_are_skipped_and_pid_zero_is_dead(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    good = spool.create(TARGET)
+    broken = spool.create(TARGET)
+    meta = json.loads(broken.meta_path.read_text())
+    del meta["pid"]
+    broken.meta_path.write_text(json.dumps(meta))
+    assert [e.id for e in spool.entries()] == [good.id]
+    meta = json.loads(good.meta_path.read_text())
+    meta["pid"] = 0
+    good.meta_path.write_text(json.dumps(meta))
+    assert [e.id for e in spool.unsent()] == [good.id]
+
+
+def test_a_zombie_owner_counts_as_dead(tmp_path: Path) -> None:
+    from redcapfs.spool import pid_alive, process_start
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    start = None
+    for _ in range(100):  # not reaped: a zombie once it exits
+        try:
+            state = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            break
+        start = start or process_start(child.pid)
+        if state == "Z":
+            assert not pid_alive(child.pid, start)
+            break
+        import time
+        time.sleep(0.02)
+    child.wait()
+    assert not pid_alive(child.pid, start)

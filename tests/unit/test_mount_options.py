@@ -27,7 +27,7 @@ def test_options() -> None:
     assert opts.cache_size == 1 << 30 and opts.rate == 20 and opts.records_ttl == 3 and opts.arm == 2
 
 
-@pytest.mark.parametrize("bad", ["colour=blue", "rate=fast", "ro=1", "cache_size"])
+@pytest.mark.parametrize("bad", ["colour=blue", "rate=fast", "ro=1", "cache_size", "temp_names=-*.nothing"])
 def test_unknown_or_bad_options_are_refused(bad: str) -> None:
     with pytest.raises(MountError):
         parse_options([bad])
