@@ -93,9 +93,9 @@ class _Published:
         return position
 
     def truncate(self, size: Optional[int] = None) -> int:
-        result = self._raw.truncate(size)
+        # Lower the count first: a reader must never be told bytes exist that are being cut.
         self._flight.advance(min(self._flight.written, self._raw.tell() if size is None else size))
-        return result
+        return self._raw.truncate(size)
 
     def tell(self) -> int:
         return self._raw.tell()

@@ -248,9 +248,17 @@ class Tree:
         handle = self._handle(fh)
         if handle.local is not None:
             return os.pread(handle.local.fd, size, offset)
-        if handle.flight is not None:
-            handle.flight.wait_for(offset + size)
-        return os.pread(handle.fd, size, offset)
+        flight = handle.flight
+        if flight is None:
+            return os.pread(handle.fd, size, offset)
+        while True:
+            flight.wait_for(offset + size)
+            data = os.pread(handle.fd, size, offset)
+            if len(data) == size or (flight.done.is_set() and flight.error is None):
+                return data  # whole, or the true end of a complete file
+            if flight.done.is_set():
+                raise flight.error  # type: ignore[misc]
+            time.sleep(0.01)  # a retry rewound the file after we looked: wait for the bytes again
 
     # ================================================================ writing
     def create(self, path: str, mode: int) -> int:

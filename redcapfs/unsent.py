@@ -88,8 +88,26 @@ def main_retry(argv: list[str]) -> int:
         print(f"redcapfs retry: {exc}", file=sys.stderr)
         return 2
     with HttpClient(urls[0], token) as client:
+        if not _same_project(client, entries):
+            return 1
         results = [_send(client, entry, args.force) for entry in entries]
     return 0 if all(results) else 1
+
+
+def _same_project(client: HttpClient, entries: list[SpoolEntry]) -> bool:
+    """The token must open the project the bytes were written for: record names repeat across projects."""
+    try:
+        project_id = str(client.project_info().get("project_id", ""))
+    except RedcapError as exc:
+        for entry in entries:
+            entry.mark_unsent(str(exc))
+            print(f"failed {entry.id}: {entry.target.describe()}: {exc}")
+        return False
+    wrong = [e for e in entries if e.target.project_id and e.target.project_id != project_id]
+    for entry in wrong:
+        print(f"not sent {entry.id}: written for project {entry.target.project_id}, "
+              f"but this token opens project {project_id}")
+    return not wrong
 
 
 def _select(entries: list[SpoolEntry], ids: list[str], url: Optional[str]) -> Optional[list[SpoolEntry]]:
