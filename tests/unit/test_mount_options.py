@@ -48,7 +48,7 @@ def test_mountpoint_checks(tmp_path: Path) -> None:
 
 def test_attr_store_keeps_times_across_reopen(tmp_path: Path) -> None:
     path = tmp_path / "attrs.sqlite"
-    slot = Slot("1001", "baseline_arm_1", "consent_form", None)
+    slot = Slot("patient-x", "baseline_arm_1", "consent_form", None)
     store = AttrStore(path)
     first = store.get(slot, "a.pdf", 10)
     assert store.get(slot, "a.pdf", 10) == first
@@ -60,4 +60,4 @@ def test_attr_store_keeps_times_across_reopen(tmp_path: Path) -> None:
     assert again.get(slot, "a.pdf", 10).mtime_ns == 123 and again.get(slot, "a.pdf", 10).mode == 0o600
     assert again.epoch_ns == epoch
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
-    assert b"1001" not in path.read_bytes() and b"a.pdf" not in path.read_bytes()
+    assert b"patient-x" not in path.read_bytes() and b"a.pdf" not in path.read_bytes()
