@@ -22,7 +22,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from redcapfs.shape import Slot
 
@@ -44,7 +43,7 @@ class Attr:
     """What is known locally about one file version."""
 
     mtime_ns: int
-    mode: Optional[int]
+    mode: int | None
 
 
 def attr_key(slot: Slot, name: str, size: int) -> str:
@@ -56,7 +55,7 @@ def attr_key(slot: Slot, name: str, size: int) -> str:
 class AttrStore:
     """A small SQLite table of mtimes and modes; ``path=None`` keeps it in memory."""
 
-    def __init__(self, path: Optional[Path]) -> None:
+    def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         if path is not None:
@@ -95,8 +94,8 @@ class AttrStore:
             self._memo[key] = attr
             return attr
 
-    def set(self, slot: Slot, name: str, size: int, *, mtime_ns: Optional[int] = None,
-            mode: Optional[int] = None) -> None:
+    def set(self, slot: Slot, name: str, size: int, *, mtime_ns: int | None = None,
+            mode: int | None = None) -> None:
         """Set the mtime (default now) and, when given, the mode of a version."""
         key = attr_key(slot, name, size)
         with self._lock, self._db:

@@ -24,9 +24,10 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class Flight:
     def __init__(self, part: Path) -> None:
         self.part = part
         self.done = threading.Event()
-        self.entry: Optional[Entry] = None
-        self.error: Optional[BaseException] = None
+        self.entry: Entry | None = None
+        self.error: BaseException | None = None
         self.written = 0
         self._cond = threading.Condition()
 
@@ -92,7 +93,7 @@ class _Published:
         self._flight.advance(min(self._flight.written, position))
         return position
 
-    def truncate(self, size: Optional[int] = None) -> int:
+    def truncate(self, size: int | None = None) -> int:
         # Lower the count first: a reader must never be told bytes exist that are being cut.
         self._flight.advance(min(self._flight.written, self._raw.tell() if size is None else size))
         return self._raw.truncate(size)
@@ -120,7 +121,7 @@ class ContentCache:
         self.max_bytes = max_bytes
         self.ttl = ttl
         self._lock = threading.Lock()
-        self._entries: "OrderedDict[str, Entry]" = OrderedDict()
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._flights: dict[str, Flight] = {}
         self._total = 0
         self.downloads = 0  # how many fetches ran (for logs and tests)
@@ -149,7 +150,7 @@ class ContentCache:
             self._evict_locked(keep="")
 
     # ------------------------------------------------------------ lookups
-    def lookup(self, key: str) -> Optional[Entry]:
+    def lookup(self, key: str) -> Entry | None:
         """A fresh complete entry for ``key``, or None. Marks it recently used."""
         with self._lock:
             entry = self._entries.get(key)
@@ -176,7 +177,7 @@ class ContentCache:
         assert started.entry is not None
         return started.entry
 
-    def start(self, key: str, download: Callable[[BinaryIO], object]) -> "Entry | Flight":
+    def start(self, key: str, download: Callable[[BinaryIO], object]) -> Entry | Flight:
         """The complete entry, or the download in progress (started in the background if needed).
 
         A reader can serve bytes of a :class:`Flight` as they arrive (``part``

@@ -18,7 +18,8 @@ import os
 import re
 import stat
 import sys
-from typing import Mapping, Optional, TextIO
+from collections.abc import Mapping
+from typing import TextIO
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _read_token_file(path: str) -> str:
     return token
 
 
-def _is_tty(stdin: Optional[TextIO]) -> bool:
+def _is_tty(stdin: TextIO | None) -> bool:
     """Whether a prompt can be shown; a closed or missing stdin cannot prompt."""
     try:
         return stdin is not None and stdin.isatty()
@@ -112,11 +113,11 @@ def _prompt() -> str:
 
 
 def read_token(
-    token_file: Optional[str],
+    token_file: str | None,
     *,
     environ: Mapping[str, str] = os.environ,
-    stdin: Optional[TextIO] = sys.stdin,
-    interactive: Optional[bool] = None,
+    stdin: TextIO | None = sys.stdin,
+    interactive: bool | None = None,
 ) -> str:
     """The API token, from the first source that has one (see the module docstring).
 

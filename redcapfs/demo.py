@@ -18,7 +18,6 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
 
 from redcapfs.sandbox.config import SandboxConfig, TokenGrant
 from redcapfs.sandbox.loaders import load_project
@@ -55,7 +54,7 @@ def main(argv: list[str]) -> int:
     mountpoint.mkdir(parents=True, exist_ok=True)
     data_dir = Path(tempfile.mkdtemp(prefix="redcapfs-demo-"))
     token = secrets.token_hex(16).upper()
-    server: Optional[SandboxServer] = None
+    server: SandboxServer | None = None
     try:
         project = load_project(None, str(data_dir / "load"))
         config = SandboxConfig(tokens=[TokenGrant(token)])

@@ -16,7 +16,6 @@ copies of its translation table are the counter-example).
 from __future__ import annotations
 
 import errno
-from typing import Optional
 
 
 class RedcapfsError(Exception):
@@ -37,13 +36,13 @@ class RedcapError(RedcapfsError):
         self,
         message: str,
         *,
-        status: Optional[int] = None,
-        content: Optional[str] = None,
-        action: Optional[str] = None,
-        record: Optional[str] = None,
-        field: Optional[str] = None,
-        event: Optional[str] = None,
-        instance: Optional[int] = None,
+        status: int | None = None,
+        content: str | None = None,
+        action: str | None = None,
+        record: str | None = None,
+        field: str | None = None,
+        event: str | None = None,
+        instance: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -147,7 +146,7 @@ class InvalidUpload(BadRequest):
 class FsError(RedcapfsError):
     """A refusal decided locally by the filesystem model."""
 
-    def __init__(self, message: str, path: Optional[str] = None) -> None:
+    def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.path = path

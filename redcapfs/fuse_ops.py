@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import logging
 import stat
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from fuse import FuseOSError, Operations
 
@@ -29,7 +30,7 @@ class RedcapOperations(Operations):
 
     use_ns = True  # times in nanoseconds: rsync compares them exactly
 
-    def __init__(self, tree: Tree, on_init: Optional[Callable[[], None]] = None) -> None:
+    def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree
         self.on_init = on_init
 
@@ -63,7 +64,7 @@ class RedcapOperations(Operations):
         self.tree.shutdown()
 
     # ------------------------------------------------------------ lookups
-    def getattr(self, path: str, fh: Optional[int] = None) -> dict[str, Any]:
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         return _stat_dict(self.tree.getattr(path, fh))
 
     def readdir(self, path: str, fh: int) -> list[Any]:
@@ -93,7 +94,7 @@ class RedcapOperations(Operations):
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         return self.tree.write(fh, data, offset)
 
-    def truncate(self, path: str, length: int, fh: Optional[int] = None) -> None:
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         self.tree.truncate(path, length, fh)
 
     def flush(self, path: str, fh: int) -> None:
@@ -125,7 +126,7 @@ class RedcapOperations(Operations):
     def chown(self, path: str, uid: int, gid: int) -> None:
         self.tree.check_exists(path)  # accepted so cp -a/rsync -a work; owner is always the mounting user
 
-    def utimens(self, path: str, times: Optional[tuple[int, int]] = None) -> None:
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         self.tree.utimens(path, times[1] if times else None)
 
     # Refused explicitly, so the errno is a clear one rather than ENOSYS.

@@ -17,8 +17,8 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Optional
 from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _root_candidate(environ: Mapping[str, str]) -> Path:
     return Path.home() / ".local" / "state" / "redcapfs"
 
 
-def state_root(environ: Optional[Mapping[str, str]] = None) -> Path:
+def state_root(environ: Mapping[str, str] | None = None) -> Path:
     """The private root folder of all redcapfs state, created 0700."""
     return private_dir(_root_candidate(os.environ if environ is None else environ))
 

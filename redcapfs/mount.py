@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 from redcapfs import errors as E
 from redcapfs.attrs import AttrStore
@@ -61,10 +61,10 @@ class MountOptions:
     rate: float = 5.0
     timeout: float = 120.0
     batch: int = 0
-    arm: Optional[int] = None
+    arm: int | None = None
     keep_cache: bool = False
-    temp_names: Optional[str] = None
-    ca: Optional[str] = None
+    temp_names: str | None = None
+    ca: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -161,7 +161,7 @@ def main(argv: list[str]) -> int:
     return start_background(argv, mountpoint, token)
 
 
-def _fail(message: str, ready_fd: Optional[int] = None) -> int:
+def _fail(message: str, ready_fd: int | None = None) -> int:
     if ready_fd is not None:
         _report(ready_fd, message)
     print(f"redcapfs mount: {message}", file=sys.stderr)
@@ -248,7 +248,7 @@ def _wait_ready(fd: int, proc: subprocess.Popen) -> str:
 # ------------------------------------------------------------------ the mount process
 
 
-def setup_logging(args: argparse.Namespace, log_path: Optional[Path]) -> None:
+def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
     level = logging.DEBUG if args.debug else logging.INFO
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if log_path is not None:
@@ -267,7 +267,7 @@ def setup_logging(args: argparse.Namespace, log_path: Optional[Path]) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _log_path(args: argparse.Namespace) -> Optional[Path]:
+def _log_path(args: argparse.Namespace) -> Path | None:
     if args.log_file:
         return Path(args.log_file)
     if args.foreground or os.environ.get("JOURNAL_STREAM"):
@@ -406,7 +406,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     return 0
 
 
-def _ready(fd: Optional[int], notice: str = "") -> None:
+def _ready(fd: int | None, notice: str = "") -> None:
     log.info("mount ready")
     if fd is not None:
         _report(fd, f"{READY} {notice}".strip())
@@ -456,7 +456,7 @@ def unmount_main(argv: list[str]) -> int:
     return 0
 
 
-def _fusermount(mountpoint: Path, lazy: bool) -> Optional[str]:
+def _fusermount(mountpoint: Path, lazy: bool) -> str | None:
     for tool in ("fusermount3", "fusermount"):
         if shutil.which(tool):
             cmd = [tool, "-u"] + (["-z"] if lazy else []) + [str(mountpoint)]
@@ -469,14 +469,14 @@ def _fusermount(mountpoint: Path, lazy: bool) -> Optional[str]:
     return None
 
 
-def _read_pid(path: Path) -> Optional[int]:
+def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def _wait_exit(pid: Optional[int], timeout: float) -> None:
+def _wait_exit(pid: int | None, timeout: float) -> None:
     if pid is None:
         return
     deadline = time.monotonic() + timeout

@@ -11,8 +11,9 @@ answer changes with the data while the structure does not.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field as dataclass_field
-from typing import Literal, Optional
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Literal
 
 from redcapfs import names
 from redcapfs.errors import InvalidArgument, NameTooLong, NotFound
@@ -36,14 +37,14 @@ class PathRef:
     """
 
     kind: Kind
-    record: Optional[str] = None
-    event: Optional[str] = None
-    field: Optional[str] = None
-    instance: Optional[int] = None
-    name: Optional[str] = None
+    record: str | None = None
+    event: str | None = None
+    field: str | None = None
+    instance: int | None = None
+    name: str | None = None
     repeats: bool = False
-    record_component: Optional[str] = dataclass_field(default=None, compare=False)
-    name_component: Optional[str] = dataclass_field(default=None, compare=False)
+    record_component: str | None = dataclass_field(default=None, compare=False)
+    name_component: str | None = dataclass_field(default=None, compare=False)
 
     def slot(self) -> Slot:
         """The slot this ref is in (field of a non-repeating slot, instance, file)."""
@@ -69,7 +70,7 @@ class PathModel:
             return PathRef("root")
         record = parts.pop(0)
         ref = PathRef("record", record=names.decode(record), record_component=record)
-        event: Optional[str] = None
+        event: str | None = None
         if self.shape.longitudinal and parts:
             event = self._event(parts.pop(0), path)
             ref = PathRef("event", ref.record, event, record_component=record)
@@ -94,7 +95,7 @@ class PathModel:
                     record_component=ref.record_component)
         if not parts:
             return PathRef("field", **base)
-        instance: Optional[int] = None
+        instance: int | None = None
         if repeats:
             instance = _instance(parts.pop(0), path)
             if not parts:
@@ -166,7 +167,7 @@ def _instance(component: str, path: str) -> int:
     return int(component)
 
 
-def _need(value: Optional[str], what: str) -> str:
+def _need(value: str | None, what: str) -> str:
     if value is None:
         raise InvalidArgument(f"the ref has no {what}")
     return value

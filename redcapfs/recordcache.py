@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
 
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import RequestTimeout, ServerError, TransportError
@@ -45,10 +45,10 @@ class RecordCache:
         self.refreshes = 0
         self._lock = threading.RLock()
         self._refresh_lock = threading.Lock()
-        self._index: Optional[RecordIndex] = None
+        self._index: RecordIndex | None = None
         self._fresh_until = 0.0
         self._changes: list[tuple[float, Callable[[RecordIndex], None]]] = []
-        self._local_instances: set[tuple[str, Optional[str], str, int]] = set()
+        self._local_instances: set[tuple[str, str | None, str, int]] = set()
 
     # ------------------------------------------------------------ reading
     @contextmanager
@@ -69,27 +69,27 @@ class RecordCache:
         self._fresh_until = 0.0
 
     # ------------------------------------------------------------ our changes
-    def note_file(self, slot: Slot, name: Optional[str]) -> None:
+    def note_file(self, slot: Slot, name: str | None) -> None:
         """Our upload (``name``) or delete (None) succeeded."""
         self._change(lambda idx: idx.with_file(slot, name))
         if name is not None and slot.instance is not None:
             self._local_instances.discard((slot.record, slot.event, slot.field, slot.instance))
 
-    def note_record(self, record: str, event: Optional[str]) -> None:
+    def note_record(self, record: str, event: str | None) -> None:
         """We created ``record`` (in ``event``'s arm)."""
         self._change(lambda idx: idx.add_record(record, event))
 
-    def add_local_instance(self, record: str, event: Optional[str], field: str, instance: int) -> None:
+    def add_local_instance(self, record: str, event: str | None, field: str, instance: int) -> None:
         """An instance directory made by ``mkdir``: local until its first upload."""
         with self._lock:  # re-applied over every refresh from this set, not from the change log
             self._local_instances.add((record, event, field, instance))
             if self._index is not None:
                 self._index.add_instance(record, event, field, instance)
 
-    def is_local_instance(self, record: str, event: Optional[str], field: str, instance: int) -> bool:
+    def is_local_instance(self, record: str, event: str | None, field: str, instance: int) -> bool:
         return (record, event, field, instance) in self._local_instances
 
-    def remove_local_instance(self, record: str, event: Optional[str], field: str, instance: int) -> None:
+    def remove_local_instance(self, record: str, event: str | None, field: str, instance: int) -> None:
         """rmdir of a local instance: forget it and rebuild from the server next time."""
         with self._lock:
             self._local_instances.discard((record, event, field, instance))

@@ -15,8 +15,9 @@ not make a whole project unmountable.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 from redcapfs.errors import InvalidArgument, NotFound
 
@@ -46,9 +47,9 @@ class Slot:
     """
 
     record: str
-    event: Optional[str]
+    event: str | None
     field: str
-    instance: Optional[int]
+    instance: int | None
 
 
 def _truthy(value: Any) -> bool:
@@ -56,7 +57,7 @@ def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "y")
 
 
-def _int_or_none(value: Any) -> Optional[int]:
+def _int_or_none(value: Any) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -77,7 +78,7 @@ class ProjectShape:
         event_arms: dict[str, int],
         arms: list[int],
         event_forms: dict[str, set[str]],
-        repeating_forms: set[tuple[Optional[str], str]],
+        repeating_forms: set[tuple[str | None, str]],
         repeating_events: set[str],
     ) -> None:
         self.longitudinal = longitudinal
@@ -103,7 +104,7 @@ class ProjectShape:
         events: list[dict],
         form_event_mapping: list[dict],
         repeating: list[dict],
-    ) -> "ProjectShape":
+    ) -> ProjectShape:
         """Build the shape from the API's JSON rows (classic projects: pass [] for arms, events, mapping)."""
         if not metadata:
             raise InvalidArgument("the project has no metadata (no record-ID field)")
@@ -132,7 +133,7 @@ class ProjectShape:
         """Arm numbers in API order ([] in classic projects)."""
         return list(self._arms)
 
-    def has_event(self, event: Optional[str]) -> bool:
+    def has_event(self, event: str | None) -> bool:
         """Whether ``event`` is a slot's event here: a unique event name, or None in classic projects."""
         if self.longitudinal:
             return event in self._event_arms
@@ -158,11 +159,11 @@ class ProjectShape:
         """Whether ``field_name`` is a file field of the project (in any event)."""
         return field_name in self.file_fields
 
-    def field_in_event(self, event: Optional[str], field_name: str) -> bool:
+    def field_in_event(self, event: str | None, field_name: str) -> bool:
         """Whether the file field's form is designated for the event (classic: any file field)."""
         return field_name in self._fields_by_event.get(event, ())
 
-    def fields_in_event(self, event: Optional[str]) -> list[str]:
+    def fields_in_event(self, event: str | None) -> list[str]:
         """File fields whose form is designated for ``event``, in metadata order.
 
         Classic projects have one implicit event, None, holding every file field.
@@ -170,14 +171,14 @@ class ProjectShape:
         self._require_event(event)
         return list(self._fields_by_event[event])
 
-    def repeats(self, event: Optional[str], field_name: str) -> bool:
+    def repeats(self, event: str | None, field_name: str) -> bool:
         """Whether the slot has instances: its form repeats in the event, or the whole event repeats."""
         form = self._field(field_name).form
         if event is not None and event in self._repeating_events:
             return True
         return (event, form) in self._repeating_forms
 
-    def event_repeats(self, event: Optional[str]) -> bool:
+    def event_repeats(self, event: str | None) -> bool:
         """Whether the whole event repeats (never in classic projects)."""
         return event is not None and event in self._repeating_events
 
@@ -194,7 +195,7 @@ class ProjectShape:
             return True
         return "___" in column and column.split("___", 1)[0] in self._field_names
 
-    def index(self, rows: list[dict]) -> "RecordIndex":
+    def index(self, rows: list[dict]) -> RecordIndex:
         """Index a flat records export against this shape."""
         return RecordIndex(self, rows)
 
@@ -206,16 +207,16 @@ class ProjectShape:
         except KeyError:
             raise NotFound(f"no file field {field_name!r}") from None
 
-    def _slot_events(self) -> list[Optional[str]]:
+    def _slot_events(self) -> list[str | None]:
         return list(self._event_arms) if self.longitudinal else [None]
 
-    def _designated(self, event: Optional[str]) -> list[str]:
+    def _designated(self, event: str | None) -> list[str]:
         if not self.longitudinal:
             return list(self.file_fields)
         forms = self._event_forms.get(event, set())  # type: ignore[arg-type]
         return [name for name, f in self.file_fields.items() if f.form in forms]
 
-    def _require_event(self, event: Optional[str]) -> None:
+    def _require_event(self, event: str | None) -> None:
         if not self.has_event(event):
             raise NotFound(f"no event {event!r}")
 
@@ -265,9 +266,9 @@ def _event_forms(mapping: list[dict], event_arms: dict[str, int]) -> dict[str, s
 
 def _repeating_forms(
     rows: list[dict], longitudinal: bool, event_arms: dict[str, int]
-) -> set[tuple[Optional[str], str]]:
+) -> set[tuple[str | None, str]]:
     """(event, form) pairs whose form repeats; event None in classic projects."""
-    pairs: set[tuple[Optional[str], str]] = set()
+    pairs: set[tuple[str | None, str]] = set()
     for row in rows:
         form = row.get("form_name") or ""
         if not form:
@@ -302,7 +303,7 @@ class _Record:
 
     arms: set[int] = field(default_factory=set)
     # (event, form or _WHOLE_EVENT) -> instance numbers present
-    instances: dict[tuple[Optional[str], str], set[int]] = field(default_factory=dict)
+    instances: dict[tuple[str | None, str], set[int]] = field(default_factory=dict)
     files: dict[Slot, str] = field(default_factory=dict)
 
 
@@ -336,14 +337,14 @@ class RecordIndex:
         arms = self._record(record).arms
         return [event for event in self.shape.events() if self.shape.arm_of_event(event) in arms]
 
-    def instances(self, record: str, event: Optional[str], field_name: str) -> list[int]:
+    def instances(self, record: str, event: str | None, field_name: str) -> list[int]:
         """Instance numbers present for a repeating slot, sorted ([] if none or if it does not repeat)."""
         key = self._instance_key(event, field_name)
         if key is None:
             return []
         return sorted(self._record(record).instances.get(key, ()))
 
-    def file_name(self, slot: Slot) -> Optional[str]:
+    def file_name(self, slot: Slot) -> str | None:
         """The stored name, None when empty, or DOCUMENT_PLACEHOLDER when only its presence is known."""
         data = self._records.get(slot.record)
         return data.files.get(slot) if data else None
@@ -362,7 +363,7 @@ class RecordIndex:
         if arm is not None:
             data.arms.add(arm)
 
-    def add_instance(self, record: str, event: Optional[str], field_name: str, instance: int) -> None:
+    def add_instance(self, record: str, event: str | None, field_name: str, instance: int) -> None:
         """Note an instance created locally (the record is added if needed)."""
         key = self._instance_key(event, field_name)
         if key is None:
@@ -372,7 +373,7 @@ class RecordIndex:
         self.add_record(record, event)
         self._records[record].instances.setdefault(key, set()).add(instance)
 
-    def with_file(self, slot: Slot, name: Optional[str]) -> None:
+    def with_file(self, slot: Slot, name: str | None) -> None:
         """Record our own upload (``name``) or delete (None) in ``slot``."""
         self._check_slot(slot)
         if name is None:
@@ -388,7 +389,7 @@ class RecordIndex:
 
     # ----------------------------------------------------------------- helpers
 
-    def _arm(self, arm_or_event: int | str | None) -> Optional[int]:
+    def _arm(self, arm_or_event: int | str | None) -> int | None:
         """The arm a new record goes to; None in classic projects."""
         if isinstance(arm_or_event, str):
             return self.shape.arm_of_event(arm_or_event)
@@ -406,7 +407,7 @@ class RecordIndex:
         except KeyError:
             raise NotFound(f"no record {record!r}") from None
 
-    def _instance_key(self, event: Optional[str], field_name: str) -> Optional[tuple[Optional[str], str]]:
+    def _instance_key(self, event: str | None, field_name: str) -> tuple[str | None, str] | None:
         if not self.shape.field_in_event(event, field_name):
             return None
         if self.shape.event_repeats(event):
@@ -453,7 +454,7 @@ class RecordIndex:
         else:
             self._warn(f"instance {instance} of non-repeating event {event!r} ignored")
 
-    def _row_event(self, row: dict) -> Optional[str] | bool:
+    def _row_event(self, row: dict) -> str | bool | None:
         """The row's event, None in classic projects, or False to skip the row."""
         if not self.shape.longitudinal:
             return None
@@ -463,7 +464,7 @@ class RecordIndex:
             return False
         return str(event)
 
-    def _row_instance(self, row: dict) -> Optional[int]:
+    def _row_instance(self, row: dict) -> int | None:
         """The repeat instance, None when blank, or -1 to skip the row."""
         raw = row.get("redcap_repeat_instance")
         if raw is None or str(raw).strip() == "":
@@ -479,10 +480,10 @@ class RecordIndex:
             if not self.shape.is_known_column(column):
                 self._warn(f"unknown column {column!r} ignored")
 
-    def _form_fields(self, event: Optional[str], form: str) -> list[str]:
+    def _form_fields(self, event: str | None, form: str) -> list[str]:
         return [f for f in self.shape.fields_in_event(event) if self.shape.file_fields[f].form == form]
 
-    def _add_base_row(self, record: str, event: Optional[str], row: dict) -> None:
+    def _add_base_row(self, record: str, event: str | None, row: dict) -> None:
         """Non-repeating values; a repeating form's value here is its instance 1 (what the API reads)."""
         for name in self.shape.fields_in_event(event):
             if not self.shape.repeats(event, name):
@@ -491,7 +492,7 @@ class RecordIndex:
                 self._add_fields(record, event, [name], 1, row)
 
     def _add_instrument_row(
-        self, record: str, event: Optional[str], form: str, instance: int, row: dict
+        self, record: str, event: str | None, form: str, instance: int, row: dict
     ) -> None:
         fields = self._form_fields(event, form)
         if not fields:
@@ -504,21 +505,21 @@ class RecordIndex:
         self._add_fields(record, event, fields, instance, row)
 
     def _add_fields(
-        self, record: str, event: Optional[str], fields: list[str], instance: int, row: dict
+        self, record: str, event: str | None, fields: list[str], instance: int, row: dict
     ) -> None:
         for name in fields:
             self.add_instance(record, event, name, instance)
             self._add_value(record, event, name, instance, row)
 
     def _add_value(
-        self, record: str, event: Optional[str], name: str, instance: Optional[int], row: dict
+        self, record: str, event: str | None, name: str, instance: int | None, row: dict
     ) -> None:
         value = _value(row.get(name))
         if value is not None:
             self._records[record].files[Slot(record, event, name, instance)] = value
 
 
-def _value(raw: Any) -> Optional[str]:
+def _value(raw: Any) -> str | None:
     """A file field's export value as a stored name, or None when empty."""
     if raw is None:
         return None

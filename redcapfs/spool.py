@@ -24,7 +24,7 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from redcapfs.locations import private_dir
 
@@ -40,9 +40,9 @@ class Target:
     url: str
     project_id: str
     record: str
-    event: Optional[str]
+    event: str | None
     field: str
-    instance: Optional[int]
+    instance: int | None
     name: str
 
     def describe(self) -> str:
@@ -53,7 +53,7 @@ class Target:
         return "/".join(parts + [self.name])
 
 
-def process_start(pid: int) -> Optional[str]:
+def process_start(pid: int) -> str | None:
     """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat)."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
@@ -62,7 +62,7 @@ def process_start(pid: int) -> Optional[str]:
     return text.rsplit(")", 1)[-1].split()[19]
 
 
-def pid_alive(pid: int, start: Optional[str]) -> bool:
+def pid_alive(pid: int, start: str | None) -> bool:
     """Whether the owning process still runs: not gone, not a zombie, not a reused pid."""
     if pid <= 0:
         return False  # os.kill(0, …) would signal our own process group
@@ -92,8 +92,8 @@ class SpoolEntry:
         self.target = Target(**meta["target"])
         self.state: str = meta["state"]
         self.pid: int = int(meta["pid"])
-        self.pid_start: Optional[str] = meta.get("pid_start")
-        self.error: Optional[str] = meta.get("error")
+        self.pid_start: str | None = meta.get("pid_start")
+        self.error: str | None = meta.get("error")
         self.created: float = float(meta["created"])
         self.updated: float = float(meta["updated"])
 
@@ -201,7 +201,7 @@ class Spool:
         return dropped
 
     @staticmethod
-    def _read(path: Path) -> Optional[dict[str, Any]]:
+    def _read(path: Path) -> dict[str, Any] | None:
         try:
             meta = json.loads(path.read_text())
             SpoolEntry(path.parent, path.stem, meta)  # every field an entry needs, of the right type

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 DEFAULT_PATTERNS: tuple[str, ...] = (
     ".*.[A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9][A-Za-z0-9]",  # rsync .NAME.XXXXXX
@@ -61,7 +61,7 @@ class TempNames:
         return any(regex.fullmatch(name) for regex in self._regexes)
 
     @classmethod
-    def from_option(cls, value: Optional[str]) -> "TempNames":
+    def from_option(cls, value: str | None) -> TempNames:
         """Parse ``-o temp_names=SPEC`` (None or empty: the defaults)."""
         if not value:
             return cls()

@@ -31,8 +31,9 @@ import shutil
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import BinaryIO
 
 from cachetools import TTLCache
 
@@ -41,8 +42,21 @@ from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache, Entry, Flight, cache_key
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import (
-    AccessDenied, AlreadyExists, BadRequest, BadToken, DirectoryNotEmpty, FsError, InvalidArgument,
-    IsADirectory, LocalIOError, NoRights, NotADirectory, NotFound, NotPermitted, ReadOnly, RedcapError,
+    AccessDenied,
+    AlreadyExists,
+    BadRequest,
+    BadToken,
+    DirectoryNotEmpty,
+    FsError,
+    InvalidArgument,
+    IsADirectory,
+    LocalIOError,
+    NoRights,
+    NotADirectory,
+    NotFound,
+    NotPermitted,
+    ReadOnly,
+    RedcapError,
 )
 from redcapfs.paths import PathModel, PathRef
 from redcapfs.recordcache import RecordCache
@@ -63,7 +77,7 @@ class TreeOptions:
     records_ttl: float = 15.0
     content_ttl: float = 300.0
     batch: int = 0
-    arm: Optional[int] = None
+    arm: int | None = None
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     temp_names: TempNames = field(default_factory=TempNames)
@@ -99,10 +113,10 @@ class LocalFile:
         self.wrote = False  # data came through write/ftruncate (not only O_CREAT/O_TRUNC at open)
         self.refs = 0
         self.unlinked = False
-        self.mtime_ns: Optional[int] = None
-        self.mode: Optional[int] = None
-        self.shadow_of: Optional[str] = None  # the server name this temp copy stands in for
-        self.cached_as: Optional[str] = None  # cache key sharing this file's inode after an upload
+        self.mtime_ns: int | None = None
+        self.mode: int | None = None
+        self.shadow_of: str | None = None  # the server name this temp copy stands in for
+        self.cached_as: str | None = None  # cache key sharing this file's inode after an upload
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
@@ -118,9 +132,9 @@ class Handle:
     """An open file: a cache file for reading, or a LocalFile."""
 
     fd: int = -1
-    local: Optional[LocalFile] = None
+    local: LocalFile | None = None
     writable: bool = False
-    flight: Optional[Flight] = None  # the download still filling ``fd``, if any
+    flight: Flight | None = None  # the download still filling ``fd``, if any
 
 
 @dataclass(frozen=True)
@@ -129,8 +143,8 @@ class FileNode:
 
     slot: Slot
     name: str
-    raw: Optional[str] = None  # the index's value for a server file ("[document]" on old servers)
-    local: Optional[LocalFile] = None
+    raw: str | None = None  # the index's value for a server file ("[document]" on old servers)
+    local: LocalFile | None = None
 
 
 def stored_name(name: str) -> str:
@@ -152,7 +166,7 @@ class Tree:
         spool: Spool,
         url: str,
         project_id: str,
-        options: Optional[TreeOptions] = None,
+        options: TreeOptions | None = None,
     ) -> None:
         self.client = client
         self.shape = shape
@@ -174,10 +188,10 @@ class Tree:
         self._placeholder_names: TTLCache = TTLCache(maxsize=100_000, ttl=self.options.content_ttl)
         self._dir_mtimes: dict[str, int] = {}
         self._size_locks: dict[tuple[Slot, str], threading.Lock] = {}
-        self._can_import: Optional[bool] = None
+        self._can_import: bool | None = None
 
     # ================================================================ lookups
-    def getattr(self, path: str, fh: Optional[int] = None) -> Stat:
+    def getattr(self, path: str, fh: int | None = None) -> Stat:
         """Attributes; a file's size is exact (asked of the server or downloaded if unknown)."""
         if fh is not None and fh in self._handles and self._handles[fh].local is not None:
             return self._local_stat(self._handles[fh].local)  # type: ignore[arg-type]
@@ -297,7 +311,7 @@ class Tree:
             local.dirty = local.wrote = True
         return written
 
-    def truncate(self, path: str, length: int, fh: Optional[int] = None) -> None:
+    def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         """``ftruncate`` changes the handle's copy; ``truncate(path)`` uploads at once (no close follows)."""
         if fh is not None and fh in self._handles and self._handles[fh].local is not None:
             local = self._handles[fh].local
@@ -360,7 +374,7 @@ class Tree:
         local = handle.local
         with self._lock:
             local.refs -= 1
-            if local.refs > 0 or local.temp and not local.unlinked:
+            if local.refs > 0 or (local.temp and not local.unlinked):
                 return
         if not local.temp and not local.unlinked and local.dirty and not local.wrote:
             self._upload_at_release(local)
@@ -564,7 +578,7 @@ class Tree:
         self._require_writable(None, path)
         self._import_record(record, ref.event, path)
 
-    def _import_record(self, record: str, event: Optional[str], path: str) -> None:
+    def _import_record(self, record: str, event: str | None, path: str) -> None:
         row = {self.shape.record_id_field: record}
         if event is not None:
             row["redcap_event_name"] = event
@@ -612,7 +626,7 @@ class Tree:
             return
         self.attrs.set(node.slot, node.name, self._server_size(node), mode=stat.S_IMODE(mode))
 
-    def utimens(self, path: str, mtime_ns: Optional[int]) -> None:
+    def utimens(self, path: str, mtime_ns: int | None) -> None:
         """Kept locally, so rsync -a and cp -p find their times again."""
         ref = self._resolve(path)
         when = mtime_ns if mtime_ns is not None else time.time_ns()
@@ -720,7 +734,7 @@ class Tree:
     def _slot_names(self, slot: Slot) -> list[str]:
         return [node.name for node in self._slot_nodes(slot)]
 
-    def _index_name(self, slot: Slot) -> Optional[str]:
+    def _index_name(self, slot: Slot) -> str | None:
         with self.records.view() as index:
             return index.file_name(slot)
 
@@ -914,7 +928,7 @@ class Tree:
         if not group:
             self._writers.pop(local.slot, None)
 
-    def _require_empty_for(self, slot: Slot, name: str, path: str, moving_from: Optional[FileNode] = None) -> None:
+    def _require_empty_for(self, slot: Slot, name: str, path: str, moving_from: FileNode | None = None) -> None:
         """A slot holds one file: a different real name is refused (caller holds the lock)."""
         for node in self._slot_nodes(slot):
             if node.local is not None and node.local.temp:
@@ -932,7 +946,7 @@ class Tree:
                         stored_name(name))
             raise InvalidArgument("REDCap would change this name (quotes, backslashes, HTML entities)", path)
 
-    def _require_writable(self, slot: Optional[Slot], path: str, probe: bool = True) -> None:
+    def _require_writable(self, slot: Slot | None, path: str, probe: bool = True) -> None:
         """Refuse up front, before any data is accepted: ro mounts, tokens without import rights, signatures."""
         if self.options.read_only:
             raise ReadOnly("read-only mount", path)
@@ -953,7 +967,7 @@ class Tree:
                 self._can_import = True  # rights were checked first, then the empty data refused
         return self._can_import
 
-    def _first_event(self) -> Optional[str]:
+    def _first_event(self) -> str | None:
         """Where ``mkdir /NEWID`` puts a record: the first event of ``-o arm=N`` (default the first arm)."""
         if not self.shape.longitudinal:
             return None

@@ -15,7 +15,6 @@ import json
 import sys
 import tempfile
 import time
-from typing import Optional
 
 from redcapfs.client.http import HttpClient
 from redcapfs.credentials import CredentialError, read_token
@@ -110,7 +109,7 @@ def _same_project(client: HttpClient, entries: list[SpoolEntry]) -> bool:
     return not wrong
 
 
-def _select(entries: list[SpoolEntry], ids: list[str], url: Optional[str]) -> Optional[list[SpoolEntry]]:
+def _select(entries: list[SpoolEntry], ids: list[str], url: str | None) -> list[SpoolEntry] | None:
     if url:
         entries = [e for e in entries if e.target.url == url]
     if not ids:
@@ -133,7 +132,7 @@ def _delete(entries: list[SpoolEntry], ids: list[str]) -> int:
     return 0
 
 
-def _current_name(client: HttpClient, entry: SpoolEntry) -> Optional[str]:
+def _current_name(client: HttpClient, entry: SpoolEntry) -> str | None:
     """The name of the file the slot holds now, or None if it is empty."""
     t = entry.target
     try:

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -28,10 +29,7 @@ from redcapfs.sandbox.store import Store  # noqa: E402
 
 
 def meta(name: str, form: str, ftype: str = "text") -> dict[str, Any]:
-    keys = ("section_header field_label select_choices_or_calculations field_note "
-            "text_validation_type_or_show_slider_number text_validation_min text_validation_max identifier "
-            "branching_logic required_field custom_alignment question_number matrix_group_name matrix_ranking "
-            "field_annotation").split()
+    keys = ["section_header", "field_label", "select_choices_or_calculations", "field_note", "text_validation_type_or_show_slider_number", "text_validation_min", "text_validation_max", "identifier", "branching_logic", "required_field", "custom_alignment", "question_number", "matrix_group_name", "matrix_ranking", "field_annotation"]
     row = {k: "" for k in keys}
     row.update(field_name=name, form_name=form, field_type=ftype, field_label=name)
     return row

@@ -14,9 +14,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 
@@ -91,7 +92,7 @@ def start_sandbox(
         text=True,
         cwd=str(REPO),
     )
-    url: Optional[str] = None
+    url: str | None = None
     tokens: list[str] = []
     output: list[str] = []
     deadline = time.monotonic() + timeout
@@ -128,7 +129,7 @@ def sandbox(tmp_path: Path) -> Callable[..., SandboxProc]:
     """Factory: ``sandbox("--fault", "...", project="tests/data/x.xml")``."""
     started: list[SandboxProc] = []
 
-    def factory(*args: str, project: Optional[str | os.PathLike] = None, name: str = "sb") -> SandboxProc:
+    def factory(*args: str, project: str | os.PathLike | None = None, name: str = "sb") -> SandboxProc:
         data_dir = tmp_path / f"{name}-data"
         data_dir.mkdir(exist_ok=True)
         argv = ([str(project)] if project else []) + list(args)

@@ -10,8 +10,9 @@ string values), so the path model can be tested on real API output.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Iterable, Optional, Protocol, Sequence
+from typing import Any, BinaryIO, Protocol
 
 
 @dataclass(frozen=True)
@@ -22,9 +23,9 @@ class FileInfo:
     ``fileinfo`` JSON); ``size`` is the byte count when known.
     """
 
-    name: Optional[str]
-    size: Optional[int] = None
-    content_type: Optional[str] = None
+    name: str | None
+    size: int | None = None
+    content_type: str | None = None
 
 
 class RedcapClient(Protocol):
@@ -52,10 +53,10 @@ class RedcapClient(Protocol):
 
     def export_records(
         self,
-        records: Optional[Sequence[str]] = None,
-        fields: Optional[Sequence[str]] = None,
-        events: Optional[Sequence[str]] = None,
-        batch_size: Optional[int] = None,
+        records: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        events: Sequence[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[dict[str, Any]]:
         """Flat JSON rows. With ``batch_size`` the record list is fetched first and
         the export is done ``batch_size`` records at a time."""
@@ -74,8 +75,8 @@ class RedcapClient(Protocol):
         record: str,
         field: str,
         out: BinaryIO,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> FileInfo:
         """Stream the file into ``out`` in chunks; return its name and byte count.
 
@@ -86,9 +87,9 @@ class RedcapClient(Protocol):
         self,
         record: str,
         field: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
-    ) -> Optional[FileInfo]:
+        event: str | None = None,
+        repeat_instance: int | None = None,
+    ) -> FileInfo | None:
         """Name and size without downloading (the undocumented ``fileinfo`` call).
 
         ``None`` when the server does not support it; callers then download."""
@@ -99,8 +100,8 @@ class RedcapClient(Protocol):
         field: str,
         path: str,
         filename: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> None:
         """Upload the file at ``path`` (streamed, never read whole) as ``filename``."""
 
@@ -108,8 +109,8 @@ class RedcapClient(Protocol):
         self,
         record: str,
         field: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> None: ...
 
     def export_logging(self, **filters: Any) -> list[dict[str, Any]]: ...

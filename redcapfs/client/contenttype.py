@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
 from urllib.parse import unquote
 
 # A trailing ``;key=value`` parameter (value unquoted without quotes, or quoted).
@@ -29,11 +28,11 @@ class ContentType:
     """The parts of a content type redcapfs uses."""
 
     mime: str
-    name: Optional[str] = None
-    charset: Optional[str] = None
+    name: str | None = None
+    charset: str | None = None
 
 
-def parse_content_type(value: Optional[str]) -> ContentType:
+def parse_content_type(value: str | None) -> ContentType:
     """Split a ``Content-Type`` value into mime type, file name and charset (never raises)."""
     if not value:
         return ContentType("")
@@ -43,7 +42,7 @@ def parse_content_type(value: Optional[str]) -> ContentType:
     return ContentType(mime.strip().lower(), _name(params), _charset(params))
 
 
-def filename_from_content_type(value: Optional[str]) -> Optional[str]:
+def filename_from_content_type(value: str | None) -> str | None:
     """The ``name`` parameter of a content type, or ``None`` when there is none."""
     return parse_content_type(value).name
 
@@ -62,7 +61,7 @@ def fix_mojibake(value: str) -> str:
         return value
 
 
-def _name(params: str) -> Optional[str]:
+def _name(params: str) -> str | None:
     """``name*=`` (RFC 2231) wins over ``name=``; an empty name counts as none."""
     star = _NAME_STAR.search(params)
     if star:
@@ -92,7 +91,7 @@ def _quoted_value(rest: str) -> str:
     return rest[:end] if end >= 0 else rest.strip()
 
 
-def _decode_rfc2231(raw: str) -> Optional[str]:
+def _decode_rfc2231(raw: str) -> str | None:
     """``UTF-8''%C3%A9.pdf`` → ``é.pdf``; a value without the two quotes is plain percent-encoding."""
     raw = raw.strip('"')
     charset, sep, rest = raw.partition("'")
@@ -107,6 +106,6 @@ def _decode_rfc2231(raw: str) -> Optional[str]:
         return unquote(encoded, encoding="latin-1")
 
 
-def _charset(params: str) -> Optional[str]:
+def _charset(params: str) -> str | None:
     match = _CHARSET.search(params)
     return match.group(1) if match else None

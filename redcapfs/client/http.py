@@ -23,9 +23,10 @@ import mimetypes
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Optional, Sequence, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -72,7 +73,7 @@ class RateLimiter:
     def __init__(
         self,
         rate: float,
-        burst: Optional[float] = None,
+        burst: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -169,7 +170,7 @@ def _redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
-def _rewind_point(out: BinaryIO) -> Optional[int]:
+def _rewind_point(out: BinaryIO) -> int | None:
     """Where a restarted download would resume writing, or ``None`` if ``out`` cannot be rewound."""
     try:
         if out.seekable() and hasattr(out, "truncate"):
@@ -179,7 +180,7 @@ def _rewind_point(out: BinaryIO) -> Optional[int]:
     return None
 
 
-def _content_length(resp: requests.Response) -> Optional[int]:
+def _content_length(resp: requests.Response) -> int | None:
     try:
         value = int(resp.headers.get("Content-Length", ""))
     except ValueError:
@@ -220,7 +221,7 @@ class HttpClient:
         max_backoff: float = 8,
         retry_deadline: float = 60,
         pool_size: int = 16,
-        rate_limit: Optional[float] = 5.0,
+        rate_limit: float | None = 5.0,
         user_agent: str = DEFAULT_USER_AGENT,
         fileinfo_params: Sequence[str] = ("fileinfo", "filesize"),
     ) -> None:
@@ -231,8 +232,8 @@ class HttpClient:
         self.fileinfo_params = tuple(fileinfo_params)
         self._limiter = RateLimiter(rate_limit) if rate_limit else None
         self._session = self._make_session(pool_size, verify, user_agent)
-        self._fileinfo_supported: Optional[bool] = None
-        self._record_id_field: Optional[str] = None
+        self._fileinfo_supported: bool | None = None
+        self._record_id_field: str | None = None
 
     @staticmethod
     def _make_session(pool_size: int, verify: bool | str, user_agent: str) -> requests.Session:
@@ -251,7 +252,7 @@ class HttpClient:
 
     __str__ = __repr__
 
-    def __enter__(self) -> "HttpClient":
+    def __enter__(self) -> HttpClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -262,7 +263,7 @@ class HttpClient:
         self._session.close()
 
     @property
-    def fileinfo_supported(self) -> Optional[bool]:
+    def fileinfo_supported(self) -> bool | None:
         """``False`` once the server has shown it ignores the fileinfo flag; ``None`` until tried."""
         return self._fileinfo_supported
 
@@ -325,10 +326,10 @@ class HttpClient:
 
     def export_records(
         self,
-        records: Optional[Sequence[str]] = None,
-        fields: Optional[Sequence[str]] = None,
-        events: Optional[Sequence[str]] = None,
-        batch_size: Optional[int] = None,
+        records: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        events: Sequence[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[dict[str, Any]]:
         """Flat rows. An explicit empty ``records`` list means no records (not all of them).
 
@@ -347,16 +348,16 @@ class HttpClient:
             rows.extend(self._export_records(batch, fields, events))
         return rows
 
-    def _record_ids(self, events: Optional[Sequence[str]]) -> list[str]:
+    def _record_ids(self, events: Sequence[str] | None) -> list[str]:
         id_field = self.record_id_field()
         rows = self._export_records(None, [id_field], events)
         return list(dict.fromkeys(str(row[id_field]) for row in rows if id_field in row))
 
     def _export_records(
         self,
-        records: Optional[Sequence[str]],
-        fields: Optional[Sequence[str]],
-        events: Optional[Sequence[str]],
+        records: Sequence[str] | None,
+        fields: Sequence[str] | None,
+        events: Sequence[str] | None,
     ) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"type": "flat"}
         for name, values in (("records", records), ("fields", fields), ("events", events)):
@@ -404,8 +405,8 @@ class HttpClient:
         record: str,
         field: str,
         out: BinaryIO,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> FileInfo:
         """Stream a file into ``out``; a short or broken body raises ``TransportError``.
 
@@ -469,9 +470,9 @@ class HttpClient:
         self,
         record: str,
         field: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
-    ) -> Optional[FileInfo]:
+        event: str | None = None,
+        repeat_instance: int | None = None,
+    ) -> FileInfo | None:
         """Name and size through the undocumented ``fileinfo`` flag, or ``None``.
 
         A server that ignores the flag starts sending the file: the response is
@@ -484,7 +485,7 @@ class HttpClient:
         params.update({name: "1" for name in self.fileinfo_params})
         return self._retrying(ctx, lambda: self._file_info_once(ctx, params), idempotent=True)
 
-    def _file_info_once(self, ctx: CallContext, params: dict[str, Any]) -> Optional[FileInfo]:
+    def _file_info_once(self, ctx: CallContext, params: dict[str, Any]) -> FileInfo | None:
         resp = self._post(ctx, params, stream=True)
         with closing(resp):
             ctype = parse_content_type(resp.headers.get("Content-Type"))
@@ -499,7 +500,7 @@ class HttpClient:
             log.info("%s: server ignores the fileinfo flag; sizes will need downloads", ctx.label())
         self._fileinfo_supported = False
 
-    def _parse_file_info(self, ctx: CallContext, body: bytes) -> Optional[FileInfo]:
+    def _parse_file_info(self, ctx: CallContext, body: bytes) -> FileInfo | None:
         try:
             data = json.loads(body)
         except ValueError:
@@ -524,8 +525,8 @@ class HttpClient:
         field: str,
         path: str,
         filename: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> None:
         """Upload ``path`` as ``filename``, streamed from disk; never retried (not idempotent)."""
         ctx = CallContext("file", "import", record, field, event, repeat_instance)
@@ -539,8 +540,8 @@ class HttpClient:
         self,
         record: str,
         field: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> None:
         """Delete a stored file; never retried (a repeat would answer "no file to delete")."""
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
@@ -566,11 +567,11 @@ class HttpClient:
     def _post(
         self,
         ctx: CallContext,
-        params: Optional[dict[str, Any]],
+        params: dict[str, Any] | None,
         *,
         stream: bool = False,
         body: Any = None,
-        headers: Optional[dict[str, str]] = None,
+        headers: dict[str, str] | None = None,
     ) -> requests.Response:
         """One HTTP attempt; returns a 200 response, raises a typed error for anything else."""
         if self._limiter:
@@ -639,7 +640,7 @@ class HttpClient:
         ctx: CallContext,
         attempt: Callable[[], T],
         idempotent: bool,
-        may_retry: Optional[Callable[[E.RedcapError], bool]] = None,
+        may_retry: Callable[[E.RedcapError], bool] | None = None,
     ) -> T:
         """Run ``attempt``; repeat it on retryable failures while count and time allow."""
         started = time.monotonic()
@@ -656,7 +657,7 @@ class HttpClient:
                             ctx.label(), self._scrub(str(exc)), tries, self.retry.retries, delay)
                 time.sleep(delay)
 
-    def _retry_delay(self, exc: E.RedcapError, tries: int, started: float, idempotent: bool) -> Optional[float]:
+    def _retry_delay(self, exc: E.RedcapError, tries: int, started: float, idempotent: bool) -> float | None:
         if not idempotent or not is_retryable(exc) or tries >= self.retry.retries:
             return None
         delay = self.retry.delay(tries)
@@ -664,7 +665,7 @@ class HttpClient:
             return None
         return delay
 
-    def _once(self, ctx: CallContext, params: Optional[dict[str, Any]], **kw: Any) -> bytes:
+    def _once(self, ctx: CallContext, params: dict[str, Any] | None, **kw: Any) -> bytes:
         """A write: one attempt, 200 only, and an error text in a 200 body still counts as an error."""
         with closing(self._post(ctx, params, **kw)) as resp:
             body = resp.content

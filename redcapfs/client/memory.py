@@ -20,7 +20,8 @@ import os
 import re
 import threading
 import time
-from typing import Any, BinaryIO, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, BinaryIO
 
 from redcapfs import errors as E
 
@@ -48,14 +49,14 @@ class MemoryClient:
         self,
         *,
         metadata: Sequence[dict[str, Any]],
-        project: Optional[dict[str, Any]] = None,
+        project: dict[str, Any] | None = None,
         arms: Sequence[dict[str, Any]] = (),
         events: Sequence[dict[str, Any]] = (),
         mapping: Sequence[dict[str, Any]] = (),
         repeating: Sequence[dict[str, Any]] = (),
-        instruments: Optional[Sequence[dict[str, Any]]] = None,
+        instruments: Sequence[dict[str, Any]] | None = None,
         records: Sequence[dict[str, Any]] = (),
-        files: Optional[dict[tuple[str, Optional[str], str, int], tuple[str, bytes]]] = None,
+        files: dict[tuple[str, str | None, str, int], tuple[str, bytes]] | None = None,
         rights: str = "full",
         locked: Iterable[str] = (),
         max_upload_mb: float = 32,
@@ -97,14 +98,14 @@ class MemoryClient:
         forms = dict.fromkeys(m["form_name"] for m in self._metadata)
         return [{"instrument_name": f, "instrument_label": f.replace("_", " ").title()} for f in forms]
 
-    def _project_info(self, project: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def _project_info(self, project: dict[str, Any] | None) -> dict[str, Any]:
         info = {"project_id": 1, "project_title": "Memory project", "record_autonumbering_enabled": 0,
                 "in_production": 0, **(project or {})}
         info["is_longitudinal"] = int(self.longitudinal)
         info.setdefault("has_repeating_instruments_or_events", int(bool(self._repeating)))
         return info
 
-    def _field(self, name: str) -> Optional[dict[str, Any]]:
+    def _field(self, name: str) -> dict[str, Any] | None:
         return next((m for m in self._metadata if m["field_name"] == name), None)
 
     def _is_file_field(self, name: str) -> bool:
@@ -176,10 +177,10 @@ class MemoryClient:
 
     def export_records(
         self,
-        records: Optional[Sequence[str]] = None,
-        fields: Optional[Sequence[str]] = None,
-        events: Optional[Sequence[str]] = None,
-        batch_size: Optional[int] = None,
+        records: Sequence[str] | None = None,
+        fields: Sequence[str] | None = None,
+        events: Sequence[str] | None = None,
+        batch_size: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows as stored, file fields showing the stored name (or ``[document]``), filtered."""
         self._count("record")
@@ -190,8 +191,8 @@ class MemoryClient:
             rows = [self._export_row(r) for r in self._rows if self._row_wanted(r, records, events)]
         return [self._only_fields(r, fields) for r in rows] if fields else rows
 
-    def _row_wanted(self, row: dict[str, Any], records: Optional[Sequence[str]],
-                    events: Optional[Sequence[str]]) -> bool:
+    def _row_wanted(self, row: dict[str, Any], records: Sequence[str] | None,
+                    events: Sequence[str] | None) -> bool:
         if records is not None and str(row[self.id_field]) not in records:
             return False
         return not events or row.get("redcap_event_name") in events
@@ -253,7 +254,7 @@ class MemoryClient:
             self._log("record_edit", f"Update record (API) {record}", record)
         return record
 
-    def _find_row(self, record: str, event: str, rform: str, instance: int) -> Optional[dict[str, Any]]:
+    def _find_row(self, record: str, event: str, rform: str, instance: int) -> dict[str, Any] | None:
         for row in self._rows:
             if (str(row[self.id_field]) == record and (row.get("redcap_event_name") or "") == event
                     and (row.get("redcap_repeat_instrument") or "") == rform
@@ -331,8 +332,8 @@ class MemoryClient:
         record: str,
         field: str,
         out: BinaryIO,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> FileInfo:
         self._count("file", "export")
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
@@ -346,9 +347,9 @@ class MemoryClient:
         self,
         record: str,
         field: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
-    ) -> Optional[FileInfo]:
+        event: str | None = None,
+        repeat_instance: int | None = None,
+    ) -> FileInfo | None:
         self._count("file", "info")
         if not self.fileinfo:
             return None
@@ -363,8 +364,8 @@ class MemoryClient:
         field: str,
         path: str,
         filename: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> None:
         self._count("file", "import")
         ctx = CallContext("file", "import", record, field, event, repeat_instance)
@@ -416,8 +417,8 @@ class MemoryClient:
         self,
         record: str,
         field: str,
-        event: Optional[str] = None,
-        repeat_instance: Optional[int] = None,
+        event: str | None = None,
+        repeat_instance: int | None = None,
     ) -> None:
         self._count("file", "delete")
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
@@ -434,7 +435,7 @@ class MemoryClient:
                 raise E.EmptySlot("There is no file to delete for this record", **ctx.kwargs(400))
             self._log("record_edit", "Delete uploaded document (API)", record, field)
 
-    def file_bytes(self, record: str, field: str, event: Optional[str] = None, instance: int = 1) -> Optional[bytes]:
+    def file_bytes(self, record: str, field: str, event: str | None = None, instance: int = 1) -> bytes | None:
         """Test helper: the stored bytes of a slot (no call counted)."""
         stored = self._files.get((record, event or "", field, instance))
         return stored[1] if stored else None

@@ -12,7 +12,7 @@ import html
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from redcapfs import errors as E
 
@@ -47,13 +47,13 @@ class CallContext:
     """What a call was about; copied into every error it raises."""
 
     content: str
-    action: Optional[str] = None
-    record: Optional[str] = None
-    field: Optional[str] = None
-    event: Optional[str] = None
-    instance: Optional[int] = None
+    action: str | None = None
+    record: str | None = None
+    field: str | None = None
+    event: str | None = None
+    instance: int | None = None
 
-    def kwargs(self, status: Optional[int] = None) -> dict[str, Any]:
+    def kwargs(self, status: int | None = None) -> dict[str, Any]:
         """Keyword arguments for a ``RedcapError`` constructor."""
         return {
             "status": status,
@@ -69,7 +69,7 @@ class CallContext:
         return self.content + (f"/{self.action}" if self.action else "")
 
 
-def error_message(body: bytes | str, content_type: Optional[str] = None) -> Optional[str]:
+def error_message(body: bytes | str, content_type: str | None = None) -> str | None:
     """REDCap's error text from a body in any of its three forms, or ``None``.
 
     The body's own shape decides, not the content type: REDCap labels csv errors
@@ -87,7 +87,7 @@ def error_message(body: bytes | str, content_type: Optional[str] = None) -> Opti
     return None
 
 
-def _json_error(text: str) -> Optional[str]:
+def _json_error(text: str) -> str | None:
     try:
         data = json.loads(text)
     except ValueError:
@@ -97,7 +97,7 @@ def _json_error(text: str) -> Optional[str]:
     return None
 
 
-def looks_like_html(body: bytes | str, content_type: Optional[str] = None) -> bool:
+def looks_like_html(body: bytes | str, content_type: str | None = None) -> bool:
     """An HTML page (login form, proxy error, web server index), not an API answer."""
     head = (body[:512].decode("utf-8", "replace") if isinstance(body, bytes) else body[:512]).lstrip().lower()
     return head.startswith("<!doctype html") or head.startswith("<html") or "<body" in head
@@ -113,14 +113,14 @@ def snippet(body: bytes | str, limit: int = 200) -> str:
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-def not_an_api(ctx: CallContext, status: int, content_type: Optional[str], detail: str = "") -> E.ProtocolError:
+def not_an_api(ctx: CallContext, status: int, content_type: str | None, detail: str = "") -> E.ProtocolError:
     """The error for an answer no REDCap API would give (wrong URL, HTML page)."""
     mime = parse_content_type(content_type).mime or "no content type"
     text = f"that URL does not answer like a REDCap API (HTTP {status}, {mime})"
     return E.ProtocolError(text + (f": {detail}" if detail else ""), **ctx.kwargs(status))
 
 
-def error_for(status: int, body: bytes | str, content_type: Optional[str], ctx: CallContext) -> E.RedcapError:
+def error_for(status: int, body: bytes | str, content_type: str | None, ctx: CallContext) -> E.RedcapError:
     """The typed error for a non-200 answer (or a 200 that carries an error body)."""
     message = error_message(body, content_type)
     kw = ctx.kwargs(status)

@@ -15,9 +15,10 @@ import logging
 import mimetypes
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from .config import SandboxConfig, TokenGrant
 from .records import auto_number, export_rows, rows_to_writes
@@ -101,7 +102,7 @@ class Upload:
 
     filename: str
     content_type: str
-    path: Optional[Path]
+    path: Path | None
     size: int
     too_large: bool = False
 
@@ -111,9 +112,9 @@ class ApiRequest:
     """Form parameters (every value as sent) plus the spooled upload, if any."""
 
     params: dict[str, list[str]] = field(default_factory=dict)
-    upload: Optional[Upload] = None
+    upload: Upload | None = None
 
-    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+    def get(self, name: str, default: str | None = None) -> str | None:
         values = self.params.get(name)
         return values[0] if values else default
 

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
 
 from .config import SandboxConfig, parse_token
 from .faults import FaultSet, FaultSpecError
@@ -73,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
     )
 
 
-def open_store(data_dir: Path, project: Optional[str]) -> Store:
+def open_store(data_dir: Path, project: str | None) -> Store:
     """The store in ``data_dir``; a fresh one is filled from ``project`` (via the loaders)."""
     store = Store.open(data_dir)
     if store.initialised:
@@ -90,7 +89,7 @@ def open_store(data_dir: Path, project: Optional[str]) -> Store:
     return store
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,7 +99,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (ValueError, FaultSpecError) as exc:
         print(f"redcapfs sandbox: {exc}", file=sys.stderr)
         return 2
-    owned: Optional[Path] = None
+    owned: Path | None = None
     if args.data_dir:
         data_dir = Path(args.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)

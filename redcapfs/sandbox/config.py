@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Optional
 
 RIGHTS = ("full", "export", "none")
 TOKEN_RE = re.compile(r"^[0-9A-F]{32}$")
@@ -61,9 +60,9 @@ class SandboxConfig:
     analysis_cleanup: bool = False
     latency_ms: float = 0.0
     hang_seconds: float = 120.0
-    request_log: Optional[str] = None
+    request_log: str | None = None
 
-    def grant_for(self, raw_token: Optional[str]) -> Optional[TokenGrant]:
+    def grant_for(self, raw_token: str | None) -> TokenGrant | None:
         """The grant for a token as sent; REDCap reads only its first 32 characters."""
         if not raw_token:
             return None

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
 
 ACTIONS = ("500", "503", "hang", "drop", "truncate")
 SELECTORS = ("content", "action", "field", "record", "event")
@@ -36,11 +36,11 @@ class Fault:
 
     do: str
     select: dict[str, str] = field(default_factory=dict)
-    nth: Optional[int] = None
-    rate: Optional[float] = None
+    nth: int | None = None
+    rate: float | None = None
     seed: int = 0
-    seconds: Optional[float] = None
-    after: Optional[int] = None
+    seconds: float | None = None
+    after: int | None = None
     text: str = ""
     _count: int = 0
     _rng: random.Random = field(default_factory=random.Random)
@@ -48,7 +48,7 @@ class Fault:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
 
-    def matches(self, call: Mapping[str, Optional[str]]) -> bool:
+    def matches(self, call: Mapping[str, str | None]) -> bool:
         return all((call.get(k) or "") == v for k, v in self.select.items())
 
     def fires(self) -> bool:
@@ -103,12 +103,12 @@ class FaultSet:
         self._lock = threading.Lock()
 
     @classmethod
-    def parse(cls, specs: list[str]) -> "FaultSet":
+    def parse(cls, specs: list[str]) -> FaultSet:
         return cls([parse_fault(s) for s in specs])
 
-    def choose(self, call: Mapping[str, Optional[str]]) -> Optional[Fault]:
+    def choose(self, call: Mapping[str, str | None]) -> Fault | None:
         """The fault for this call, if any. Every matching spec counts the call."""
-        chosen: Optional[Fault] = None
+        chosen: Fault | None = None
         with self._lock:
             for fault in self.faults:
                 if fault.matches(call) and fault.fires() and chosen is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import mimetypes
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Any
 
 from .loaders import METADATA_KEYS, metadata_row
 from .project import ProjectDef, StoredFile
@@ -213,7 +213,7 @@ def load_json_dir(root: Path) -> ProjectDef:
     files = _files(root, bool(events))
     repeating_events = {r.get("event_name", "") for r in repeating if not r["form_name"]}
     _fill_file_values(records, files, metadata[0]["field_name"], metadata, repeating_events)
-    locked: Optional[list[Any]] = _read_json(root / "locked.json", list)
+    locked: list[Any] | None = _read_json(root / "locked.json", list)
     if locked is not None and not all(isinstance(x, str) for x in locked):
         raise ValueError(f"{root / 'locked.json'}: must be a list of record names (strings)")
     return ProjectDef(

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Union
 
 from .project import ProjectDef
 
@@ -112,7 +113,7 @@ def is_project_xml(path: Path) -> bool:
     return head.startswith(b"<?xml") or head.startswith(b"<ODM")
 
 
-def load_project(path: Optional[PathLike], workdir: str) -> ProjectDef:
+def load_project(path: PathLike | None, workdir: str) -> ProjectDef:
     """Load the project at ``path`` (``None`` = the bundled demo).
 
     A directory is read as a JSON project, a file as REDCap project XML. Inline

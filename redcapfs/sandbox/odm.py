@@ -30,9 +30,10 @@ import base64
 import binascii
 import mimetypes
 import xml.parsers.expat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 from .loaders import data_columns, metadata_row
 from .project import ProjectDef, StoredFile
@@ -96,7 +97,7 @@ class AttributeNewlineEscaper:
             pos = step
         return b"".join(out)
 
-    def _text(self, data: bytes, pos: int, out: list[bytes], final: bool) -> Optional[int]:
+    def _text(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
         lt = data.find(b"<", pos)
         if lt < 0:
             out.append(data[pos:])
@@ -117,7 +118,7 @@ class AttributeNewlineEscaper:
         out.append(b"<")
         return lt + 1
 
-    def _tag(self, data: bytes, pos: int, out: list[bytes], final: bool) -> Optional[int]:
+    def _tag(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
         ends = [i for i in (data.find(b">", pos), data.find(b'"', pos), data.find(b"'", pos)) if i >= 0]
         if not ends:
             out.append(data[pos:])
@@ -131,7 +132,7 @@ class AttributeNewlineEscaper:
             self.state, self.quote = "quoted", char
         return stop + 1
 
-    def _quoted(self, data: bytes, pos: int, out: list[bytes], final: bool) -> Optional[int]:
+    def _quoted(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
         stop = data.find(self.quote, pos)
         chunk = data[pos:] if stop < 0 else data[pos:stop]
         if stop < 0 and chunk.endswith(b"\r") and not final:
@@ -151,7 +152,7 @@ class AttributeNewlineEscaper:
             chunk = chunk.replace(raw, ref)
         return chunk
 
-    def _skip_until(self, marker: bytes, data: bytes, pos: int, out: list[bytes], final: bool) -> Optional[int]:
+    def _skip_until(self, marker: bytes, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
         stop = data.find(marker, pos)
         if stop < 0:
             keep = 0 if final else len(marker) - 1
@@ -162,10 +163,10 @@ class AttributeNewlineEscaper:
         self.state = "text"
         return stop + len(marker)
 
-    def _cdata(self, data: bytes, pos: int, out: list[bytes], final: bool) -> Optional[int]:
+    def _cdata(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
         return self._skip_until(b"]]>", data, pos, out, final)
 
-    def _comment(self, data: bytes, pos: int, out: list[bytes], final: bool) -> Optional[int]:
+    def _comment(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
         return self._skip_until(b"-->", data, pos, out, final)
 
 
@@ -178,20 +179,20 @@ class Node:
 
     tag: str
     attrib: dict[str, str]
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     parts: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
-    def find(self, tag: str) -> Optional["Node"]:
+    def find(self, tag: str) -> Node | None:
         return next((c for c in self.children if c.tag == tag), None)
 
-    def findall(self, tag: str) -> list["Node"]:
+    def findall(self, tag: str) -> list[Node]:
         return [c for c in self.children if c.tag == tag]
 
-    def iter(self, tag: str) -> Iterator["Node"]:
+    def iter(self, tag: str) -> Iterator[Node]:
         for child in self.children:
             if child.tag == tag:
                 yield child
@@ -470,7 +471,7 @@ class _Cursor:
     record: str = ""
     event: str = ""
     event_key: int = 1
-    row: Optional[dict[str, Any]] = None
+    row: dict[str, Any] | None = None
     instance: int = 1
 
 
@@ -488,17 +489,17 @@ class OdmReader:
         self.parser.StartDoctypeDeclHandler = self._refuse_dtd
         self.parser.EntityDeclHandler = self._refuse_dtd
         self.stack: list[Node] = []  # open Study elements
-        self.study: Optional[Node] = None
-        self.structure: Optional[Structure] = None
+        self.study: Node | None = None
+        self.structure: Structure | None = None
         self.depth = 0
         self.root_seen = False
         self.in_clinical = False
         self.cursor = _Cursor()
         self.rows: dict[tuple[str, str, str, int], dict[str, Any]] = {}
         self.files: list[StoredFile] = []
-        self.item: Optional[tuple[str, dict[str, str]]] = None  # typed ItemData* being read
+        self.item: tuple[str, dict[str, str]] | None = None  # typed ItemData* being read
         self.item_text: list[str] = []
-        self.sink: Optional[Base64Sink] = None
+        self.sink: Base64Sink | None = None
 
     # -- driving
 
@@ -585,7 +586,7 @@ class OdmReader:
     # -- ClinicalData
 
     def _start_data(self, tag: str, attrib: dict[str, str]) -> None:
-        handler: Optional[Callable[[dict[str, str]], None]] = {
+        handler: Callable[[dict[str, str]], None] | None = {
             "SubjectData": self._subject,
             "StudyEventData": self._event,
             "FormData": self._form,
@@ -715,7 +716,7 @@ class OdmReader:
                           records=list(self.rows.values()), files=self.files)
 
 
-def _repeat_key(raw: Optional[str], fail: Callable[[str], OdmError]) -> int:
+def _repeat_key(raw: str | None, fail: Callable[[str], OdmError]) -> int:
     if raw is None or raw == "":
         return 1
     if not raw.strip().isdigit() or int(raw) < 1:

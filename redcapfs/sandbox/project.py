@@ -9,7 +9,7 @@ reads is what the API later answers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .schema import Structure
 
@@ -23,7 +23,7 @@ class StoredFile:
     field: str
     name: str
     source: str
-    event: Optional[str] = None  # unique event name; None in classic projects
+    event: str | None = None  # unique event name; None in classic projects
     repeat_instance: int = 1
     mime: str = "application/octet-stream"
 

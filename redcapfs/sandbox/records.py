@@ -8,12 +8,12 @@ maps flat rows back onto the same storage keys (see ``schema``).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .responses import ApiError
 from .schema import SPECIAL_COLUMNS, Schema
 from .store import RowKey, RowWrite, Store
-
 
 # -------------------------------------------------------------------- export
 
@@ -26,10 +26,10 @@ def _row_sort_key(schema: Schema, rform: str, inst: int) -> tuple[int, int, int]
 
 def export_rows(
     store: Store,
-    records: Optional[Sequence[str]] = None,
-    fields: Optional[Sequence[str]] = None,
-    forms: Optional[Sequence[str]] = None,
-    events: Optional[Sequence[str]] = None,
+    records: Sequence[str] | None = None,
+    fields: Sequence[str] | None = None,
+    forms: Sequence[str] | None = None,
+    events: Sequence[str] | None = None,
     legacy_document_values: bool = False,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Columns and flat rows for ``content=record&type=flat``."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Optional, Sequence
+from typing import Any, BinaryIO
 from xml.sax.saxutils import escape
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -35,9 +36,9 @@ class ApiResponse:
     """What a handler answers. ``stream`` (with ``length``) replaces ``body`` for file downloads."""
 
     status: int = 200
-    content_type: Optional[str] = None
+    content_type: str | None = None
     body: bytes = b""
-    stream: Optional[BinaryIO] = None
+    stream: BinaryIO | None = None
     length: int = 0
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -70,7 +71,7 @@ def json_response(value: Any) -> ApiResponse:
 
 
 def rows_response(
-    rows: Sequence[dict[str, Any]], fmt: str, header: Optional[Sequence[str]] = None, root: str = "records"
+    rows: Sequence[dict[str, Any]], fmt: str, header: Sequence[str] | None = None, root: str = "records"
 ) -> ApiResponse:
     """A list of flat rows as json (default), csv or xml."""
     if fmt == "csv":
@@ -80,7 +81,7 @@ def rows_response(
     return json_response(list(rows))
 
 
-def to_csv(rows: Sequence[dict[str, Any]], header: Optional[Sequence[str]] = None) -> str:
+def to_csv(rows: Sequence[dict[str, Any]], header: Sequence[str] | None = None) -> str:
     cols = list(header) if header is not None else (list(rows[0].keys()) if rows else [])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -18,8 +18,9 @@ and ``(rform, inst)`` is
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 BASE = ("", 0)
 
@@ -41,7 +42,7 @@ def checkbox_codes(choices: str) -> list[str]:
     return codes
 
 
-def normalise_instance(raw: Optional[str]) -> int:
+def normalise_instance(raw: str | None) -> int:
     """REDCap's rule: a ``repeat_instance`` that is not a positive whole number becomes 1."""
     text = (raw or "").strip()
     if text.isdigit() and int(text) > 0:
@@ -110,7 +111,7 @@ class Schema:
     def has_repeating(self) -> bool:
         return bool(self.repeating_forms or self.repeating_events)
 
-    def form_of(self, field_name: str) -> Optional[str]:
+    def form_of(self, field_name: str) -> str | None:
         row = self.fields.get(field_name)
         return row["form_name"] if row else None
 
@@ -125,7 +126,7 @@ class Schema:
     def file_fields(self) -> list[str]:
         return [f for f in self.fields if self.is_file_field(f)]
 
-    def valid_event(self, event: Optional[str]) -> bool:
+    def valid_event(self, event: str | None) -> bool:
         return bool(event) and event in self.event_arm
 
     def forms_in_event(self, event: str) -> list[str]:
@@ -184,7 +185,7 @@ class Schema:
         return dict(self.all_columns())
 
     def select_columns(
-        self, fields: Optional[list[str]], forms: Optional[list[str]]
+        self, fields: list[str] | None, forms: list[str] | None
     ) -> list[tuple[str, str]]:
         """Columns for an export filtered by ``fields[]``/``forms[]``; the record ID always stays."""
         columns = self.all_columns()

@@ -27,7 +27,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.http import parse_options_header
@@ -55,7 +55,7 @@ class Abort(Exception):
 class BodyReader:
     """Reads a request body by Content-Length or chunked transfer coding, counting bytes."""
 
-    def __init__(self, rfile: BinaryIO, length: Optional[int], chunked: bool) -> None:
+    def __init__(self, rfile: BinaryIO, length: int | None, chunked: bool) -> None:
         self.rfile = rfile
         self.remaining = length if length is not None else 0
         self.length = length
@@ -105,7 +105,7 @@ class BodyReader:
 class RequestLog:
     """``--request-log``: one JSON object per API call, appended and flushed. Never the token."""
 
-    def __init__(self, path: Optional[str]) -> None:
+    def __init__(self, path: str | None) -> None:
         self._lock = threading.Lock()
         self._file = open(path, "a", encoding="utf-8") if path else None
 
@@ -132,7 +132,7 @@ def is_write(req: ApiRequest) -> bool:
     return False
 
 
-def call_selectors(params: dict[str, list[str]]) -> dict[str, Optional[str]]:
+def call_selectors(params: dict[str, list[str]]) -> dict[str, str | None]:
     """The request fields a ``--fault`` spec can select on."""
     return {k: (params.get(k) or [None])[0] for k in ("content", "action", "field", "record", "event")}
 
@@ -142,7 +142,7 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], sandbox: "SandboxServer") -> None:
+    def __init__(self, address: tuple[str, int], sandbox: SandboxServer) -> None:
         self.sandbox = sandbox
         super().__init__(address, SandboxHandler)
 
@@ -154,7 +154,7 @@ class SandboxServer:
         self,
         store: Store,
         config: SandboxConfig,
-        faults: Optional[FaultSet] = None,
+        faults: FaultSet | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -169,19 +169,19 @@ class SandboxServer:
         self.request_log = RequestLog(config.request_log)
         self.stopping = threading.Event()
         self.httpd = _HTTPServer((host, port), self)
-        self._thread: Optional[threading.Thread] = None
-        self._owned_dir: Optional[Path] = None
+        self._thread: threading.Thread | None = None
+        self._owned_dir: Path | None = None
 
     @classmethod
     def from_project(
         cls,
         project: ProjectDef,
-        data_dir: Optional[str | Path] = None,
-        config: Optional[SandboxConfig] = None,
-        faults: Optional[FaultSet] = None,
+        data_dir: str | Path | None = None,
+        config: SandboxConfig | None = None,
+        faults: FaultSet | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
-    ) -> "SandboxServer":
+    ) -> SandboxServer:
         """A server for ``project``; without ``data_dir`` a private temporary one, removed by :meth:`stop`."""
         owned = None
         if data_dir is None:
@@ -212,7 +212,7 @@ class SandboxServer:
         """Serve until :meth:`shutdown` (from another thread or a signal handler's thread)."""
         self.httpd.serve_forever(poll_interval=0.2)
 
-    def start(self) -> "SandboxServer":
+    def start(self) -> SandboxServer:
         self._thread = threading.Thread(target=self.serve_forever, name="sandbox-http", daemon=True)
         self._thread.start()
         return self
@@ -234,7 +234,7 @@ class SandboxServer:
         if self._owned_dir is not None:
             shutil.rmtree(self._owned_dir, ignore_errors=True)
 
-    def __enter__(self) -> "SandboxServer":
+    def __enter__(self) -> SandboxServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -255,7 +255,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def sandbox(self) -> SandboxServer:
         return self.server.sandbox
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     def _body_reader(self) -> BodyReader:
@@ -263,7 +263,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         return BodyReader(self.rfile, int(length) if length and length.isdigit() else None, chunked)
 
-    def _send_head(self, status: int, content_type: Optional[str], length: int) -> None:
+    def _send_head(self, status: int, content_type: str | None, length: int) -> None:
         """Status line and headers as raw bytes: file names in ``name="…"`` go out as UTF-8, like PHP."""
         lines = [f"HTTP/1.1 {status} {_reason(status)}", f"Date: {formatdate(usegmt=True)}",
                  f"Server: {SERVER_NAME}"]
@@ -388,7 +388,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._reset_connection()
         self._close_silently()
 
-    def _answer(self, resp: ApiResponse, fault: Optional[Fault], entry: dict[str, Any]) -> None:
+    def _answer(self, resp: ApiResponse, fault: Fault | None, entry: dict[str, Any]) -> None:
         """Send ``resp``; with drop/truncate only part of the body (honest Content-Length)."""
         try:
             entry["status"] = resp.status
@@ -462,7 +462,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _read_multipart(
         self, reader: BodyReader, boundary: str, entry: dict[str, Any]
-    ) -> tuple[ApiRequest, Optional[Fault], bool]:
+    ) -> tuple[ApiRequest, Fault | None, bool]:
         """Stream a multipart body: fields into memory, the ``file`` part onto disk.
 
         The fault decision is taken when the file part starts (params usually come
@@ -470,11 +470,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """
         spool = _UploadSpool(self.sandbox.store, self.sandbox.config.max_upload_mb * 1024 * 1024)
         req = ApiRequest()
-        fault: Optional[Fault] = None
+        fault: Fault | None = None
         decided = False
-        drop_at: Optional[int] = None
+        drop_at: int | None = None
         decoder = MultipartDecoder(boundary.encode("latin-1"))
-        part: Optional[str] = None
+        part: str | None = None
         buf = bytearray()
         try:
             while True:
@@ -510,7 +510,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         entry["bytes"] = spool.size
         return req, fault, decided
 
-    def _part_data(self, part: Optional[str], event: Data, buf: bytearray, spool: "_UploadSpool",
+    def _part_data(self, part: str | None, event: Data, buf: bytearray, spool: _UploadSpool,
                    req: ApiRequest) -> None:
         if part == "\0file":
             spool.write(event.data)
@@ -530,9 +530,9 @@ class _UploadSpool:
     def __init__(self, store: Store, max_bytes: int) -> None:
         self.store = store
         self.max_bytes = max_bytes
-        self.upload: Optional[Upload] = None
+        self.upload: Upload | None = None
         self.size = 0
-        self._fh: Optional[BinaryIO] = None
+        self._fh: BinaryIO | None = None
 
     def begin(self, filename: str, content_type: str) -> None:
         path = self.store.new_tmp_path()
@@ -549,7 +549,7 @@ class _UploadSpool:
             return
         self._fh.write(data)
 
-    def finish(self) -> Optional[Upload]:
+    def finish(self) -> Upload | None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -568,7 +568,7 @@ class _UploadSpool:
             self.upload = None
 
 
-def _discard_upload(upload: Optional[Upload]) -> None:
+def _discard_upload(upload: Upload | None) -> None:
     """Remove a spool file the API did not take into the store."""
     if upload is not None and upload.path is not None:
         upload.path.unlink(missing_ok=True)

@@ -22,10 +22,11 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO
 
 from .project import ProjectDef
 from .schema import Schema, Structure
@@ -103,12 +104,12 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA_SQL)
-        self.schema: Optional[Schema] = None
+        self.schema: Schema | None = None
         if self.initialised:
             self.schema = Schema(self._load_structure())
 
     @classmethod
-    def open(cls, data_dir: Path | str) -> "Store":
+    def open(cls, data_dir: Path | str) -> Store:
         return cls(Path(data_dir))
 
     def close(self) -> None:
@@ -150,7 +151,7 @@ class Store:
 
     # ------------------------------------------------------------------ kv
 
-    def get_kv(self, key: str) -> Optional[Any]:
+    def get_kv(self, key: str) -> Any | None:
         with self.lock:
             row = self.db.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
@@ -252,7 +253,7 @@ class Store:
             self.db.execute("INSERT OR IGNORE INTO rows (record, event, rform, inst) VALUES (?, ?, ?, ?)", key)
         return new_record
 
-    def row_data(self, key: RowKey) -> Optional[dict[str, str]]:
+    def row_data(self, key: RowKey) -> dict[str, str] | None:
         with self.lock:
             row = self.db.execute(
                 "SELECT data FROM rows WHERE record=? AND event=? AND rform=? AND inst=?", key
@@ -327,7 +328,7 @@ class Store:
     def doc_path(self, doc_id: int) -> Path:
         return self.files_dir / str(doc_id)
 
-    def get_file(self, key: RowKey, field_name: str) -> Optional[StoredDoc]:
+    def get_file(self, key: RowKey, field_name: str) -> StoredDoc | None:
         with self.lock:
             row = self.db.execute(
                 "SELECT d.doc_id, d.name, d.mime, d.size FROM files f JOIN docs d ON f.doc_id=d.doc_id "
@@ -336,7 +337,7 @@ class Store:
             ).fetchone()
         return StoredDoc(*row) if row else None
 
-    def open_file(self, key: RowKey, field_name: str) -> Optional[tuple[StoredDoc, BinaryIO]]:
+    def open_file(self, key: RowKey, field_name: str) -> tuple[StoredDoc, BinaryIO] | None:
         """The stored file and an open handle on its bytes, taken atomically."""
         with self.lock:
             doc = self.get_file(key, field_name)
@@ -372,7 +373,7 @@ class Store:
                 self._forget_doc(old.doc_id)
         return doc_id
 
-    def delete_file(self, key: RowKey, field_name: str) -> Optional[StoredDoc]:
+    def delete_file(self, key: RowKey, field_name: str) -> StoredDoc | None:
         with self.transaction() as db:
             old = self.get_file(key, field_name)
             if old:

@@ -23,19 +23,20 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, expected_files, expected_tree, force_unmount, is_mounted  # noqa: E402,F401
+from mounthelp import REPO, expected_files, expected_tree, force_unmount, is_mounted  # noqa: F401
 
 MOUNT_TIMEOUT = 60  # seconds for the mount command to report ready or refuse
 
 
-def fuse_missing() -> Optional[str]:
+def fuse_missing() -> str | None:
     """Why FUSE mounts cannot work here, or None."""
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse is missing"
@@ -105,9 +106,9 @@ def mount(sandbox: Any, tmp_path: Path) -> Callable[..., Mounted]:
     counter = [0]
     state_dir = tmp_path / "state"
 
-    def factory(sb: Any, *options: str, mountpoint: Optional[os.PathLike | str] = None, expect_fail: bool = False,
-                env: Optional[dict[str, Optional[str]]] = None, args: tuple[str, ...] = (),
-                url: Optional[str] = None) -> Mounted:
+    def factory(sb: Any, *options: str, mountpoint: os.PathLike | str | None = None, expect_fail: bool = False,
+                env: dict[str, str | None] | None = None, args: tuple[str, ...] = (),
+                url: str | None = None) -> Mounted:
         counter[0] += 1
         n = counter[0]
         mp = Path(mountpoint) if mountpoint is not None else tmp_path / f"mnt{n}"
@@ -161,13 +162,13 @@ def mount(sandbox: Any, tmp_path: Path) -> Callable[..., Mounted]:
 
 
 @pytest.fixture
-def load(tmp_path: Path) -> Callable[[Optional[os.PathLike | str]], Any]:
+def load(tmp_path: Path) -> Callable[[os.PathLike | str | None], Any]:
     """``load(path)`` -> the ProjectDef of a fixture project (``None`` = the bundled demo)."""
     from redcapfs.sandbox.loaders import load_project
 
     counter = [0]
 
-    def go(path: Optional[os.PathLike | str] = None) -> Any:
+    def go(path: os.PathLike | str | None = None) -> Any:
         counter[0] += 1
         return load_project(path, str(tmp_path / f"expected-{counter[0]}"))
 

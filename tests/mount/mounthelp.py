@@ -26,8 +26,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any
 
 from redcapfs.names import encode
 from redcapfs.sandbox.project import ProjectDef, StoredFile
@@ -58,7 +59,7 @@ def expected_layout(pd: ProjectDef) -> tuple[dict[str, str], dict[str, StoredFil
     rep_forms = {((str(r.get("event_name") or "") if longitudinal else ""), r["form_name"])
                  for r in pd.repeating if r.get("form_name")}
 
-    def kind(event: str, form: str) -> Optional[str]:
+    def kind(event: str, form: str) -> str | None:
         if event in rep_events:
             return "event"
         if (event, form) in rep_forms:
@@ -79,7 +80,7 @@ def expected_layout(pd: ProjectDef) -> tuple[dict[str, str], dict[str, StoredFil
             key = (ev, "", 0)
         rows.setdefault(rec, set()).add(key)
 
-    by_slot: dict[tuple[str, str, str, Optional[int]], StoredFile] = {}
+    by_slot: dict[tuple[str, str, str, int | None], StoredFile] = {}
     for f in pd.files:
         ev = (f.event or "") if longitudinal else ""
         form = form_of[f.field]
@@ -118,7 +119,7 @@ def expected_layout(pd: ProjectDef) -> tuple[dict[str, str], dict[str, StoredFil
                 fdir = f"{base}/{fld}"
                 tree[fdir] = "d"
                 k = kind(ev, form)
-                slots: list[tuple[str, Optional[int]]] = []
+                slots: list[tuple[str, int | None]] = []
                 if k is None:
                     slots.append((fdir, None))
                 else:
@@ -198,7 +199,7 @@ def daemon_pids(mountpoint: os.PathLike | str) -> list[int]:
     return pids
 
 
-def force_unmount(mountpoint: Path, env: Optional[dict[str, str]] = None) -> list[str]:
+def force_unmount(mountpoint: Path, env: dict[str, str] | None = None) -> list[str]:
     """Unmount by every means available and end our daemon; returns what had to be done.
 
     Order: the product's own ``unmount``; then ``fusermount3 -u -z``; then

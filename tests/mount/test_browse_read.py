@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mounthelp import REPO, downloads, expected_files, expected_tree, pycap_bytes, settle  # noqa: E402
-from sandbox_projects import field, seed  # noqa: E402
+from mounthelp import REPO, downloads, expected_files, expected_tree, pycap_bytes, settle
+from sandbox_projects import field, seed
 
-from redcapfs.sandbox.project import ProjectDef, StoredFile  # noqa: E402
+from redcapfs.sandbox.project import ProjectDef, StoredFile
 
 DATA = REPO / "tests" / "data"
 PROJECTS = {

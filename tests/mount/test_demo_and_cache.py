@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, downloads, force_unmount, is_mounted, settle  # noqa: E402
+from mounthelp import REPO, downloads, force_unmount, is_mounted, settle
 
 
 def test_demo_mounts_shows_hints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_writes import imports, server_file  # noqa: E402
+from test_writes import imports, server_file
 
 SLOT = ("1001", "baseline_arm_1", "radiology_report")
 

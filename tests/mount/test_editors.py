@@ -12,7 +12,7 @@ import os
 import re
 import sqlite3
 import subprocess
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -21,8 +21,8 @@ redcap = pytest.importorskip("redcap")
 TEMP_NAME = re.compile(r"^(4913|5036|\..*\.sw[a-z]|.*~|\.~lock\..*#|lu.*\.tmp)$")
 
 
-def server_file(sb: Any, record: str, field: str, event: str, instance: Optional[int] = None
-                ) -> Optional[tuple[str, bytes]]:
+def server_file(sb: Any, record: str, field: str, event: str, instance: int | None = None
+                ) -> tuple[str, bytes] | None:
     """``(name, bytes)`` of a slot as PyCap downloads it; None for an empty slot."""
     try:
         content, headers = redcap.Project(sb.url, sb.token).export_file(

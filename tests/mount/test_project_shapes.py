@@ -4,7 +4,6 @@ records whose names need escaping, older servers ("[document]", no fileinfo), an
 from __future__ import annotations
 
 import os
-
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, downloads, expected_files, expected_tree, pycap_bytes  # noqa: E402
-from test_browse_read import tree_of  # noqa: E402
-from test_writes import server_file  # noqa: E402
+from mounthelp import REPO, downloads, expected_files, expected_tree, pycap_bytes
+from test_browse_read import tree_of
+from test_writes import server_file
 
 CLASSIC = REPO / "tests" / "data" / "classic-json"
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, daemon_pids, force_unmount  # noqa: E402
-from test_writes import server_file  # noqa: E402
+from mounthelp import REPO, daemon_pids, force_unmount
+from test_writes import server_file
 
 redcap = pytest.importorskip("redcap")
 

@@ -22,12 +22,12 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO  # noqa: E402
+from mounthelp import REPO
 
 redcap = pytest.importorskip("redcap")
 
@@ -38,8 +38,8 @@ DEMO_FILES = REPO / "redcapfs" / "sandbox" / "demo" / "files"
 # ------------------------------------------------------------------ independent checks
 
 
-def server_file(sb: Any, record: str, field: str, event: str, instance: Optional[int] = None
-                ) -> Optional[tuple[str, bytes]]:
+def server_file(sb: Any, record: str, field: str, event: str, instance: int | None = None
+                ) -> tuple[str, bytes] | None:
     """``(name, bytes)`` of a slot as PyCap downloads it; None for an empty slot."""
     project = redcap.Project(sb.url, sb.token)
     try:

@@ -14,20 +14,20 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from mounthelp import REPO, settle  # noqa: E402
+from mounthelp import REPO, settle
 
 redcap = pytest.importorskip("redcap")
 
 EXPORT_TOKEN = "ABCDEF0123456789ABCDEF0123456789"
 
 
-def server_file(sb: Any, record: str, field: str, event: Optional[str], instance: Optional[int] = None
-                ) -> Optional[tuple[str, bytes]]:
+def server_file(sb: Any, record: str, field: str, event: str | None, instance: int | None = None
+                ) -> tuple[str, bytes] | None:
     """(name, bytes) of the slot as PyCap sees it, or None when empty."""
     project = redcap.Project(sb.url, sb.token)
     try:

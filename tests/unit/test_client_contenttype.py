@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from redcapfs import errors as E
 from redcapfs.client.contenttype import ContentType, filename_from_content_type, fix_mojibake, parse_content_type
 from redcapfs.client.responses import CallContext, error_for, error_message
-from redcapfs import errors as E
 
 CASES = [
     # (header, mime, name, charset)

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sandbox_projects import classic_project, longitudinal_project, seed  # noqa: E402
+from sandbox_projects import classic_project, longitudinal_project, seed
 
-from redcapfs import errors as E  # noqa: E402
-from redcapfs.client import FileInfo, HttpClient  # noqa: E402
-from redcapfs.client.http import RateLimiter, RetryPolicy  # noqa: E402
+from redcapfs import errors as E
+from redcapfs.client import FileInfo, HttpClient
+from redcapfs.client.http import RateLimiter, RetryPolicy
 
 FULL = "A" * 32
 EXPORT = "B" * 32
@@ -290,7 +290,7 @@ def test_token_shape_is_checked():
 class _HtmlHandler(http.server.BaseHTTPRequestHandler):
     """A web server that is not REDCap: HTML on /, 404 elsewhere."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status = 200 if self.path == "/" else 404
         body = b"<!DOCTYPE html><html><head><title>Welcome to nginx!</title></head><body>hi</body></html>"
@@ -605,7 +605,7 @@ def test_token_never_in_repr_logs_or_errors(start, clients, caplog, tmp_path):
 class _ScriptedHandler(http.server.BaseHTTPRequestHandler):
     """Answers each POST with the next (status, content type, body, extra headers) of ``server.script``."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status, ctype, body, headers = self.server.script.pop(0)  # type: ignore[attr-defined]
         self.send_response(status)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sandbox_projects import classic_project, longitudinal_project, seed  # noqa: E402
+from sandbox_projects import classic_project, longitudinal_project, seed
 
-from redcapfs import errors as E  # noqa: E402
-from redcapfs.client import FileInfo, HttpClient, MemoryClient, RedcapClient  # noqa: E402
-from redcapfs.sandbox.project import ProjectDef  # noqa: E402
+from redcapfs import errors as E
+from redcapfs.client import FileInfo, HttpClient, MemoryClient, RedcapClient
+from redcapfs.sandbox.project import ProjectDef
 
 BASE = "baseline_arm_1"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("redcapfs.spool")
-from redcapfs.attrs import AttrStore  # noqa: E402
-from redcapfs.mount import MountError, check_mountpoint, parse_options, parse_size  # noqa: E402
-from redcapfs.shape import Slot  # noqa: E402
+from redcapfs.attrs import AttrStore
+from redcapfs.mount import MountError, check_mountpoint, parse_options, parse_size
+from redcapfs.shape import Slot
 
 
 def test_sizes() -> None:

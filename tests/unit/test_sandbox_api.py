@@ -18,10 +18,10 @@ import redcap
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sandbox_projects import classic_project, longitudinal_project, seed  # noqa: E402
+from sandbox_projects import classic_project, longitudinal_project, seed
 
-from redcapfs.sandbox.config import SandboxConfig, TokenGrant  # noqa: E402
-from redcapfs.sandbox.server import SandboxServer  # noqa: E402
+from redcapfs.sandbox.config import SandboxConfig, TokenGrant
+from redcapfs.sandbox.server import SandboxServer
 
 FULL = "A" * 32
 EXPORT = "B" * 32

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import socket
 import sys
 import time
@@ -21,9 +20,9 @@ import requests
 from requests_toolbelt import MultipartEncoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sandbox_projects import longitudinal_project, seed  # noqa: E402
+from sandbox_projects import longitudinal_project, seed
 
-from redcapfs.sandbox.faults import FaultSpecError, parse_fault  # noqa: E402
+from redcapfs.sandbox.faults import FaultSpecError, parse_fault
 
 FULL = "A" * 32
 EV = {"event": "baseline_arm_1"}

@@ -8,7 +8,7 @@ says is exactly what REDCap's API (as PyCap sees it) answers.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
@@ -34,7 +34,7 @@ def _key(row: dict[str, Any], rid: str) -> tuple[str, str, str, str]:
 
 @pytest.fixture(params=list(PROJECTS), ids=list(PROJECTS))
 def served(request, sandbox, tmp_path: Path) -> tuple[ProjectDef, Any]:
-    path: Optional[Path] = PROJECTS[request.param]
+    path: Path | None = PROJECTS[request.param]
     expected = load_project(path, str(tmp_path / "expected"))
     sb = sandbox(project=path) if path is not None else sandbox()
     return expected, redcap.Project(sb.url, sb.token)

@@ -9,12 +9,7 @@ import pytest
 from redcapfs.errors import InvalidArgument, NotFound
 from redcapfs.shape import DOCUMENT_PLACEHOLDER, FileField, ProjectShape, RecordIndex, Slot
 
-METADATA_KEYS = (
-    "field_name form_name section_header field_type field_label select_choices_or_calculations field_note "
-    "text_validation_type_or_show_slider_number text_validation_min text_validation_max identifier "
-    "branching_logic required_field custom_alignment question_number matrix_group_name matrix_ranking "
-    "field_annotation"
-).split()
+METADATA_KEYS = ["field_name", "form_name", "section_header", "field_type", "field_label", "select_choices_or_calculations", "field_note", "text_validation_type_or_show_slider_number", "text_validation_min", "text_validation_max", "identifier", "branching_logic", "required_field", "custom_alignment", "question_number", "matrix_group_name", "matrix_ranking", "field_annotation"]
 
 
 def meta(field_name: str, form_name: str, field_type: str, validation: str = "") -> dict:
