@@ -263,7 +263,7 @@ def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("urllib3", "fuse"):
+    for noisy in ("urllib3", "fuse", "mfusepy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -369,7 +369,7 @@ def _report_unsent(spool: Spool) -> int:
 
 def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, token: str) -> int:
     """Check, mount, serve until unmounted, clean up."""
-    from fuse import FUSE
+    from redcapfs import binding
 
     from redcapfs.fuse_ops import RedcapOperations
 
@@ -387,15 +387,10 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     pidfile = _pidfile(mountpoint)
     pidfile.write_text(str(os.getpid()))
     log.info("mounting %s at %s", args.url, mountpoint)
-    # hard_remove: libfuse would otherwise rename a file unlinked while open to
-    # .fuse_hiddenNNN, which in a one-file slot is a second, refused name
-    # (vim deletes its open swap file). atomic_o_trunc: O_TRUNC arrives with the
-    # open instead of a separate truncate that would upload an empty file.
     try:
-        FUSE(ops, str(mountpoint), foreground=True, nothreads=False, ro=opts.read_only,
-             allow_other=opts.allow_other, default_permissions=True, atomic_o_trunc=True, hard_remove=True,
-             big_writes=True, max_write=1 << 20, attr_timeout=opts.attr_timeout,
-             entry_timeout=opts.entry_timeout, fsname="redcapfs", subtype="redcapfs")
+        binding.fuse_class()(ops, str(mountpoint), **binding.mount_options(
+            read_only=opts.read_only, allow_other=opts.allow_other, attr_timeout=opts.attr_timeout,
+            entry_timeout=opts.entry_timeout))
     except RuntimeError as exc:
         log.error("FUSE failed: %s", exc)
         return _fail(f"FUSE could not mount {mountpoint}: {exc} (is /dev/fuse available?)", args.ready_fd)
