@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redcapfs import binding
-from redcapfs.errors import RedcapError, errno_for
+from redcapfs.errors import AlreadyExists, RedcapError, errno_for
 from redcapfs.tree import Stat, Tree
 
 _fuse = binding.load()
@@ -179,16 +179,25 @@ class RedcapOperations(Operations):
     def rename(self, old: str, new: str, flags: int = 0) -> None:
         """``flags`` come only with libfuse3 (binding.py); libfuse2 makes the kernel answer EINVAL itself.
 
-        RENAME_NOREPLACE is checked here because Tree.rename takes no flags: the
-        kernel refuses it already when its cached entry for ``new`` is positive;
-        this covers an entry it had not looked up. Exchange and whiteout are not
-        supported.
+        RENAME_NOREPLACE is checked here because Tree.rename takes no flags: EEXIST
+        when ``new`` exists. A free name in a slot that holds another file is a
+        different refusal, and tools read EEXIST under NOREPLACE as "the name
+        exists" (mv then reports nonsense), so that one is EINVAL: renameat2's
+        callers (gnulib, emacs) then fall back to a plain rename, which gives the
+        slot's own EEXIST. Exchange and whiteout are not supported.
         """
         if flags & ~RENAME_NOREPLACE:
             raise FuseOSError(errno.EINVAL)
-        if flags & RENAME_NOREPLACE and self._exists(new):
+        if not flags & RENAME_NOREPLACE:
+            self.tree.rename(old, new)
+            return
+        if self._exists(new):
             raise FuseOSError(errno.EEXIST)
-        self.tree.rename(old, new)
+        try:
+            self.tree.rename(old, new)
+        except AlreadyExists:
+            log.debug("rename %r -> %r with RENAME_NOREPLACE: the slot is taken; EINVAL for a plain retry", old, new)
+            raise FuseOSError(errno.EINVAL) from None
 
     def _exists(self, path: str) -> bool:
         try:
