@@ -1,7 +1,8 @@
 """The mountpoint: checks before mounting, and clearing a dead redcapfs mount left by a killed daemon.
 
 After ``kill -9`` (or a crash) of the mount process, the kernel keeps the mount
-but every access fails with ENOTCONN ("Transport endpoint is not connected"):
+but every access fails with ENOTCONN ("Transport endpoint is not connected",
+or ECONNABORTED when requests were in flight):
 ``ls``, ``stat``, even Python's ``os.path.ismount`` (which then says False).
 Only our own dead mounts are cleared (file system type ``fuse.redcapfs``), so
 another file system's stale mount is never touched behind its owner's back.
@@ -32,7 +33,7 @@ def _unescape(field: str) -> str:
 
 def mount_type(path: Path) -> str | None:
     """The file system type mounted exactly at ``path`` (the last mount there), or None."""
-    target = os.path.abspath(path)
+    target = os.path.realpath(path)
     found = None
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
@@ -46,12 +47,25 @@ def mount_type(path: Path) -> str | None:
     return found
 
 
+# What the kernel answers on a FUSE mount whose daemon is gone: ENOTCONN, or
+# ECONNABORTED on newer kernels when requests were in flight as it died.
+DEAD_ERRNOS = (errno.ENOTCONN, errno.ECONNABORTED)
+
+
 def is_dead(path: Path) -> bool:
-    """A mount whose daemon is gone: the kernel answers ENOTCONN."""
+    """A FUSE mount whose daemon is gone.
+
+    statfs always reaches the daemon (a stat may be answered from the kernel's
+    attribute cache for a while after the daemon died), and redcapfs answers it
+    without any network call, so a live mount answers at once.
+    """
+    kind = mount_type(path)
+    if kind is None or not kind.startswith("fuse"):
+        return False
     try:
-        os.stat(path)
+        os.statvfs(path)
     except OSError as exc:
-        return exc.errno == errno.ENOTCONN
+        return exc.errno in DEAD_ERRNOS
     return False
 
 
@@ -95,7 +109,7 @@ def _run(cmd: list[str]) -> str | None:
 def recover(path: str) -> str:
     """Clear a dead redcapfs mount at ``path``: the line saying so, or "" when there was none."""
     mp = Path(path).expanduser()
-    return clear_dead(Path(os.path.abspath(mp))) if is_dead(mp) else ""
+    return clear_dead(Path(os.path.realpath(mp))) if is_dead(mp) else ""
 
 
 def check_mountpoint(path: str) -> Path:

@@ -25,7 +25,7 @@ def unmount_main(argv: list[str]) -> int:
     parser.add_argument("mountpoint")
     parser.add_argument("-z", "--lazy", action="store_true", help="detach even if busy")
     args = parser.parse_args(argv)
-    mountpoint = Path(os.path.abspath(Path(args.mountpoint).expanduser()))
+    mountpoint = Path(os.path.realpath(Path(args.mountpoint).expanduser()))
     if is_dead(mountpoint):
         try:
             print(f"redcapfs unmount: {clear_dead(mountpoint)}", file=sys.stderr)

@@ -18,7 +18,6 @@ The whole directory is skipped when the machine cannot mount FUSE at all.
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 import shutil
 import subprocess
@@ -42,8 +41,12 @@ def fuse_missing() -> str | None:
         return "/dev/fuse is missing"
     if shutil.which("fusermount3") is None:
         return "fusermount3 is missing"
-    if ctypes.util.find_library("fuse") is None:
-        return "libfuse2 (libfuse.so.2, needed by fusepy) is missing"
+    from redcapfs.binding import BindingError, find
+
+    try:
+        find()  # the libfuse that REDCAPFS_FUSE asks for, or either (libfuse3 first)
+    except BindingError as exc:
+        return str(exc)
     return None
 
 
