@@ -27,9 +27,8 @@ MAX_REQUEST = 1 << 20  # 1 MiB reads and writes where the kernel allows (its max
 # Debian's package for each library, named in the message when it is missing.
 _LIBRARIES = {3: ("fuse3", "libfuse3-3"), 2: ("fuse", "libfuse2")}
 
-# Capability bits of struct fuse_conn_info (fuse_common.h, the same values in libfuse 2.9 and 3.x).
+# A capability bit of struct fuse_conn_info (fuse_common.h).
 CAP_ATOMIC_O_TRUNC = 1 << 3
-CAP_BIG_WRITES = 1 << 5  # libfuse2 only; always on in libfuse3
 
 _loaded: ModuleType | None = None
 
@@ -116,12 +115,10 @@ def negotiate(conn: Any) -> dict[str, int]:
     """
     if conn is None:
         return {}
-    if conn.capable & CAP_ATOMIC_O_TRUNC:
-        conn.want |= CAP_ATOMIC_O_TRUNC
-    if major() == 2 and conn.capable & CAP_BIG_WRITES:
-        conn.want |= CAP_BIG_WRITES
-    conn.max_write = MAX_REQUEST
-    if major() == 3:
+    if major() == 3:  # libfuse2 takes all of this from its options (mount_options)
+        if conn.capable & CAP_ATOMIC_O_TRUNC:
+            conn.want |= CAP_ATOMIC_O_TRUNC
+        conn.max_write = MAX_REQUEST
         conn.max_read = 0  # no limit of our own: the kernel's max_pages decides
     return {"max_write": int(conn.max_write), "max_readahead": int(conn.max_readahead),
             "want": int(conn.want), "capable": int(conn.capable)}
