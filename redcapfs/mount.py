@@ -11,6 +11,7 @@ with a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import logging
 import os
@@ -28,7 +29,8 @@ from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.http import HttpClient
 from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
-from redcapfs.locations import private_dir, project_dir, state_root
+from redcapfs.fusecheck import fuse_problem
+from redcapfs.locations import private_dir, project_dir, state_root, state_root_path
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
 from redcapfs.tempnames import TempNames
@@ -150,6 +152,9 @@ def main(argv: list[str]) -> int:
     try:
         opts = parse_options(args.options)
         mountpoint = check_mountpoint(args.mountpoint)
+        problem = fuse_problem(allow_other=opts.allow_other)
+        if problem:
+            raise MountError(f"cannot mount FUSE here: {problem}")
         if args.token_fd is not None:
             token = read_token_from_fd(args.token_fd)
         else:
@@ -179,6 +184,16 @@ def _report(fd: int, message: str) -> None:
 def check_mountpoint(path: str) -> Path:
     """An existing, empty directory that is not already a mount."""
     mp = Path(path).expanduser()
+    try:
+        mp.stat()
+    except PermissionError:
+        raise MountError(f"mountpoint {path} cannot be reached: Permission denied on a folder above it") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            raise MountError(f"mountpoint {path} is a dead mount (its process ended): "
+                             f"run `redcapfs unmount {path}` first") from None
+        if not isinstance(exc, FileNotFoundError):
+            raise MountError(f"mountpoint {path}: {exc.strerror}") from None
     if not mp.exists():
         raise MountError(f"mountpoint {path} does not exist")
     if not mp.is_dir():
@@ -373,7 +388,10 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
 
     from redcapfs.fuse_ops import RedcapOperations
 
-    setup_logging(args, _log_path(args))
+    log_path = _log_path(args)
+    setup_logging(args, log_path)
+    if log_path is not None:
+        _stderr_to(log_path)  # libfuse prints its reasons on stderr, which a background child has closed
     try:
         session = open_session(args.url, token, opts)
     except MountError as exc:
@@ -398,12 +416,24 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
              entry_timeout=opts.entry_timeout, fsname="redcapfs", subtype="redcapfs")
     except RuntimeError as exc:
         log.error("FUSE failed: %s", exc)
-        return _fail(f"FUSE could not mount {mountpoint}: {exc} (is /dev/fuse available?)", args.ready_fd)
+        where = f"see {log_path}" if log_path is not None else "libfuse's message is above"
+        cause = fuse_problem(allow_other=opts.allow_other) or f"libfuse failed ({exc}); {where}"
+        return _fail(f"FUSE could not mount {mountpoint}: {cause}", args.ready_fd)
     finally:
         session.close()
         pidfile.unlink(missing_ok=True)
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _stderr_to(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        log.warning("could not send stderr to %s: %s", path, exc.strerror)
+        return
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _ready(fd: int | None, notice: str = "") -> None:
@@ -429,8 +459,11 @@ def _notify_systemd() -> None:
         log.warning("could not notify systemd: %s", exc)
 
 
-def _pidfile(mountpoint: Path) -> Path:
+def _pidfile(mountpoint: Path, create: bool = True) -> Path:
+    """Where the mount at ``mountpoint`` keeps its pid; only a mount creates the folder, never a lookup."""
     digest = hashlib.sha256(str(mountpoint).encode()).hexdigest()[:16]
+    if not create:
+        return state_root_path() / "mounts" / f"{digest}.pid"
     return private_dir(state_root() / "mounts") / f"{digest}.pid"
 
 
@@ -447,7 +480,7 @@ def unmount_main(argv: list[str]) -> int:
     if not os.path.ismount(mountpoint):
         print(f"redcapfs unmount: {args.mountpoint} is not mounted", file=sys.stderr)
         return 1
-    pid = _read_pid(_pidfile(mountpoint))
+    pid = _read_pid(_pidfile(mountpoint, create=False))
     error = _fusermount(mountpoint, args.lazy)
     if error:
         print(f"redcapfs unmount: {error}", file=sys.stderr)
