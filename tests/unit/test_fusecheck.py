@@ -59,7 +59,8 @@ def run_as_nobody(tmp_path: Path, device_mode: int, command: list[str], path: st
            "PYTHONPATH": str(REPO), "LANG": "C.UTF-8"}
     inner = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *command]
     script = f'mount --bind "{node}" /dev/fuse && exec "$@"'
-    return subprocess.run([shutil.which("unshare") or "unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *inner],
+    unshare = shutil.which("unshare") or "unshare"
+    return subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh", *inner],
                           capture_output=True, text=True, env=env, cwd=str(home), timeout=60)
 
 
