@@ -279,7 +279,8 @@ class Spool:
         now = time.time()
         meta = {"version": VERSION, "target": asdict(target), "state": "temp" if temp else "open",
                 "pid": os.getpid(), "pid_start": process_start(os.getpid()), "error": None,
-                "created": now, "updated": now}
+                "created": now, "updated": now, "final": False, "final_size": None, "attempted": None,
+                "delivered": False}
         write_json(self.root / f"{entry_id}.json", meta)
         fd = os.open(self.root / f"{entry_id}.data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
