@@ -79,7 +79,8 @@ def public(entry: SpoolEntry) -> dict[str, Any]:
             "field": t.field, "instance": t.instance, "name": t.name, "bytes": entry.size(),
             "when": iso_time(entry.updated), "error": error_of(entry), "project_id": t.project_id,
             "data_path": str(entry.data_path), "may_be_on_server": entry.may_be_delivered(),
-            "target": {"url": t.url, "project_id": t.project_id, "record": t.record, "event": t.event,
+            # the names of earlier versions, for scripts written against them
+            "size": entry.size(), "target": {"url": t.url, "project_id": t.project_id, "record": t.record, "event": t.event,
                        "field": t.field, "instance": t.instance, "name": t.name}}
 
 
