@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from typing import Any
 
 from redcapfs.client.http import HttpClient
@@ -80,8 +81,7 @@ def public(entry: SpoolEntry) -> dict[str, Any]:
             "when": iso_time(entry.updated), "error": error_of(entry), "project_id": t.project_id,
             "data_path": str(entry.data_path), "may_be_on_server": entry.may_be_delivered(),
             # the names of earlier versions, for scripts written against them
-            "size": entry.size(), "target": {"url": t.url, "project_id": t.project_id, "record": t.record, "event": t.event,
-                       "field": t.field, "instance": t.instance, "name": t.name}}
+            "size": entry.size(), "target": asdict(t)}
 
 
 def _line(entry: SpoolEntry) -> str:
