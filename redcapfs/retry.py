@@ -27,10 +27,11 @@ from redcapfs.trash import Left, Trash, TrashFull, sha256_file
 def send(client: RedcapClient, entry: SpoolEntry, force: bool) -> bool:
     """Send one entry; print one line saying what happened; True when nothing is left to send."""
     t = entry.target
-    looker = Looker(client, entry.root)
+    trash = Trash(entry.root.parent / "trash")  # beside the spool, with the last mount's settings
+    looker = Looker(client, trash.root)
     with looker.session():
         try:
-            return _send(looker, entry, force)
+            return _send(looker, trash, entry, force)
         except TrashFull as exc:
             say(f"not sent {entry.id}: {t.describe()}: {exc}")
         except RedcapError as exc:
@@ -42,7 +43,7 @@ def send(client: RedcapClient, entry: SpoolEntry, force: bool) -> bool:
     return False
 
 
-def _send(looker: Looker, entry: SpoolEntry, force: bool) -> bool:
+def _send(looker: Looker, trash: Trash, entry: SpoolEntry, force: bool) -> bool:
     t = entry.target
     size = entry.size()
     digest = sha256_file(entry.data_path)
@@ -57,7 +58,7 @@ def _send(looker: Looker, entry: SpoolEntry, force: bool) -> bool:
             "use --force to replace it")
         return False
     if now is not None:
-        _keep_replaced(looker, t, now, Left(t.name, size, digest))
+        _keep_replaced(looker, trash, t, now, Left(t.name, size, digest))
     entry.mark_attempt()  # from here REDCap may have it: a crash is checked like a lost answer
     looker.client.import_file(t.record, t.field, str(entry.data_path), t.name, event=t.event,
                               repeat_instance=t.instance)
@@ -66,12 +67,8 @@ def _send(looker: Looker, entry: SpoolEntry, force: bool) -> bool:
     return True
 
 
-def _keep_replaced(looker: Looker, t: Target, now: SlotNow, left: Left) -> None:
-    """The version about to be replaced goes to the trash first (TrashFull stops the send).
-
-    The trash is the one beside the spool (``<project folder>/trash``), with the last mount's settings.
-    """
-    trash = Trash(looker.scratch.parent / "trash")
+def _keep_replaced(looker: Looker, trash: Trash, t: Target, now: SlotNow, left: Left) -> None:
+    """The version about to be replaced goes to the trash first (TrashFull stops the send)."""
     if not trash.settings.enabled:
         return
     old = Target(t.url, t.project_id, t.record, t.event, t.field, t.instance, now.name)

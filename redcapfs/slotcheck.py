@@ -4,13 +4,15 @@ A slot holds one file. Before sending, both commands ask REDCap for the
 current file's name and size (the ``fileinfo`` call where the server has it),
 and download it when its bytes are needed: to tell an upload that already
 arrived from one that did not, and to keep the version a replace removes in
-the trash. Downloads go to private scratch files that are removed afterwards.
+the trash. Downloads go to private scratch files in the trash folder, removed
+afterwards (or by the trash's cleanup, should the command die).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ class Looker:
     def __init__(self, client: RedcapClient, scratch: Path) -> None:
         self.client = client
         self.scratch = scratch
-        self._files: list[Path] = []
+        self._files: list[tuple[Path, int]] = []
 
     def look(self, t: Target) -> SlotNow | None:
         """The slot's current file, or None when it is empty."""
@@ -76,10 +78,13 @@ class Looker:
         return self.copy(t, now).stat().st_size
 
     def _download(self, t: Target, now: SlotNow) -> None:
-        fd, name = tempfile.mkstemp(dir=self.scratch, prefix=".look-")  # 0600 in a 0700 folder
-        path = Path(name)
-        self._files.append(path)
-        with os.fdopen(fd, "wb") as out:
+        """Into ``<random>.part`` (0600), locked while the session lasts: the trash's cleanup removes it
+        should this process die, and leaves it alone until then."""
+        path = self.scratch / f"{secrets.token_hex(8)}.part"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self._files.append((path, fd))
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "wb") as out:
             info = self.client.export_file(t.record, t.field, out, event=t.event, repeat_instance=t.instance)
         now.name = info.name or now.name
         now.size = path.stat().st_size
@@ -90,8 +95,9 @@ class Looker:
         try:
             yield self
         finally:
-            for path in self._files:
+            for path, fd in self._files:
                 path.unlink(missing_ok=True)
+                os.close(fd)
             self._files.clear()
 
 
