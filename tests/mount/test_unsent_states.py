@@ -74,9 +74,10 @@ def pycap_upload(sb: Any, name: str, data: bytes, tmp_path: Path) -> None:
                                                      file_object=fh, event=SLOT[1])
 
 
-def killed_during_upload(sandbox: Any, mount: Any, tmp_path: Path, data: bytes) -> tuple[Any, Any, dict]:
+def killed_during_upload(sandbox: Any, mount: Any, tmp_path: Path, data: bytes, *sandbox_args: str
+                         ) -> tuple[Any, Any, dict]:
     """cp into a slot whose upload hangs; kill -9 the mount while it waits for REDCap's answer."""
-    sb = sandbox("--fault", "content=file,action=import,nth=1,do=hang,seconds=60")
+    sb = sandbox("--fault", "content=file,action=import,nth=1,do=hang,seconds=60", *sandbox_args)
     mnt = mount(sb, "timeout=100")
     src = tmp_path / "scan.bin"
     src.write_bytes(data)
@@ -87,10 +88,12 @@ def killed_during_upload(sandbox: Any, mount: Any, tmp_path: Path, data: bytes) 
     return sb, mnt, entry
 
 
+@pytest.mark.parametrize("fileinfo", [True, False], ids=["fileinfo", "no-fileinfo"])
 @pytest.mark.parametrize("arrived", [True, False], ids=["arrived", "lost"])
-def test_kill_9_during_upload_retry_looks_before_sending(arrived: bool, sandbox, mount, tmp_path: Path) -> None:
+def test_kill_9_during_upload_retry_looks_before_sending(arrived: bool, fileinfo: bool, sandbox, mount,
+                                                         tmp_path: Path) -> None:
     data = os.urandom(300_000)
-    sb, mnt, entry = killed_during_upload(sandbox, mount, tmp_path, data)
+    sb, mnt, entry = killed_during_upload(sandbox, mount, tmp_path, data, *([] if fileinfo else ["--no-fileinfo"]))
     assert (entry["state"], entry["name"], entry["bytes"]) == ("unsent", "scan.bin", len(data))
     assert entry["may_be_on_server"] and "during the upload" in entry["error"]
     assert Path(entry["data_path"]).read_bytes() == data
