@@ -307,6 +307,7 @@ class Tree:
         local = handle.local
         with local.lock:
             self._detach_from_cache(local)
+            local.entry.writing()  # before the bytes change: a crash now leaves it incomplete, not final
             written = os.pwrite(local.fd, data, offset)
             local.dirty = local.wrote = True
         return written
@@ -318,6 +319,7 @@ class Tree:
             assert local is not None
             with local.lock:
                 self._detach_from_cache(local)
+                local.entry.writing()
                 os.ftruncate(local.fd, length)
                 local.dirty = local.wrote = True
             return
@@ -326,6 +328,7 @@ class Tree:
             raise IsADirectory("is a directory", path)
         node = self._file(ref, path)
         if node.local is not None and node.local.temp:
+            node.local.entry.writing()
             os.ftruncate(node.local.fd, length)
             return
         handle = self._open_for_write(node, path, truncate=length == 0)
@@ -840,6 +843,7 @@ class Tree:
     def _open_for_write(self, node: FileNode, path: str, truncate: bool) -> int:
         if node.local is not None and node.local.temp:
             if truncate:
+                node.local.entry.writing()
                 os.ftruncate(node.local.fd, 0)
             return self._new_handle(Handle(local=node.local, writable=True))
         slot = node.slot
@@ -873,6 +877,7 @@ class Tree:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
             local.entry.retarget(target, temp=local.temp)
+        local.entry.mark_sending()  # from here a crash leaves "may be on the server", checked by retry
         try:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
                                     event=slot.event, repeat_instance=slot.instance)
@@ -881,6 +886,7 @@ class Tree:
             log.error("upload of %s (%d bytes) failed: %s; the bytes are kept (see `redcapfs unsent`)",
                       self._describe(slot, name), size, exc)
             raise
+        local.entry.mark_sent()
         log.info("uploaded %s (%d bytes)", self._describe(slot, name), size)
         self.records.note_file(slot, name)
         self.attrs.set(slot, name, size, mtime_ns=local.mtime_ns or time.time_ns(), mode=local.mode)
