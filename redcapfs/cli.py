@@ -13,6 +13,7 @@ commands:
   demo [MOUNTPOINT]                  run the sandbox with the demo project and mount it
   unsent                             list files written through a mount that never reached REDCap
   retry [ID ...]                     send them again
+  status [MOUNTPOINT] [--json]       what each mount is doing: transfers, unsent files, API calls, cache
   sandbox [PROJECT] [options]        run the REDCap-compatible sandbox API server (docs/sandbox.md)
 """
 
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from .unsent import main_unsent
 
         return main_unsent(rest)
+    if command == "status":
+        from .status_cli import main as status_main
+
+        return status_main(rest)
     if command == "retry":
         from .unsent import main_retry
 
