@@ -190,6 +190,28 @@ def fuse_binding() -> str | None:
     return None
 
 
+_SECRET_WORDS = ("password", "secret", "passphrase")
+
+
+def _is_secret(key: str) -> bool:
+    """An option whose value could be a credential (none is today; a later one must not leak here)."""
+    key = key.lower()
+    return key in ("token", "api_token") or any(word in key for word in _SECRET_WORDS)
+
+
+def redact_options(options: Mapping[str, Any], given: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``options`` and the ``-o`` strings with any credential-like value replaced by ``***``."""
+    clean = {k: ("***" if _is_secret(k) and v not in (None, "") else v) for k, v in options.items()}
+    items = []
+    for value in given:
+        parts = []
+        for item in str(value).split(","):
+            key, sep, _ = item.partition("=")
+            parts.append(f"{key}=***" if sep and _is_secret(key) else item)
+        items.append(",".join(parts))
+    return clean, items
+
+
 def _iso(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
@@ -275,11 +297,12 @@ def start_writer(
     """Start the status file of the mount at ``mountpoint`` (call once FUSE is up)."""
     project_id = str(info.get("project_id", ""))
     folder = project_dir(url, project_id)
+    shown, shown_given = redact_options(options, options_given)
     pid = os.getpid()
     started = _dt.datetime.now().timestamp()
     facts = {
         "format": FORMAT, "mountpoint": str(mountpoint), "url": normalize_url(url), "project_id": project_id,
-        "title": str(info.get("project_title", "")), "options": dict(options), "options_given": options_given,
+        "title": str(info.get("project_title", "")), "options": shown, "options_given": shown_given,
         "pid": pid, "pid_start": process_start(pid), "started": _iso(started), "started_epoch": round(started, 3),
         "binding": fuse_binding(), "redcapfs_version": __version__, "state_dir": str(folder),
         "log_file": str(log_file) if log_file else None, "cache_limit": options.get("cache_size"),

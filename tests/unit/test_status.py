@@ -339,6 +339,14 @@ def test_spool_counts_every_state_and_treats_missing_as_unsent(tmp_path) -> None
     assert status.spool_summary(tmp_path / "none") == {"unsent": 0, "incomplete": 0, "conflict": 0, "spool": {}}
 
 
+def test_credential_like_options_never_reach_the_file() -> None:
+    shown, given = status.redact_options({"rate": 5.0, "token": "s3cret", "ldap_password": "pw", "ca": None},
+                                         ["rate=5,token=s3cret", "ldap_password=pw,ro"])
+    assert shown == {"rate": 5.0, "token": "***", "ldap_password": "***", "ca": None}
+    assert given == ["rate=5,token=***", "ldap_password=***,ro"]
+    assert "s3cret" not in json.dumps([shown, given])
+
+
 def test_folder_bytes_counts_files_below(tmp_path) -> None:
     (tmp_path / "c" / "sub").mkdir(parents=True)
     (tmp_path / "c" / "one").write_bytes(b"x" * 10)
