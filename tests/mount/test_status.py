@@ -156,6 +156,28 @@ def test_an_upload_in_flight_shows_bytes_done(sandbox, mount, tmp_path) -> None:
     assert doc["in_flight"] == [] and doc["unsent"] == 1
 
 
+def test_a_download_in_flight_shows_its_slot(sandbox, mount) -> None:
+    # The server ignores the fileinfo flag, so the first export (the size probe) tells the mount that a size
+    # needs the download itself; that second export hangs, its retry succeeds.
+    sb = sandbox("--no-fileinfo", "--fault", "content=file,action=export,nth=2,do=hang,seconds=6")
+    mnt = mount(sb, "timeout=30")
+    rel = ("1001", "baseline_arm_1", "mri_upload", "mri_00.png")
+    cat = subprocess.Popen(["cat", str(mnt.path.joinpath(*rel))], stdout=subprocess.PIPE)
+    try:
+        doc = wait_status(mnt, lambda d: any(t["kind"] == "download" for t in d["in_flight"]), "a download")
+        down = next(t for t in doc["in_flight"] if t["kind"] == "download")
+        assert (down["record"], down["event"], down["field"]) == rel[:3]
+        assert "download 1001/baseline_arm_1/mri_upload" in cli(mnt, "status").stdout
+    finally:
+        out, _ = cat.communicate(timeout=60)
+    assert cat.returncode == 0
+    content, _headers = redcap.Project(sb.url, sb.token).export_file(record=rel[0], field=rel[2], event=rel[1])
+    assert out == content
+    doc = refreshed_after(mnt, time.time())
+    assert doc["in_flight"] == [] and doc["transfers"]["download"]["bytes"] == len(content)
+    assert doc["calls"]["failed"] == len([c for c in sb.calls(content="file") if c.get("fault") == "hang"]) == 1
+
+
 def test_a_killed_mount_shows_dead_with_its_unsent_file(sandbox, mount) -> None:
     sb = sandbox()
     mnt = mount(sb)
