@@ -21,10 +21,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from redcapfs import errors as E
+from redcapfs import status
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.http import HttpClient
@@ -300,6 +301,7 @@ class Session:
     attrs: AttrStore
     keep_cache: bool
     unsent: int = 0
+    info: dict = field(default_factory=dict)  # project info (title, id) for `redcapfs status`
 
     def close(self) -> None:
         try:
@@ -362,7 +364,7 @@ def open_session(url: str, token: str, opts: MountOptions) -> Session:
                     options=tree_opts)
         with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
             pass
-        return Session(client, tree, cache, attrs, opts.keep_cache, unsent)
+        return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info)
     except E.RedcapError as exc:
         client.close()
         raise MountError(f"reading the project failed: {exc}") from None
@@ -401,7 +403,16 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     ops = RedcapOperations(session.tree)
     notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
               "see `redcapfs unsent`") if session.unsent else ""
-    ops.on_init = lambda: _ready(args.ready_fd, notice)
+    writer: list[status.StatusWriter] = []
+
+    def on_init() -> None:  # the status file comes before "ready": `status` sees the mount once `mount` returns
+        writer.append(status.start_writer(
+            mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
+            options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
+            log_file=_log_path(args)))
+        _ready(args.ready_fd, notice)
+
+    ops.on_init = on_init
     pidfile = _pidfile(mountpoint)
     pidfile.write_text(str(os.getpid()))
     log.info("mounting %s at %s", args.url, mountpoint)
@@ -422,6 +433,8 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     finally:
         session.close()
         pidfile.unlink(missing_ok=True)
+        for w in writer:
+            w.stop()
         log.info("unmounted %s", mountpoint)
     return 0
 

@@ -20,6 +20,7 @@ import datetime as _dt
 import json
 import logging
 import mimetypes
+import os
 import random
 import threading
 import time
@@ -32,7 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from requests_toolbelt import MultipartEncoder
+from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
 from redcapfs import __version__
 from redcapfs import errors as E
@@ -48,6 +49,7 @@ from .responses import (
     looks_like_html,
     not_an_api,
 )
+from .stats import ClientStats, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +143,14 @@ class _Secret:
 
 @dataclass
 class _Progress:
-    """Bytes written to ``out`` by the current download attempt."""
+    """Bytes written to ``out`` by the current download attempt (also shown by ``redcapfs status``)."""
 
+    transfer: Transfer
     written: int = 0
+
+    def set(self, written: int) -> None:
+        self.written = written
+        self.transfer.advance(written)
 
 
 def _check_token(token: str) -> str:
@@ -231,6 +238,7 @@ class HttpClient:
         self.retry = RetryPolicy(retries, backoff, max_backoff, retry_deadline)
         self.fileinfo_params = tuple(fileinfo_params)
         self._limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.stats = ClientStats(rate_limit or None)  # calls, rate, transfers: for `redcapfs status`
         self._session = self._make_session(pool_size, verify, user_agent)
         self._fileinfo_supported: bool | None = None
         self._record_id_field: str | None = None
@@ -416,10 +424,12 @@ class HttpClient:
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
         params = self._slot_params(ctx)
         start = _rewind_point(out)
-        progress = _Progress()
+        progress = _Progress(self.stats.start_transfer("download", record=record, event=event, field=field,
+                                                       instance=repeat_instance))
 
         def attempt() -> FileInfo:
-            progress.written = 0
+            progress.transfer.begin_attempt()
+            progress.set(0)
             return self._download(ctx, params, out, progress)
 
         def may_retry(exc: E.RedcapError) -> bool:
@@ -433,7 +443,13 @@ class HttpClient:
             out.truncate()
             return True
 
-        return self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry)
+        ok = False
+        try:
+            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry)
+            ok = True
+            return info
+        finally:
+            self.stats.end_transfer(progress.transfer, ok)
 
     def _download(self, ctx: CallContext, params: dict[str, Any], out: BinaryIO, progress: _Progress) -> FileInfo:
         resp = self._post(ctx, params, stream=True, headers={"Accept-Encoding": "identity"})
@@ -442,13 +458,14 @@ class HttpClient:
             written = 0
             if ctype.name is None and ctype.mime in _PEEK_MIMES:
                 written = self._write_peeked(ctx, resp, out)
-                progress.written = written
+                progress.set(written)
             expected = _content_length(resp)
+            progress.transfer.total = expected
             try:
                 for chunk in resp.iter_content(CHUNK):
                     out.write(chunk)
                     written += len(chunk)
-                    progress.written = written
+                    progress.set(written)
             except requests.RequestException as exc:
                 raise self._transport_error(exc, ctx, f"download broke after {written} bytes") from None
         if expected is not None and written < expected:
@@ -533,8 +550,20 @@ class HttpClient:
         fields = self._with_content(ctx, self._slot_params(ctx))
         mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         with open(path, "rb") as fh:
-            encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, mime))])
-            self._once(ctx, None, body=encoder, headers={"Content-Type": encoder.content_type})
+            size = os.fstat(fh.fileno()).st_size
+            transfer = self.stats.start_transfer("upload", record=record, event=event, field=field,
+                                                 instance=repeat_instance, name=filename, total=size)
+            ok = False
+            try:
+                transfer.begin_attempt(size)
+                encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, mime))])
+                # The body is the file plus a few hundred bytes of multipart framing:
+                # bytes sent, capped at the file size, is what a user wants to see.
+                body = MultipartEncoderMonitor(encoder, lambda m: transfer.advance(min(size, m.bytes_read)))
+                self._once(ctx, None, body=body, headers={"Content-Type": body.content_type})
+                ok = True
+            finally:
+                self.stats.end_transfer(transfer, ok)
 
     def delete_file(
         self,
@@ -575,18 +604,21 @@ class HttpClient:
     ) -> requests.Response:
         """One HTTP attempt; returns a 200 response, raises a typed error for anything else."""
         if self._limiter:
-            self._limiter.acquire()
+            self.stats.throttled(self._limiter.acquire())
         data = body if body is not None else self._with_content(ctx, params or {})
         started = time.monotonic()
+        self.stats.call(ctx.content, ctx.action)
         try:
             resp = self._session.post(self.url, data=data, headers=headers, timeout=self.timeout,
                                       stream=stream, allow_redirects=False)
         except requests.RequestException as exc:
+            self.stats.failed()
             raise self._transport_error(exc, ctx, "request failed") from None
         log.debug("%s %s → HTTP %d in %.3f s", ctx.label(), ctx.record or "", resp.status_code,
                   time.monotonic() - started)
         if resp.status_code == 200:
             return resp
+        self.stats.failed()
         with closing(resp):
             raise self._status_error(ctx, resp)
 
