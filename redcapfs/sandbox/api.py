@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import SandboxConfig, TokenGrant
-from .records import auto_number, export_rows, rows_to_writes
+from .records import auto_number, export_rows
+from .rows import rows_to_writes
 from .responses import (
     ApiError,
     ApiResponse,

@@ -33,9 +33,9 @@ import xml.parsers.expat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .loaders import data_columns, metadata_row
+from .metarows import data_columns, metadata_row
 from .project import ProjectDef, StoredFile
 
 CHUNK = 64 * 1024
@@ -77,7 +77,7 @@ class AttributeNewlineEscaper:
     works on bytes so multi-byte UTF-8 is never split.
     """
 
-    REPLACE = {b"\n": b"&#10;", b"\r": b"&#13;", b"\t": b"&#9;"}
+    REPLACE: ClassVar[dict[bytes, bytes]] = {b"\n": b"&#10;", b"\r": b"&#13;", b"\t": b"&#9;"}
 
     def __init__(self) -> None:
         self.state = "text"
@@ -218,7 +218,7 @@ class Base64Sink:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fh = open(path, "wb")
+        self.fh = open(path, "wb")  # noqa: SIM115  (closed by close() or abort(), across many writes)
         self.pending = ""
         self.padded = False
 
@@ -633,7 +633,8 @@ class OdmReader:
         if not self.cursor.record:
             raise self._fail("FormData outside SubjectData")
         if s.longitudinal and not self.cursor.event:
-            raise self._fail(f"record {self.cursor.record!r}: FormData outside StudyEventData in a longitudinal project")
+            raise self._fail(f"record {self.cursor.record!r}: "
+                             "FormData outside StudyEventData in a longitudinal project")
         oid = attrib.get("FormOID", "")
         form = oid[5:] if oid.startswith("Form.") else oid
         event = self.cursor.event
@@ -684,7 +685,8 @@ class OdmReader:
         if self.cursor.row is None:
             raise self._fail(f"ItemDataBase64Binary {oid!r} outside FormData")
         if oid not in s.file_fields:
-            raise self._fail(f"record {self.cursor.record!r}: ItemDataBase64Binary for {oid!r}, which is not a file field")
+            raise self._fail(f"record {self.cursor.record!r}: "
+                             f"ItemDataBase64Binary for {oid!r}, which is not a file field")
         name = attrib.get("redcap:DocName") or f"{oid}.bin"
         mime = attrib.get("redcap:MimeType") or mimetypes.guess_type(name)[0] or "application/octet-stream"
         target = self.workdir / f"odm-{len(self.files) + 1:06d}.bin"

@@ -117,7 +117,7 @@ class Schema:
 
     def is_file_field(self, field_name: str) -> bool:
         row = self.fields.get(field_name)
-        return bool(row) and row.get("field_type") == "file"
+        return row is not None and row.get("field_type") == "file"
 
     def is_signature(self, field_name: str) -> bool:
         row = self.fields.get(field_name) or {}
