@@ -42,9 +42,14 @@ def stored_name(name: str) -> str:
 
     ``""`` means PHP received no usable name (REDCap then refuses the upload).
     """
+    return cleaned_name(received_filename(name))
+
+
+def received_filename(name: str) -> str:
+    """The ``filename`` PHP reads from the part our client's multipart encoder writes for ``name`` (steps 1-2a)."""
     header = "form-data; name=\"file\"; " + format_multipart_header_param("filename", name)
     received = php_filename_param(header)
-    return cleaned_name(received if received is not None else "")
+    return received if received is not None else ""
 
 
 def cleaned_name(received: str) -> str:

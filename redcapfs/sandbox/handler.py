@@ -169,7 +169,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 return
             if faulting.breaks_write(fault, req):
                 self._faulted_write(fault)
-            self._answer(self._execute(req), fault, entry)
+            self._answer(self.sandbox.api.answer(req), fault, entry)
         finally:
             discard_upload(req.upload)
 
@@ -183,15 +183,6 @@ class SandboxHandler(BaseHTTPRequestHandler):
                              lambda params: self.sandbox.faults.choose(faulting.call_selectors(params)),
                              self._reset_connection, entry)
         return body.read()
-
-    def _execute(self, req: ApiRequest) -> ApiResponse:
-        try:
-            return self.sandbox.api.handle(req)
-        except ApiError as err:
-            return error_response(err.status, err.message, req.return_format)
-        except Exception:  # a sandbox bug must look like a server error, not a hang
-            log.exception("internal error in %s/%s", req.get("content"), req.get("action"))
-            return error_response(500, "An internal error occurred in the sandbox", req.return_format)
 
     def _early_fault(self, fault: Fault, req: ApiRequest, entry: dict[str, Any]) -> None:
         if fault.do == "hang":

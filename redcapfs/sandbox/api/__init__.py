@@ -21,8 +21,10 @@ call :meth:`Api.handle`, so they cannot disagree.
 
 from __future__ import annotations
 
+import logging
+
 from ..config import SandboxConfig
-from ..responses import ApiError, ApiResponse
+from ..responses import ApiError, ApiResponse, error_response
 from ..store import Store
 from . import arms, events, files, instruments, log, metadata, project_info, records, repeating
 from . import messages as M
@@ -30,6 +32,10 @@ from .context import Context, Handler
 from .request import ApiRequest, Upload
 
 __all__ = ["Api", "ApiRequest", "Upload"]
+
+logger = logging.getLogger(__name__)
+
+INTERNAL_ERROR = "An internal error occurred in the sandbox"
 
 HANDLERS: dict[str, Handler] = {
     "project": project_info.export_project_info,
@@ -54,6 +60,20 @@ class Api:
         self.store = store
         self.config = config
         self.context = Context(store, config)
+
+    def answer(self, req: ApiRequest) -> ApiResponse:
+        """Like :meth:`handle`, but every failure is an answer: REDCap's error in the call's returnFormat.
+
+        A sandbox bug becomes a 500 (and a logged traceback), as a server error
+        would, rather than a hang or a dropped connection.
+        """
+        try:
+            return self.handle(req)
+        except ApiError as err:
+            return error_response(err.status, err.message, req.return_format)
+        except Exception:
+            logger.exception("internal error in %s/%s", req.get("content"), req.get("action"))
+            return error_response(500, INTERNAL_ERROR, req.return_format)
 
     def handle(self, req: ApiRequest) -> ApiResponse:
         """Authenticate (the token first), then run the content's handler. Raises :class:`ApiError`."""
