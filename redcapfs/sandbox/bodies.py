@@ -190,7 +190,7 @@ class MultipartBody:
             event = self.decoder.next_event()
             if isinstance(event, NeedData):
                 self._feed()
-            elif isinstance(event, File) and event.name == "file" and self.spool.upload is None:
+            elif isinstance(event, (Field, File)) and self._is_file_part(event):
                 self._begin_file(event)
             elif isinstance(event, (Field, File)):
                 self._part, self._buf = (event.name if isinstance(event, Field) else None), bytearray()
@@ -206,7 +206,13 @@ class MultipartBody:
         chunk = self.reader.read(CHUNK)
         self.decoder.receive_data(chunk if chunk else None)
 
-    def _begin_file(self, event: File) -> None:
+    def _is_file_part(self, event: Field | File) -> bool:
+        """The first part named ``file`` that has a file name as PHP reads it (werkzeug may disagree)."""
+        if event.name != "file" or self.spool.upload is not None:
+            return False
+        return php_filename_param(event.headers.get("Content-Disposition", "")) is not None
+
+    def _begin_file(self, event: Field | File) -> None:
         self._part = FILE_PART
         filename = php_filename_param(event.headers.get("Content-Disposition", "")) or ""
         self.spool.begin(filename, event.headers.get("Content-Type", ""))
