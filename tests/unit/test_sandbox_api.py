@@ -290,7 +290,8 @@ def test_silent_instance_forcing(start):
     assert_error(export(sb, "1", "ae_doc", event="baseline_arm_1", repeat_instance="x"), 400,
                  "There is no file to download for this record")
     # an upload to instance 4 of a non-repeating slot lands in the only slot
-    assert upload(sb, "2", "consent_file", "c.txt", b"c", event="baseline_arm_1", repeat_instance="4").status_code == 200
+    resp = upload(sb, "2", "consent_file", "c.txt", b"c", event="baseline_arm_1", repeat_instance="4")
+    assert resp.status_code == 200
     assert export(sb, "2", "consent_file", event="baseline_arm_1").content == b"c"
 
 
