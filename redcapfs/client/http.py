@@ -16,10 +16,7 @@ Design points, each forced by how REDCap behaves (see ``docs/redcap-api.md``):
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
-import mimetypes
 import os
 import random
 import threading
@@ -40,14 +37,20 @@ from redcapfs import errors as E
 
 from .base import FileInfo, chunked
 from .contenttype import parse_content_type
+from .params import api_form, export_records_params, import_records_params, slot_params, upload_mime
 from .responses import (
+    PEEK_MIMES,
     CallContext,
-    classify_bad_request,
+    download_head_check,
     error_for,
-    error_message,
+    file_info_answer,
     is_retryable,
-    looks_like_html,
+    json_answer,
+    means_empty,
     not_an_api,
+    rows_answer,
+    text_answer,
+    write_answer,
 )
 from .stats import ClientStats, Transfer
 
@@ -57,7 +60,6 @@ T = TypeVar("T")
 CHUNK = 1 << 20  # download and upload block size
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any REDCap error; bounds what a wrong URL can make us read
 DEFAULT_USER_AGENT = f"redcapfs/{__version__} python-requests/{requests.__version__}"
-_PEEK_MIMES = ("text/html", "application/json", "text/xml", "application/xml")
 
 
 # ----------------------------------------------------------------- helpers
@@ -195,14 +197,6 @@ def _content_length(resp: requests.Response) -> int | None:
     return value if value >= 0 else None
 
 
-def _form_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, _dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
-
-
 # ------------------------------------------------------------------ client
 
 
@@ -305,7 +299,7 @@ class HttpClient:
         try:
             return self._json_rows(CallContext("repeatingFormsEvents"), {})
         except E.BadRequest as exc:
-            if "repeat" in exc.message.lower():
+            if means_empty("repeatingFormsEvents", exc):
                 return []
             raise
 
@@ -317,7 +311,7 @@ class HttpClient:
         try:
             return self._json_rows(CallContext(content), {})
         except E.BadRequest as exc:
-            if "classic project" in exc.message.lower():
+            if means_empty(content, exc):
                 return []
             raise
 
@@ -367,11 +361,7 @@ class HttpClient:
         fields: Sequence[str] | None,
         events: Sequence[str] | None,
     ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"type": "flat"}
-        for name, values in (("records", records), ("fields", fields), ("events", events)):
-            for i, value in enumerate(values or ()):
-                params[f"{name}[{i}]"] = value
-        return self._json_rows(CallContext("record", "export"), params)
+        return self._json_rows(CallContext("record", "export"), export_records_params(records, fields, events))
 
     def import_records(
         self,
@@ -383,13 +373,7 @@ class HttpClient:
     ) -> Any:
         """Import flat rows; returns REDCap's answer (``{"count": N}``, a list of ids, or ``None``)."""
         ctx = CallContext("record", "import")
-        params = {
-            "type": "flat",
-            "data": json.dumps(list(rows)),
-            "overwriteBehavior": "overwrite" if overwrite else "normal",
-            "forceAutoNumber": force_auto_number,
-            "returnContent": return_content,
-        }
+        params = import_records_params(rows, overwrite, return_content, force_auto_number)
         if return_content == "nothing":
             self._once(ctx, params)
             return None
@@ -422,7 +406,7 @@ class HttpClient:
         rewound (seek + truncate); otherwise the caller must discard ``out``.
         """
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
-        params = self._slot_params(ctx)
+        params = slot_params(ctx)
         start = _rewind_point(out)
         progress = _Progress(self.stats.start_transfer("download", record=record, event=event, field=field,
                                                        instance=repeat_instance))
@@ -456,7 +440,7 @@ class HttpClient:
         with closing(resp):
             ctype = parse_content_type(resp.headers.get("Content-Type"))
             written = 0
-            if ctype.name is None and ctype.mime in _PEEK_MIMES:
+            if ctype.name is None and ctype.mime in PEEK_MIMES:
                 written = self._write_peeked(ctx, resp, out)
                 progress.set(written)
             expected = _content_length(resp)
@@ -475,11 +459,7 @@ class HttpClient:
     def _write_peeked(self, ctx: CallContext, resp: requests.Response, out: BinaryIO) -> int:
         """A nameless html/json/xml answer may be an error or a login page rather than a file: look first."""
         head = self._read_some(ctx, resp)
-        message = error_message(head)
-        if message is not None:
-            raise classify_bad_request(message, ctx.kwargs(200))
-        if looks_like_html(head):
-            raise not_an_api(ctx, 200, resp.headers.get("Content-Type"), "an HTML page instead of a file")
+        download_head_check(ctx, head, resp.headers.get("Content-Type"))
         out.write(head)
         return len(head)
 
@@ -498,7 +478,7 @@ class HttpClient:
         if self._fileinfo_supported is False:
             return None
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
-        params = self._slot_params(ctx)
+        params = slot_params(ctx)
         params.update({name: "1" for name in self.fileinfo_params})
         return self._retrying(ctx, lambda: self._file_info_once(ctx, params), idempotent=True)
 
@@ -518,23 +498,12 @@ class HttpClient:
         self._fileinfo_supported = False
 
     def _parse_file_info(self, ctx: CallContext, body: bytes) -> FileInfo | None:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise not_an_api(ctx, 200, "application/json", "fileinfo answer is not JSON") from None
-        if isinstance(data, dict) and "error" in data:
-            raise classify_bad_request(str(data["error"]), ctx.kwargs(200))
-        size = data.get("size", data.get("filesize")) if isinstance(data, dict) else None
-        try:
-            size_int = int(size) if size is not None else None
-        except (TypeError, ValueError):
-            size_int = None
-        if size_int is None:
+        info = file_info_answer(ctx, body)
+        if info is None:
             self._no_fileinfo(ctx)
             return None
         self._fileinfo_supported = True
-        name = data.get("name")
-        return FileInfo(str(name) if name not in (None, "") else None, size_int, None)
+        return info
 
     def import_file(
         self,
@@ -547,8 +516,8 @@ class HttpClient:
     ) -> None:
         """Upload ``path`` as ``filename``, streamed from disk; never retried (not idempotent)."""
         ctx = CallContext("file", "import", record, field, event, repeat_instance)
-        fields = self._with_content(ctx, self._slot_params(ctx))
-        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        fields = self._with_content(ctx, slot_params(ctx))
+        mime = upload_mime(filename)
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             transfer = self.stats.start_transfer("upload", record=record, event=event, field=field,
@@ -574,24 +543,14 @@ class HttpClient:
     ) -> None:
         """Delete a stored file; never retried (a repeat would answer "no file to delete")."""
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
-        self._once(ctx, self._slot_params(ctx))
+        self._once(ctx, slot_params(ctx))
 
-    @staticmethod
-    def _slot_params(ctx: CallContext) -> dict[str, Any]:
-        params: dict[str, Any] = {"action": ctx.action, "record": ctx.record, "field": ctx.field}
-        if ctx.event:
-            params["event"] = ctx.event
-        if ctx.instance is not None:
-            params["repeat_instance"] = ctx.instance
-        return params
 
     # ------------------------------------------------------------ transport
 
     def _form(self, params: dict[str, Any]) -> list[tuple[str, str]]:
         """The POST fields: token and content first, then json formats and the call's parameters."""
-        fields = [("token", self.__token.reveal()), ("content", ""), ("format", "json"), ("returnFormat", "json")]
-        fields += [(k, _form_value(v)) for k, v in params.items() if v is not None]
-        return fields
+        return api_form(self.__token.reveal(), "", params)
 
     def _post(
         self,
@@ -701,10 +660,7 @@ class HttpClient:
         """A write: one attempt, 200 only, and an error text in a 200 body still counts as an error."""
         with closing(self._post(ctx, params, **kw)) as resp:
             body = resp.content
-        message = error_message(body)
-        if message is not None:
-            raise classify_bad_request(message, ctx.kwargs(200))
-        return body
+        return write_answer(ctx, body)
 
     def _json(self, ctx: CallContext, params: dict[str, Any], idempotent: bool = True) -> Any:
         return self._retrying(ctx, lambda: self._json_once(ctx, params), idempotent)
@@ -712,23 +668,10 @@ class HttpClient:
     def _json_once(self, ctx: CallContext, params: dict[str, Any]) -> Any:
         with closing(self._post(ctx, params)) as resp:
             body, ctype = resp.content, resp.headers.get("Content-Type")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            message = error_message(body)
-            if message is not None:
-                raise classify_bad_request(message, ctx.kwargs(200)) from None
-            detail = "an HTML page" if looks_like_html(body) else "the answer is not JSON"
-            raise not_an_api(ctx, 200, ctype, detail) from None
-        if isinstance(data, dict) and set(data) == {"error"}:
-            raise classify_bad_request(str(data["error"]), ctx.kwargs(200))
-        return data
+        return json_answer(ctx, body, ctype)
 
     def _json_rows(self, ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
-        data = self._json(ctx, params)
-        if not isinstance(data, list):
-            raise not_an_api(ctx, 200, "application/json", "expected a JSON list of rows")
-        return data
+        return rows_answer(ctx, self._json(ctx, params))
 
     def _text(self, ctx: CallContext, params: dict[str, Any], idempotent: bool = True) -> str:
         return self._retrying(ctx, lambda: self._text_once(ctx, params), idempotent)
@@ -736,9 +679,4 @@ class HttpClient:
     def _text_once(self, ctx: CallContext, params: dict[str, Any]) -> str:
         with closing(self._post(ctx, params)) as resp:
             body, ctype = resp.content, resp.headers.get("Content-Type")
-        message = error_message(body)
-        if message is not None:
-            raise classify_bad_request(message, ctx.kwargs(200))
-        if looks_like_html(body) or len(body) > 200:
-            raise not_an_api(ctx, 200, ctype, "expected a short plain-text answer")
-        return body.decode("utf-8", "replace").strip()
+        return text_answer(ctx, body, ctype)

@@ -1,4 +1,4 @@
-"""The filesystem's semantics (``Tree``) over the in-memory client: fast checks of the rules.
+"""The filesystem's semantics (``Tree``) over the sandbox's API in-process: fast checks of the rules.
 
 The real-mount tests (tests/mount) prove the same rules through the kernel and
 the sandbox; these pin the decisions themselves and run in milliseconds.
@@ -14,8 +14,8 @@ import pytest
 
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
-from redcapfs.client.memory import MemoryClient
 from redcapfs.errors import errno_for
+from redcapfs.sandbox.inprocess import InProcessClient
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
 from redcapfs.tree import Tree, TreeOptions
@@ -30,13 +30,13 @@ METADATA = [meta("record_id", "main"), meta("doc", "main", "file"), meta("sig", 
             meta("att", "attachments", "file")]
 
 
-def make(tmp_path: Path, **client_kw) -> tuple[Tree, MemoryClient]:
+def make(tmp_path: Path, **client_kw) -> tuple[Tree, InProcessClient]:
     kw = dict(metadata=METADATA, repeating=[{"form_name": "attachments", "custom_form_label": ""}],
               records=[{"record_id": "1"}, {"record_id": "2"}, {"record_id": "3"}],
               files={("1", None, "doc", 1): ("a.pdf", b"original")})
     kw.update(client_kw)
     read_only = kw.pop("read_only", False)
-    client = MemoryClient(**kw)
+    client = InProcessClient.build(tmp_path / "redcap", **kw)
     shape = ProjectShape.from_api(client.project_info(), client.metadata(), client.arms(), client.events(),
                                   client.form_event_mapping(), client.repeating_forms_events())
     tree = Tree(client, shape, cache=ContentCache(tmp_path / "cache", 1 << 20, 60), attrs=AttrStore(None),
