@@ -94,12 +94,17 @@ class RecordCache:
 
     @contextmanager
     def current(self) -> Iterator[RecordIndex]:
-        """The index as it is, never refreshed: for a re-check under another lock (no I/O there)."""
-        if self._index is None:
-            self._ensure(wait=True)
+        """The index as it is, never refreshed: for a re-check under another lock (no I/O there).
+
+        Only for code that already used :meth:`view` (so an index exists).
+        """
         with self._lock:
             assert self._index is not None
             yield self._index
+
+    def expire(self) -> None:
+        """Treat the index as past its TTL: the next access starts a background refresh."""
+        self._fresh_until = 0.0
 
     def invalidate(self) -> None:
         """Make the next access refetch, and wait for it (our change cannot be applied in memory)."""

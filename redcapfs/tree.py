@@ -103,7 +103,8 @@ from redcapfs.recordcache import RecordCache
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
 
-__all__ = ["Stat", "Tree", "TreeOptions", "stored_name"]
+# Names other modules and branches knew from here before the split.
+__all__ = ["WRITE_FLAGS", "FileNode", "Handle", "LocalFile", "Stat", "Tree", "TreeOptions", "stored_name"]
 
 log = logging.getLogger(__name__)
 
