@@ -39,9 +39,9 @@ DEMO_FILES = REPO / "redcapfs" / "sandbox" / "demo" / "files"
 # ------------------------------------------------------------------ independent checks
 
 
-def server_file(sb: Any, record: str, field: str, event: str, instance: int | None = None
+def server_file(sb: Any, record: str, field: str, event: str | None, instance: int | None = None
                 ) -> tuple[str, bytes] | None:
-    """``(name, bytes)`` of a slot as PyCap downloads it; None for an empty slot."""
+    """``(name, bytes)`` of a slot as PyCap downloads it; None for an empty slot (also used by other suites)."""
     project = redcap.Project(sb.url, sb.token)
     try:
         content, headers = project.export_file(record=record, field=field, event=event, repeat_instance=instance)
