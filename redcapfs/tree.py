@@ -149,7 +149,7 @@ class Tree:
         if node.local is not None:
             return self._local_stat(node.local)
         size = self.content.size(node)
-        attr = self.attrs.get(node.slot, node.name, size)
+        attr = self.slots.attr(node.slot, node.name, size)
         mode = attr.mode if attr.mode is not None else rules.file_mode(self.options)
         return Stat(False, size, stat.S_IFREG | mode, attr.mtime_ns, self.options.uid, self.options.gid)
 
@@ -241,7 +241,7 @@ class Tree:
         if node.local is not None:
             node.local.mode = stat.S_IMODE(mode)
             return
-        self.attrs.set(node.slot, node.name, self.content.size(node), mode=stat.S_IMODE(mode))
+        self.slots.set_attr(node.slot, node.name, self.content.size(node), mode=stat.S_IMODE(mode))
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         """Kept locally, so rsync -a and cp -p find their times again."""
@@ -254,7 +254,7 @@ class Tree:
         if node.local is not None:
             node.local.mtime_ns = when
             return
-        self.attrs.set(node.slot, node.name, self.content.size(node), mtime_ns=when)
+        self.slots.set_attr(node.slot, node.name, self.content.size(node), mtime_ns=when)
 
     # ================================================================ shutdown
     def shutdown(self) -> None:

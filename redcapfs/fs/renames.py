@@ -83,7 +83,7 @@ class Renames:
         except BaseException:
             self.local.drop(local)
             raise
-        attr = self.slots.attrs.get(src.slot, src.name, local.size())
+        attr = self.slots.attr(src.slot, src.name, local.size())
         local.mtime_ns, local.mode = attr.mtime_ns, attr.mode
         local.shadow_of = src.name
         replaced = self.local.add_temp(local, replace=True)
@@ -99,7 +99,7 @@ class Renames:
         local = self.local.new(slot, name, FileState.NEW)  # never listed: the rename's private copy
         try:
             self.content.copy_into(src, local.fd)
-            attr = self.slots.attrs.get(src.slot, src.name, local.size())
+            attr = self.slots.attr(src.slot, src.name, local.size())
             local.mtime_ns, local.mode = attr.mtime_ns, attr.mode
             with local.lock:
                 self.uploader.upload(local, slot, name)

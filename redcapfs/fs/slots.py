@@ -19,6 +19,7 @@ held across a call to REDCap, the attribute database or the content cache
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import threading
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from redcapfs.attrs import AttrStore
+from redcapfs.attrs import Attr, AttrStore
 from redcapfs.cache import ContentCache, cache_key
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import DOCUMENT_PLACEHOLDER, Slot
@@ -47,7 +48,9 @@ class SlotFile:
     """The server file of one slot, as far as it is known without asking the server again.
 
     ``name`` is None while the real name behind "[document]" is unknown;
-    ``size`` is None until a file-info call, a download or our upload told it.
+    ``size`` is None until a file-info call, a download or our upload told it;
+    ``mtime_ns``/``mode`` are filled by :meth:`SlotModel.describe` once the
+    size is known (the attribute store keys them by name and size).
     """
 
     slot: Slot
@@ -55,6 +58,8 @@ class SlotFile:
     name: str | None
     size: int | None
     origin: Origin
+    mtime_ns: int | None = None
+    mode: int | None = None
 
 
 class SlotModel:
@@ -89,6 +94,23 @@ class SlotModel:
             size = self._sizes.get((slot, name)) if name is not None else None
             origin = Origin.UPLOAD if name is not None and self._ours.get(slot) == name else Origin.SERVER
         return SlotFile(slot, raw, name, size, origin)
+
+    def describe(self, slot: Slot) -> SlotFile | None:
+        """:meth:`server_file` with the stored mtime and mode (local database, never the network)."""
+        known = self.server_file(slot)
+        if known is None or known.name is None or known.size is None:
+            return known
+        attr = self.attr(slot, known.name, known.size)
+        return dataclasses.replace(known, mtime_ns=attr.mtime_ns, mode=attr.mode)
+
+    def attr(self, slot: Slot, name: str, size: int) -> Attr:
+        """The mtime and mode of one version (first seen now, if never seen before)."""
+        return self.attrs.get(slot, name, size)
+
+    def set_attr(self, slot: Slot, name: str, size: int, *, mtime_ns: int | None = None,
+                 mode: int | None = None) -> None:
+        """``touch``/``chmod`` of a server file: kept locally (REDCap has neither)."""
+        self.attrs.set(slot, name, size, mtime_ns=mtime_ns, mode=mode)
 
     def size(self, slot: Slot, name: str) -> int | None:
         with self._lock:

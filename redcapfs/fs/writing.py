@@ -88,6 +88,7 @@ class Writing:
                 raise AlreadyExists("exists", path)
             return self.handles.add(Handle(local=local, writable=True))
         rules.check_upload_name(slot, name, path)
+        self.check_slot(slot, name, path)  # refuse before making a spool entry (cheap for tools that retry)
         local = self.local.new(slot, name, FileState.NEW)  # even an empty new file is uploaded at close
         local.mode = stat.S_IMODE(mode)
         try:

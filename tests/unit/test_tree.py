@@ -200,8 +200,10 @@ def test_the_slot_model_after_an_upload_a_delete_and_a_refresh(tmp_path: Path) -
     tree, client = make(tmp_path)
     server = tree.slots.server_file(Slot("1", None, "doc", None))
     assert server is not None and (server.name, server.size, server.origin) == ("a.pdf", None, Origin.SERVER)
-    assert tree.getattr("/1/doc/a.pdf").size == 8
-    assert tree.slots.server_file(Slot("1", None, "doc", None)).size == 8  # type: ignore[union-attr]
+    st = tree.getattr("/1/doc/a.pdf")
+    assert st.size == 8
+    full = tree.slots.describe(Slot("1", None, "doc", None))
+    assert full is not None and (full.size, full.mtime_ns) == (8, st.mtime_ns)
 
     slot = Slot("2", None, "doc", None)
     assert tree.slots.server_file(slot) is None
