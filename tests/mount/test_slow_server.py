@@ -31,7 +31,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import expected_files, pycap_bytes
 
-HANG_SECONDS = 20  # only bounds how long the test waits at the end; no assertion depends on it
+HANG_SECONDS = 10  # only bounds how long the test waits at the end; no assertion depends on it
 WAIT = 60  # upper bound for something that must happen, never an expectation of speed
 
 
