@@ -12,7 +12,10 @@ commands:
   unmount MOUNTPOINT                 unmount it
   demo [MOUNTPOINT]                  run the sandbox with the demo project and mount it
   unsent                             list files written through a mount that never reached REDCap
-  retry [ID ...]                     send them again
+  retry [ID ...]                     send them again (--incomplete ID, --force ID, --delete ID; see --help)
+  trash [--empty [ID ...]]           list (or empty) the versions that replaces and deletes removed
+  restore ID                         put a version from the trash back
+  status [MOUNTPOINT] [--json]       what each mount is doing: transfers, unsent files, API calls, cache
   sandbox [PROJECT] [options]        run the REDCap-compatible sandbox API server (docs/sandbox.md)
 """
 
@@ -44,10 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         from .unsent import main_unsent
 
         return main_unsent(rest)
+    if command == "status":
+        from .status_cli import main as status_main
+
+        return status_main(rest)
     if command == "retry":
         from .unsent import main_retry
 
         return main_retry(rest)
+    if command in ("trash", "restore"):
+        from .trashcli import main_restore, main_trash
+
+        return main_trash(rest) if command == "trash" else main_restore(rest)
     print(f"redcapfs: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
     return 2
 

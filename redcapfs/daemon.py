@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from redcapfs.locations import private_dir, state_root
+from redcapfs.locations import private_dir, state_root, state_root_path
 
 log = logging.getLogger("redcapfs")
 
@@ -125,9 +125,14 @@ def notify_systemd() -> None:
         log.warning("could not notify systemd: %s", exc)
 
 
-def pidfile(mountpoint: Path) -> Path:
-    """Where the mount process of ``mountpoint`` writes its pid (named by a hash: no paths in names)."""
+def pidfile(mountpoint: Path, create: bool = True) -> Path:
+    """Where the mount at ``mountpoint`` keeps its pid (named by a hash: no paths in names).
+
+    Only a mount creates the folder, never a lookup.
+    """
     digest = hashlib.sha256(str(mountpoint).encode()).hexdigest()[:16]
+    if not create:
+        return state_root_path() / "mounts" / f"{digest}.pid"
     return private_dir(state_root() / "mounts") / f"{digest}.pid"
 
 

@@ -64,7 +64,8 @@ def main(argv: list[str]) -> int:
         print(HINTS.format(mp=mountpoint, url=server.url), flush=True)
         _wait_for_signal()
         print("\nredcapfs demo: unmounting and stopping", flush=True)
-        subprocess.run([sys.executable, "-m", "redcapfs", "unmount", str(mountpoint)], check=False)
+        subprocess.run([sys.executable, "-m", "redcapfs", "unmount", str(mountpoint)], check=False,
+                       env=_demo_env(token, data_dir))
         return 0
     finally:
         if server is not None:
@@ -77,8 +78,13 @@ def main(argv: list[str]) -> int:
                 pass
 
 
+def _demo_env(token: str, data_dir: Path) -> dict[str, str]:
+    """The mount and its unmount share the demo's own state folder, which the demo removes at the end."""
+    return dict(os.environ, REDCAP_API_TOKEN=token, REDCAPFS_STATE_DIR=str(data_dir / "state"))
+
+
 def _mount(url: str, token: str, mountpoint: Path, options: list[str], data_dir: Path) -> bool:
-    env = dict(os.environ, REDCAP_API_TOKEN=token, REDCAPFS_STATE_DIR=str(data_dir / "state"))
+    env = _demo_env(token, data_dir)
     argv = [sys.executable, "-m", "redcapfs", "mount", url, str(mountpoint),
             "--log-file", str(data_dir / "mount.log")]
     for opt in options:

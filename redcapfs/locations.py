@@ -80,6 +80,11 @@ def _root_candidate(environ: Mapping[str, str]) -> Path:
     return Path.home() / ".local" / "state" / "redcapfs"
 
 
+def state_root_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the state root is, without creating it (for lookups that must leave nothing behind)."""
+    return _root_candidate(os.environ if environ is None else environ)
+
+
 def state_root(environ: Mapping[str, str] | None = None) -> Path:
     """The private root folder of all redcapfs state, created 0700."""
     return private_dir(_root_candidate(os.environ if environ is None else environ))

@@ -125,6 +125,16 @@ def recover(path: str) -> str:
 def check_mountpoint(path: str) -> Path:
     """An existing, empty directory that is not already a mount."""
     mp = Path(path).expanduser()
+    try:
+        mp.stat()
+    except PermissionError:
+        raise MountError(f"mountpoint {path} cannot be reached: Permission denied on a folder above it") from None
+    except OSError as exc:
+        if exc.errno in DEAD_ERRNOS:  # not cleared by recover(): not ours
+            raise MountError(f"mountpoint {path} is a dead mount (its process ended): "
+                             f"run `redcapfs unmount {path}` first") from None
+        if not isinstance(exc, FileNotFoundError):
+            raise MountError(f"mountpoint {path}: {exc.strerror}") from None
     if not mp.exists():
         raise MountError(f"mountpoint {path} does not exist")
     if not mp.is_dir():

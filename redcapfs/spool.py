@@ -3,14 +3,33 @@
 Every writable open gets an entry: ``<id>.json`` (where the bytes go, the state,
 the owning process) and ``<id>.data`` (the bytes, written by the mount through
 its own descriptor). Both are 0600 in a 0700 folder. Because the data is on
-disk from the first ``write``, a crash or ``kill -9`` of the mount loses nothing:
+disk from the first ``write``, a crash or ``kill -9`` of the mount loses nothing.
 
-* state ``open``: being written by a live mount;
-* state ``unsent``: the upload failed (REDCap's message is kept in ``error``);
-* state ``temp``: a tool's temporary file, never meant to be uploaded.
+The json's ``state``:
 
-An ``open`` entry whose process is gone (pid dead, or reused by another
-process, told apart by the process start time) is unsent too. The json is
+* ``open``: being written (or uploaded) by a live mount;
+* ``unsent``: the upload failed (REDCap's message is kept in ``error``);
+* ``temp``: a tool's temporary file, never meant to be uploaded;
+* ``conflict``: not to be sent without ``retry --force`` (set by whoever finds
+  the slot changed behind the writer's back).
+
+Beside it, three facts tell a complete file from a half-written one, each
+written before the bytes or the server can move past it:
+
+* ``final``: the data file holds a version its writer closed (or fsynced: that
+  is when the mount uploads), flushed to disk, of ``final_size`` bytes; cleared
+  by :meth:`SpoolEntry.writing` before any byte changes;
+* ``attempted``: when an upload of these bytes began; once set, REDCap may
+  have them even if no answer came, so ``retry`` looks at the slot first;
+* ``delivered``: REDCap accepted these bytes.
+
+:meth:`SpoolEntry.status` turns them into what ``redcapfs unsent`` shows:
+``unsent`` (complete, refused or not delivered), ``incomplete`` (its writer
+never closed it: the owner died first, or the bytes on disk are not the size
+recorded at close) or ``conflict``. A crash at any point leaves ``final``
+false or a state that says an upload may have happened, never a half-written
+file marked complete. An owner is dead when its pid is gone, a zombie, or
+reused by another process (told apart by the process start time). The json is
 always replaced atomically (write, fsync, rename), and it is written before the
 data file exists and removed after it, so a data file is never without its target.
 """
@@ -81,6 +100,9 @@ def pid_alive(pid: int, start: str | None) -> bool:
     return start is None or fields[19] == start
 
 
+STATES = ("open", "unsent", "temp", "conflict")
+
+
 class SpoolEntry:
     """One spooled file."""
 
@@ -96,6 +118,13 @@ class SpoolEntry:
         self.error: str | None = meta.get("error")
         self.created: float = float(meta["created"])
         self.updated: float = float(meta["updated"])
+        # Entries from before these fields: only a refused upload was known complete.
+        self.final: bool = bool(meta.get("final", self.state == "unsent"))
+        size = meta.get("final_size")
+        self.final_size: int | None = None if size is None else int(size)
+        attempted = meta.get("attempted")
+        self.attempted: float | None = None if attempted is None else float(attempted)
+        self.delivered: bool = bool(meta.get("delivered", False))
 
     def size(self) -> int:
         try:
@@ -107,21 +136,91 @@ class SpoolEntry:
         """Whether the process that owns this entry is still running."""
         return pid_alive(self.pid, self.pid_start)
 
+    def status(self) -> str | None:
+        """``unsent``, ``incomplete`` or ``conflict``; None for entries nobody needs to act on.
+
+        None: a tool's temporary file, bytes REDCap accepted, or a file a live
+        mount is still writing or uploading (it owns it until it closes).
+        """
+        if self.state == "conflict":
+            return "conflict"
+        if self.delivered:
+            return None
+        if self.state == "temp" and self.attempted is None:
+            return None  # a temporary file; one renamed onto a real name has an upload attempt
+        if self.state in ("open", "temp") and self.alive():
+            return None
+        if not self.final:
+            return "incomplete"
+        if self.final_size is not None and self.size() != self.final_size:
+            return "incomplete"  # the disk lost bytes after the close (power cut): never send as complete
+        return "unsent"
+
     def is_unsent(self) -> bool:
-        return self.state == "unsent" or (self.state == "open" and not self.alive())
+        """Kept for someone to act on: unsent, incomplete or conflict."""
+        return self.status() is not None
+
+    def may_be_delivered(self) -> bool:
+        """An upload of these bytes began: REDCap may have them although no success was recorded."""
+        return self.attempted is not None
+
+    # ------------------------------------------------------------ state changes
+    def writing(self) -> None:
+        """Call before changing the bytes: from now on they are not a closed version.
+
+        Costs one json write only when the entry was marked final or delivered.
+        """
+        if self.final or self.delivered:
+            self.final, self.delivered = False, False
+            self._save()
+
+    def mark_sending(self) -> None:
+        """Call just before an upload: the bytes are final (flushed to disk) and may reach REDCap."""
+        self._make_final()
+        self.attempted, self.delivered = time.time(), False
+        self._save()
+
+    def mark_sent(self) -> None:
+        """Call when REDCap accepted the upload: nothing is left to send unless the bytes change."""
+        self.delivered = True
+        self._save()
 
     def mark_unsent(self, error: str) -> None:
+        """The upload failed at a close (or fsync): the bytes are what the writer closed."""
+        self._make_final()
         self.state, self.error = "unsent", error
+        self._save()
+
+    def mark_attempt(self) -> None:
+        """Call before an upload the user asked for (``retry``): REDCap may have it from now on.
+
+        Unlike :meth:`mark_sending` it leaves ``final`` alone: an incomplete
+        file sent with ``--incomplete`` stays incomplete if that send fails.
+        """
+        self.attempted = time.time()
+        self._save()
+
+    def note_error(self, error: str) -> None:
+        """Record why the latest send failed, without changing what the entry is."""
+        self.error = error
+        self._save()
+
+    def mark_conflict(self, error: str) -> None:
+        """Not to be sent without ``retry --force`` (the slot changed behind the writer's back)."""
+        self.state, self.error = "conflict", error
         self._save()
 
     def mark_open(self) -> None:
         self.state, self.error = "open", None
+        self.final, self.delivered = False, False
         self.pid, self.pid_start = os.getpid(), process_start(os.getpid())
         self._save()
 
     def retarget(self, target: Target, temp: bool) -> None:
         self.target = target
         self.state = "temp" if temp else "open"
+        if temp:
+            self.attempted = None  # a temporary file again, not an upload
         self._save()
 
     def remove(self) -> None:
@@ -135,7 +234,23 @@ class SpoolEntry:
     def to_dict(self) -> dict[str, Any]:
         return {"version": VERSION, "target": asdict(self.target), "state": self.state, "pid": self.pid,
                 "pid_start": self.pid_start, "error": self.error, "created": self.created,
-                "updated": self.updated}
+                "updated": self.updated, "final": self.final, "final_size": self.final_size,
+                "attempted": self.attempted, "delivered": self.delivered}
+
+    def _make_final(self) -> None:
+        """Flush the bytes to disk before the json may say they are complete (a power cut loses neither)."""
+        if self.final:
+            return
+        try:
+            fd = os.open(self.data_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # nothing to make final; status() reports the missing bytes as incomplete
+        try:
+            os.fsync(fd)
+            self.final_size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        self.final = True
 
     def _save(self) -> None:
         self.updated = time.time()
@@ -164,7 +279,8 @@ class Spool:
         now = time.time()
         meta = {"version": VERSION, "target": asdict(target), "state": "temp" if temp else "open",
                 "pid": os.getpid(), "pid_start": process_start(os.getpid()), "error": None,
-                "created": now, "updated": now}
+                "created": now, "updated": now, "final": False, "final_size": None, "attempted": None,
+                "delivered": False}
         write_json(self.root / f"{entry_id}.json", meta)
         fd = os.open(self.root / f"{entry_id}.data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
@@ -190,12 +306,15 @@ class Spool:
         return [p for p in sorted(self.root.glob("*.data")) if not p.with_suffix(".json").exists()]
 
     def unsent(self) -> list[SpoolEntry]:
+        """Entries kept for the user: unsent, incomplete or conflict (see :meth:`SpoolEntry.status`)."""
         return [e for e in self.entries() if e.is_unsent()]
 
     def drop_dead_temps(self) -> int:
+        """Remove what dead mounts left that nobody needs: temporary files, copies REDCap accepted."""
         dropped = 0
         for entry in self.entries():
-            if entry.state == "temp" and not entry.alive():
+            temp = entry.state == "temp" and entry.attempted is None
+            if (temp or entry.delivered) and entry.state != "conflict" and not entry.alive():
                 entry.remove()
                 dropped += 1
         return dropped
@@ -205,7 +324,7 @@ class Spool:
         try:
             meta = json.loads(path.read_text())
             SpoolEntry(path.parent, path.stem, meta)  # every field an entry needs, of the right type
-            if meta["state"] not in ("open", "unsent", "temp"):
+            if meta["state"] not in STATES:
                 raise ValueError(meta["state"])
             return meta
         except FileNotFoundError:

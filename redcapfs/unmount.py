@@ -37,7 +37,7 @@ def unmount_main(argv: list[str]) -> int:
     if not os.path.ismount(mountpoint):
         print(f"redcapfs unmount: {args.mountpoint} is not mounted", file=sys.stderr)
         return 1
-    pid = read_pid(pidfile(mountpoint))
+    pid = read_pid(pidfile(mountpoint, create=False))
     error = unmount(mountpoint, args.lazy)
     if error:
         print(f"redcapfs unmount: {error}" + ("" if args.lazy else " (files open? try --lazy)"), file=sys.stderr)

@@ -1,26 +1,55 @@
-"""``redcapfs unsent`` and ``redcapfs retry``: the files REDCap never accepted.
+"""``redcapfs unsent`` and ``redcapfs retry``: the files REDCap never got.
 
 When an upload fails (or the mount dies mid-write) the bytes stay in the
 spool (``spool.py``) under ``$REDCAPFS_STATE_DIR`` (default
-``~/.local/state/redcapfs``). ``unsent`` lists them; ``retry`` sends them with
-Import File, after checking the slot: a slot holds one file, so if it now holds
-a file under a *different* name the entry is not sent unless ``--force`` (a
-clinical file is never replaced silently).
+``~/.local/state/redcapfs``). ``unsent`` lists them with their state:
+
+* ``unsent``: complete (its writer closed it), refused or never delivered;
+* ``incomplete``: its writer never closed it (the mount died while the file was
+  open for writing): possibly half a file, so never sent without ``--incomplete``;
+* ``conflict``: the slot changed behind the writer's back; only ``--force`` sends it.
+
+``retry`` sends ``unsent`` entries (``retry.py`` says how it looks first).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 import time
+from dataclasses import asdict
+from typing import Any
 
 from redcapfs.client.http import HttpClient
+from redcapfs.cliout import finish, say
 from redcapfs.credentials import CredentialError, read_token
-from redcapfs.errors import EmptySlot, NoSuchRecord, RedcapError
+from redcapfs.errors import RedcapError
 from redcapfs.locations import state_root
+from redcapfs.retry import send
+from redcapfs.slotcheck import opened_project
 from redcapfs.spool import Spool, SpoolEntry
+from redcapfs.trash import iso_time
+
+ERRORS = {
+    "incomplete": "its writer never closed it (the mount stopped while it was open: crash, kill or power loss)",
+    "in_flight": "the mount stopped during the upload; REDCap may have it (retry looks before sending)",
+}
+HINTS = {
+    "incomplete": "possibly half a file: look at it (data_path in `redcapfs unsent --json`), then "
+                  "`redcapfs retry --incomplete {id}` to send it as it is, or `redcapfs retry --delete {id}`",
+    "conflict": "the slot changed meanwhile: `redcapfs retry --force {id}` sends it anyway",
+}
+
+RETRY_EPILOG = """states (see `redcapfs unsent`):
+  unsent      complete (its writer closed it) but refused or not delivered: a plain retry sends it
+  incomplete  its writer never closed it (the mount died while it was open for writing): it may be
+              half a file; sent only with --incomplete ID
+  conflict    the slot changed behind the writer's back; sent only with --force ID
+
+Before sending, retry looks at the slot: if it already holds these exact bytes (an upload whose answer
+was lost), the entry is removed and nothing is sent; a file under another name is replaced only with
+--force; a file that is replaced is first kept in the local trash (`redcapfs trash`, `redcapfs restore`).
+"""
 
 
 def all_spools() -> list[Spool]:
@@ -30,82 +59,141 @@ def all_spools() -> list[Spool]:
 
 
 def unsent_entries() -> list[SpoolEntry]:
-    return [entry for spool in all_spools() for entry in spool.unsent()]
+    """Every entry kept for the user (unsent, incomplete or conflict), oldest first."""
+    return sorted((e for spool in all_spools() for e in spool.unsent()), key=lambda e: e.created)
+
+
+def error_of(entry: SpoolEntry) -> str:
+    """What went wrong, in words: REDCap's message, or what the state means."""
+    status = entry.status()
+    if status == "incomplete":
+        return entry.error + "; " + ERRORS["incomplete"] if entry.error else ERRORS["incomplete"]
+    if entry.error:
+        return entry.error
+    return ERRORS["in_flight"] if entry.may_be_delivered() else "the mount stopped before the upload"
+
+
+def public(entry: SpoolEntry) -> dict[str, Any]:
+    """The row of ``redcapfs unsent --json``."""
+    t = entry.target
+    return {"id": entry.id, "state": entry.status(), "url": t.url, "record": t.record, "event": t.event,
+            "field": t.field, "instance": t.instance, "name": t.name, "bytes": entry.size(),
+            "when": iso_time(entry.updated), "error": error_of(entry), "project_id": t.project_id,
+            "data_path": str(entry.data_path), "may_be_on_server": entry.may_be_delivered(),
+            # the names of earlier versions, for scripts written against them
+            "size": entry.size(), "target": asdict(t)}
 
 
 def _line(entry: SpoolEntry) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.updated))
-    t = entry.target
-    error = entry.error or "the mount stopped before the upload (crash or kill)"
-    return f"{entry.id}  {entry.size()} bytes  {when}  {t.url} {t.describe()}\n    {error}"
+    t, status = entry.target, entry.status() or "?"
+    text = f"{entry.id}  {status}  {entry.size()} bytes  {when}  {t.url} {t.describe()}\n    {error_of(entry)}"
+    if status in HINTS:
+        text += "\n    " + HINTS[status].format(id=entry.id)
+    return text
 
 
 def main_unsent(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="redcapfs unsent", description="List files that never reached REDCap.")
+    parser = argparse.ArgumentParser(prog="redcapfs unsent", description="List files that never reached REDCap.",
+                                     epilog=RETRY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     entries = unsent_entries()
     if args.json:
-        rows = [dict(entry.to_dict(), id=entry.id, size=entry.size(), data_path=str(entry.data_path))
-                for entry in entries]
-        print(json.dumps(rows, indent=2))
-        return 0
+        say(json.dumps([public(entry) for entry in entries], indent=2))
+        return finish(0)
     if not entries:
-        print("no unsent files")
+        say("no unsent files")
     for entry in entries:
-        print(_line(entry))
-    orphans = [p for spool in all_spools() for p in spool.orphans()]
-    for path in orphans:
-        print(f"data without a target (kept, inspect by hand): {path}")
-    return 0
+        say(_line(entry))
+    for path in (p for spool in all_spools() for p in spool.orphans()):
+        say(f"data without a target (kept, inspect by hand): {path}")
+    return finish(0)
+
+
+def _retry_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="redcapfs retry", description="Send unsent files to REDCap again.",
+                                     epilog=RETRY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ids", nargs="*", help="entries to send (default: every entry in state unsent)")
+    parser.add_argument("--token-file", help="file holding the API token (mode 0600)")
+    parser.add_argument("--url", help="only entries for this API URL")
+    parser.add_argument("--incomplete", action="store_true",
+                        help="also send the given incomplete entries as they are (their writer never closed them)")
+    parser.add_argument("--force", action="store_true",
+                        help="also send the given conflict entries, and replace a slot that now holds a file "
+                             "under another name (that file is kept in the trash first)")
+    parser.add_argument("--delete", action="store_true", help="remove the given entries without sending")
+    return parser
 
 
 def main_retry(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="redcapfs retry", description="Send unsent files to REDCap again.")
-    parser.add_argument("ids", nargs="*", help="entries to send (default: all)")
-    parser.add_argument("--token-file", help="file holding the API token (mode 0600)")
-    parser.add_argument("--url", help="only entries for this API URL")
-    parser.add_argument("--force", action="store_true", help="send even if the slot now holds another file")
-    parser.add_argument("--delete", action="store_true", help="remove the given entries without sending")
-    args = parser.parse_args(argv)
+    args = _retry_parser().parse_args(argv)
+    if (args.incomplete or args.force or args.delete) and not args.ids:
+        flag = "--delete" if args.delete else "--incomplete" if args.incomplete else "--force"
+        say(f"redcapfs retry: {flag} needs the IDs it applies to (see `redcapfs unsent`)", err=True)
+        return 2
     entries = _select(unsent_entries(), args.ids, args.url)
     if entries is None:
         return 2
     if args.delete:
-        return _delete(entries, args.ids)
+        return finish(_delete(entries))
+    entries = _sendable(entries, args)
+    if entries is None:
+        return 2
     if not entries:
-        print("no unsent files")
-        return 0
+        say("nothing to send")
+        return finish(0)
+    return finish(_send_all(entries, args))
+
+
+def _sendable(entries: list[SpoolEntry], args: argparse.Namespace) -> list[SpoolEntry] | None:
+    """A plain retry sends unsent entries and says which others it skipped; named ones need their flag."""
+    allowed = {"unsent"} | ({"incomplete"} if args.incomplete else set()) | ({"conflict"} if args.force else set())
+    chosen = []
+    for entry in entries:
+        status = entry.status() or "unsent"
+        if status in allowed:
+            chosen.append(entry)
+            continue
+        flag = "--incomplete" if status == "incomplete" else "--force"
+        if args.ids:
+            say(f"redcapfs retry: {entry.id} is {status}: {error_of(entry)}; send it with {flag} {entry.id}",
+                err=True)
+            return None
+        say(f"skipped {entry.id}: {entry.target.describe()}: {status}; " + HINTS[status].format(id=entry.id))
+    return chosen
+
+
+def _send_all(entries: list[SpoolEntry], args: argparse.Namespace) -> int:
     urls = sorted({e.target.url for e in entries})
     if len(urls) > 1:
-        print("redcapfs retry: entries for several servers; choose one with --url: " + ", ".join(urls),
-              file=sys.stderr)
+        say("redcapfs retry: entries for several servers; choose one with --url: " + ", ".join(urls), err=True)
         return 2
     try:
         token = read_token(args.token_file)
     except CredentialError as exc:
-        print(f"redcapfs retry: {exc}", file=sys.stderr)
+        say(f"redcapfs retry: {exc}", err=True)
         return 2
     with HttpClient(urls[0], token) as client:
         if not _same_project(client, entries):
             return 1
-        results = [_send(client, entry, args.force) for entry in entries]
+        results = [send(client, entry, args.force) for entry in entries]
     return 0 if all(results) else 1
 
 
 def _same_project(client: HttpClient, entries: list[SpoolEntry]) -> bool:
     """The token must open the project the bytes were written for: record names repeat across projects."""
     try:
-        project_id = str(client.project_info().get("project_id", ""))
+        project_id = opened_project(client)
     except RedcapError as exc:
         for entry in entries:
-            entry.mark_unsent(str(exc))
-            print(f"failed {entry.id}: {entry.target.describe()}: {exc}")
+            entry.note_error(str(exc))
+            say(f"failed {entry.id}: {entry.target.describe()}: {exc}")
         return False
     wrong = [e for e in entries if e.target.project_id and e.target.project_id != project_id]
     for entry in wrong:
-        print(f"not sent {entry.id}: written for project {entry.target.project_id}, "
-              f"but this token opens project {project_id}")
+        say(f"not sent {entry.id}: written for project {entry.target.project_id}, "
+            f"but this token opens project {project_id}")
     return not wrong
 
 
@@ -117,49 +205,14 @@ def _select(entries: list[SpoolEntry], ids: list[str], url: str | None) -> list[
     by_id = {e.id: e for e in entries}
     missing = [i for i in ids if i not in by_id]
     if missing:
-        print(f"redcapfs retry: no unsent entry {', '.join(missing)} (see `redcapfs unsent`)", file=sys.stderr)
+        say(f"redcapfs retry: no unsent entry {', '.join(missing)} (see `redcapfs unsent`)", err=True)
         return None
     return [by_id[i] for i in ids]
 
 
-def _delete(entries: list[SpoolEntry], ids: list[str]) -> int:
-    if not ids:
-        print("redcapfs retry: --delete needs the IDs to remove", file=sys.stderr)
-        return 2
+def _delete(entries: list[SpoolEntry]) -> int:
     for entry in entries:
+        size = entry.size()  # before the bytes are gone
         entry.remove()
-        print(f"removed {entry.id} ({entry.target.describe()}, {entry.size()} bytes) without sending")
+        say(f"removed {entry.id} ({entry.target.describe()}, {size} bytes) without sending")
     return 0
-
-
-def _current_name(client: HttpClient, entry: SpoolEntry) -> str | None:
-    """The name of the file the slot holds now, or None if it is empty."""
-    t = entry.target
-    try:
-        info = client.file_info(t.record, t.field, event=t.event, repeat_instance=t.instance)
-        if info is not None:
-            return info.name
-        with tempfile.TemporaryFile(dir=entry.root) as scratch:
-            return client.export_file(t.record, t.field, scratch, event=t.event, repeat_instance=t.instance).name
-    except (EmptySlot, NoSuchRecord):  # no data in that event yet: the slot is empty
-        return None
-
-
-def _send(client: HttpClient, entry: SpoolEntry, force: bool) -> bool:
-    t = entry.target
-    try:
-        current = _current_name(client, entry)
-        if current is not None and current != t.name and not force:
-            print(f"not sent {entry.id}: {t.describe()}: the slot now holds {current!r}; "
-                  "use --force to replace it")
-            return False
-        client.import_file(t.record, t.field, str(entry.data_path), t.name, event=t.event,
-                           repeat_instance=t.instance)
-    except RedcapError as exc:
-        entry.mark_unsent(str(exc))
-        print(f"failed {entry.id}: {t.describe()}: {exc}")
-        return False
-    print(f"sent {entry.id} -> {t.describe()} ({entry.size()} bytes)")
-    entry.remove()
-    return True
-

@@ -19,7 +19,6 @@ The whole directory is skipped when the machine cannot mount FUSE at all.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,18 +35,10 @@ MOUNT_TIMEOUT = 60  # seconds for the mount command to report ready or refuse
 
 
 def fuse_missing() -> str | None:
-    """Why FUSE mounts cannot work here, or None."""
-    if not os.path.exists("/dev/fuse"):
-        return "/dev/fuse is missing"
-    if shutil.which("fusermount3") is None:
-        return "fusermount3 is missing"
-    from redcapfs.binding import BindingError, find
+    """Why FUSE mounts cannot work here for this user, or None (the mount command's own diagnosis)."""
+    from redcapfs.fusecheck import fuse_problem
 
-    try:
-        find()  # the libfuse that REDCAPFS_FUSE asks for, or either (libfuse3 first)
-    except BindingError as exc:
-        return str(exc)
-    return None
+    return fuse_problem()
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:

@@ -16,7 +16,10 @@ from mounthelp import REPO, downloads, force_unmount, is_mounted, settle
 
 def test_demo_mounts_shows_hints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
     mp = tmp_path / "demo"
-    env = dict(os.environ, HOME=str(tmp_path))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDCAPFS_STATE_DIR", "XDG_STATE_HOME")}
+    env.update(HOME=str(tmp_path), TMPDIR=str(tmp))
     proc = subprocess.Popen([sys.executable, "-m", "redcapfs", "demo", str(mp)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=str(REPO), env=env)
     try:
@@ -36,6 +39,8 @@ def test_demo_mounts_shows_hints_and_cleans_up_on_ctrl_c(tmp_path: Path) -> None
         assert proc.wait(60) == 0
         assert not is_mounted(mp)
         assert not mp.exists(), "the demo removes the mountpoint it created"
+        assert list(tmp.iterdir()) == [], "the demo's sandbox data and state folder are gone"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"], "nothing left in HOME (no ~/.local/state)"
     finally:
         if proc.poll() is None:
             proc.kill()

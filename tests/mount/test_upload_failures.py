@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import REPO, daemon_pids, force_unmount
-from test_writes import server_file
+from test_write import server_file
 
 redcap = pytest.importorskip("redcap")
 
@@ -73,8 +72,9 @@ def test_retry_will_not_replace_a_different_file_without_force(sandbox, mount, t
     assert subprocess.run(["cp", str(src), str(mnt.path.joinpath(*SLOT))], capture_output=True).returncode != 0
     other = tmp_path / "theirs.txt"
     other.write_bytes(b"someone else's upload\n")
-    redcap.Project(sb.url, sb.token).import_file(record=SLOT[0], field=SLOT[2], file_name="theirs.txt",
-                                                 file_object=open(other, "rb"), event=SLOT[1])
+    with open(other, "rb") as fh:
+        redcap.Project(sb.url, sb.token).import_file(record=SLOT[0], field=SLOT[2], file_name="theirs.txt",
+                                                     file_object=fh, event=SLOT[1])
     refused = cli(mnt, "retry")
     assert refused.returncode == 1 and "theirs.txt" in refused.stdout
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("theirs.txt", other.read_bytes())
@@ -124,11 +124,26 @@ time.sleep(60)
     force_unmount(mnt.path, mnt.env)
     entries = unsent(mnt)
     assert len(entries) == 1
-    assert Path(entries[0]["data_path"]).read_bytes() == chunk * 8
+    (entry,) = entries
+    assert Path(entry["data_path"]).read_bytes() == chunk * 8
+    assert (entry["state"], entry["name"], entry["record"], entry["bytes"]) == ("incomplete", "big.bin", SLOT[0],
+                                                                                8 << 20)
+    assert "never closed" in entry["error"]
+    listing = cli(mnt, "unsent")
+    assert f"{entry['id']}  incomplete  {8 << 20} bytes" in listing.stdout
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) is None
     again = mount(sb, mountpoint=mnt.path)
     assert "unsent" in again.stderr and "unsent" in again.log
-    time.sleep(0.1)
+    # Half a file is never sent as if it were the whole one: a plain retry skips it, and says so.
     retry = cli(again, "retry")
     assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert f"skipped {entry['id']}" in retry.stdout and "--incomplete" in retry.stdout
+    named = cli(again, "retry", entry["id"])
+    assert named.returncode == 2 and "--incomplete" in named.stderr
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) is None
+    assert [e["state"] for e in unsent(again)] == ["incomplete"]
+    # Sent as it is only when the user asks for it by ID.
+    sent = cli(again, "retry", "--incomplete", entry["id"])
+    assert sent.returncode == 0, sent.stdout + sent.stderr
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("big.bin", chunk * 8)
+    assert unsent(again) == []

@@ -176,3 +176,87 @@ def test_a_zombie_owner_counts_as_dead(tmp_path: Path) -> None:
         time.sleep(0.02)
     child.wait()
     assert not pid_alive(child.pid, start)
+
+
+# ------------------------------------------------------------------ spool states (complete, incomplete, delivered)
+
+
+def _in_dead_process(root: Path, steps: str) -> str:
+    """Create an entry in a child process, run ``steps`` on it (``e``), and let the process die; its id."""
+    code = ("import sys; from redcapfs.spool import Spool, Target; "
+            f"t = Target(*{tuple(TARGET.__dict__.values())!r}); s = Spool(sys.argv[1]); "
+            f"e = s.create(t); {steps}; print(e.id)")
+    return subprocess.run([sys.executable, "-c", code, str(root)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+WRITE = "e.writing(); open(e.data_path, 'ab').write(b'bytes')"
+
+
+@pytest.mark.parametrize(("steps", "status", "maybe_sent"), [
+    (WRITE, "incomplete", False),  # killed while the file was open for writing
+    (f"{WRITE}; e.mark_sending()", "unsent", True),  # killed during the upload
+    (f"{WRITE}; e.mark_sending(); e.mark_unsent('HTTP 500')", "unsent", True),  # refused
+    (f"{WRITE}; e.mark_sending(); e.mark_sent(); {WRITE}", "incomplete", True),  # written after an fsync upload
+    (f"{WRITE}; e.mark_unsent('HTTP 500'); {WRITE}", "incomplete", False),  # written after a failed upload
+    (f"{WRITE}; e.mark_conflict('changed on the server')", "conflict", False),
+], ids=["mid-write", "in-flight", "refused", "written-after-sent", "written-after-refused", "conflict"])
+def test_what_a_dead_writer_left_is_told_apart(tmp_path: Path, steps: str, status: str, maybe_sent: bool) -> None:
+    entry_id = _in_dead_process(tmp_path, steps)
+    spool = Spool(tmp_path)
+    entry = spool.get(entry_id)
+    assert (entry.status(), entry.may_be_delivered()) == (status, maybe_sent)
+    assert [e.id for e in spool.unsent()] == [entry_id]
+    assert spool.drop_dead_temps() == 0 and spool.get(entry_id)
+
+
+def test_a_delivered_entry_of_a_dead_mount_is_a_leftover(tmp_path: Path) -> None:
+    entry_id = _in_dead_process(tmp_path, f"{WRITE}; e.mark_sending(); e.mark_sent()")
+    spool = Spool(tmp_path)
+    assert spool.get(entry_id).status() is None and spool.unsent() == []
+    assert spool.drop_dead_temps() == 1 and spool.entries() == []
+
+
+def test_a_temporary_file_renamed_onto_a_real_name_is_not_dropped_mid_upload(tmp_path: Path) -> None:
+    moved = {**TARGET.__dict__, "name": "b.pdf"}
+    entry_id = _in_dead_process(tmp_path, f"e.retarget(Target(**{moved!r}), temp=True); {WRITE}; e.mark_sending()")
+    spool = Spool(tmp_path)
+    assert spool.get(entry_id).status() == "unsent" and spool.drop_dead_temps() == 0
+
+
+def test_the_live_writer_owns_its_entry_and_states_are_durable(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    entry = spool.create(TARGET)
+    entry.writing()
+    entry.data_path.write_bytes(b"abc")
+    assert entry.status() is None and not entry.final
+    entry.mark_sending()
+    again = spool.get(entry.id)
+    assert again.final and again.final_size == 3 and again.attempted and again.status() is None
+    entry.mark_sent()
+    assert spool.get(entry.id).delivered
+    entry.writing()
+    assert not spool.get(entry.id).final and not spool.get(entry.id).delivered
+    entry.mark_unsent("no")
+    assert spool.get(entry.id).status() == "unsent"  # a live mount's refused upload is listed at once
+
+
+def test_bytes_lost_after_the_close_make_the_entry_incomplete(tmp_path: Path) -> None:
+    entry_id = _in_dead_process(tmp_path, f"{WRITE}; e.mark_unsent('HTTP 500')")
+    spool = Spool(tmp_path)
+    entry = spool.get(entry_id)
+    assert entry.status() == "unsent"
+    entry.data_path.write_bytes(b"")  # what a power cut can leave of unsynced data
+    assert entry.status() == "incomplete"
+
+
+def test_entries_written_before_the_states_existed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for state in ("unsent", "open"):
+        entry = spool.create(TARGET)
+        meta = json.loads(entry.meta_path.read_text())
+        for key in ("final", "final_size", "attempted", "delivered"):
+            del meta[key]
+        meta.update(state=state, pid=0)
+        entry.meta_path.write_text(json.dumps(meta))
+        assert spool.get(entry.id).status() == ("unsent" if state == "unsent" else "incomplete")
