@@ -44,6 +44,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--files", type=int, help="how many small files (default 200)")
     p.add_argument("--only", help=f"comma-separated groups to run, of: {', '.join(GROUPS)}")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
+    p.add_argument("--json-out", metavar="FILE", help="also write the JSON document to FILE")
     p.add_argument("--work-dir", help="where sandboxes, mounts and files go (default: a new folder in TMPDIR)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs of every mount and sandbox)")
     return p.parse_args(argv)
@@ -106,6 +107,8 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work, ignore_errors=True)
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
     report["machine"]["loadavg_end"] = list(os.getloadavg())
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
     if args.json:
         print(json.dumps(report, indent=1))
     else:

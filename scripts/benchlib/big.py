@@ -87,7 +87,8 @@ class BigRun:
                 self.add(f"fio_write_{tag}_passthrough", Sample(res["mib_s"], 0))
                 settle()
                 mark = sb.mark()
-                res = fio("write", m.mp / "wfio" / "scan" / f"fio-{tag}.bin", "write", size, bs)
+                # one name for every block size: a slot holds one file, and a same-name write replaces it
+                res = fio("write", m.mp / "wfio" / "scan" / "fio.bin", "write", size, bs)
                 self.add(f"fio_write_{tag}", Sample(res["mib_s"], len(sb.calls_since(mark))))
 
     def rep_latency(self, sb: Sandbox, curl: Curl) -> None:

@@ -67,7 +67,10 @@ def fio(job: str, filename: Path, rw: str, size: int, bs: int) -> dict[str, Any]
             "--ioengine=sync", "--numjobs=1", "--fallocate=none", "--output-format=json"]
     if rw == "write":
         argv += ["--create_on_open=1", "--fsync_on_close=1"]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fio {rw} of {filename} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    out = proc.stdout
     data = json.loads(out[out.index("{"):])
     side = data["jobs"][0]["read" if rw == "read" else "write"]
     return {"mib_s": side["bw_bytes"] / (1 << 20), "runtime_ms": side["runtime"], "io_bytes": side["io_bytes"]}
