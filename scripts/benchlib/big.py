@@ -19,11 +19,13 @@ from .stats import Figure, Sample
 from .tools import Curl, cp, fio, http_client, measure, settle
 
 OPTIONS = "rate=0"  # limiter lifted: curl, HttpClient and PyCap have none either
-WRITE_RECORDS = ["wcurl", "wclient", "wmount", "wfio"]
+WRITERS = ("wcurl", "wclient", "wmount")  # each rep uploads into empty slots: record WRITER + rep number
 
 
-def _project(work: Path, big: Path) -> Path:
-    proj = Project("bench: large files", ["big", *WRITE_RECORDS], ["doc", "scan"], [Slot("big", "doc", "big.bin", big)])
+def _project(cfg: Config, work: Path, big: Path) -> Path:
+    writers = [f"{w}{k}" for k in range(1, cfg.reps + 1) for w in WRITERS]
+    proj = Project("bench: large files", ["big", "wfio", *writers], ["doc", "scan"],
+                   [Slot("big", "doc", "big.bin", big)])
     return write_project(proj, work / "project")
 
 
@@ -45,8 +47,13 @@ class BigRun:
             raise RuntimeError(f"{name}: the copy differs from the stored file")
         self.out.unlink()
 
-    def rep_transfers(self, sb: Sandbox, curl: Curl, client: object, first: bool) -> None:
-        """curl out, cold and warm `cp` out, passthrough out; curl -F, HttpClient, `cp` in, passthrough in."""
+    def rep_transfers(self, sb: Sandbox, curl: Curl, client: object, rep: int) -> None:
+        """curl out, cold and warm `cp` out, passthrough out; curl -F, HttpClient, `cp` in, passthrough in.
+
+        Uploads go into slots that are empty until this rep (records ``wcurlN``, ``wclientN``, ``wmountN``):
+        every sample is a new file, none replaces the previous rep's.
+        """
+        first = rep == 1
         settle()
         self.add("curl_download", measure(sb, lambda: curl.download("big", "doc", self.out)))
         self.out.unlink()
@@ -57,11 +64,11 @@ class BigRun:
             self._copy_out(sb, src, "cp_out_warm", first)
             self._copy_out(None, self.pt.mp / "big.bin", "passthrough_read", first)
             settle()
-            self.add("curl_upload", measure(sb, lambda: curl.upload("wcurl", "scan", self.big)))
+            self.add("curl_upload", measure(sb, lambda: curl.upload(f"wcurl{rep}", "scan", self.big)))
             self.add("client_upload", measure(sb, lambda: client.import_file(  # type: ignore[attr-defined]
-                "wclient", "scan", str(self.big), "big.bin")))
+                f"wclient{rep}", "scan", str(self.big), "big.bin")))
             settle()
-            self.add("cp_in", measure(sb, lambda: cp(self.big, m.mp / "wmount" / "scan" / "big.bin")))
+            self.add("cp_in", measure(sb, lambda: cp(self.big, m.mp / f"wmount{rep}" / "scan" / "big.bin")))
             settle()
             self.add("passthrough_write", measure(None, lambda: cp(self.big, self.pt.mp / "w.bin")))
             (self.pt.mp / "w.bin").unlink()
@@ -81,13 +88,10 @@ class BigRun:
                 res = fio("read", m.mp / "big" / "doc" / "big.bin", "read", size, bs)
                 self.add(f"fio_read_{tag}", Sample(res["mib_s"], len(sb.calls_since(mark))))
                 settle()
-                target = self.pt.mp / f"fio-{tag}.bin"
-                res = fio("write", target, "write", size, bs)
-                target.unlink()
+                res = fio("write", self.pt.mp / "fio.bin", "write", size, bs)
                 self.add(f"fio_write_{tag}_passthrough", Sample(res["mib_s"], 0))
                 settle()
                 mark = sb.mark()
-                # one name for every block size: a slot holds one file, and a same-name write replaces it
                 res = fio("write", m.mp / "wfio" / "scan" / "fio.bin", "write", size, bs)
                 self.add(f"fio_write_{tag}", Sample(res["mib_s"], len(sb.calls_since(mark))))
 
@@ -106,7 +110,7 @@ def run(cfg: Config) -> list[Figure]:
     work = cfg.work / "big"
     work.mkdir()
     big = random_file(work / "big.bin", cfg.big_bytes)
-    pdir = _project(work, big)
+    pdir = _project(cfg, work, big)
     (work / "pt-src").mkdir()
     os.link(big, work / "pt-src" / "big.bin")
     pt = Passthrough(work / "pt-src", work / "pt", work / "passthrough.log")
@@ -116,8 +120,8 @@ def run(cfg: Config) -> list[Figure]:
         slow = Sandbox(work, "big-slow", pdir, cfg.latency_ms)
         try:
             curl, slow_curl, client = Curl(sb, work), Curl(slow, work), http_client(sb)
-            for rep in range(cfg.reps):
-                run.rep_transfers(sb, curl, client, first=rep == 0)
+            for rep in range(1, cfg.reps + 1):
+                run.rep_transfers(sb, curl, client, rep)
                 run.rep_fio(sb)
                 run.rep_latency(slow, slow_curl)
             client.close()

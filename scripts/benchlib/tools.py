@@ -60,13 +60,15 @@ class Curl:
 def fio(job: str, filename: Path, rw: str, size: int, bs: int) -> dict[str, Any]:
     """One sequential fio job (sync engine, one thread, no preallocation), as mountpoint-s3 shapes theirs.
 
-    Returns the bandwidth in MiB/s and the job's size and block size. A write job fsyncs before close
-    (``fsync_on_close``), so an upload made at close is counted, as it is for mountpoint-s3's write job.
+    Returns the bandwidth in MiB/s and the job's size and block size. A write job creates its file, fsyncs
+    before close (``fsync_on_close``: the upload is counted) and removes it afterwards (``unlink``), as
+    mountpoint-s3's write job does; without the unlink the next job's open, which does not truncate, would
+    first fetch the old file.
     """
     argv = ["fio", f"--name={job}", f"--filename={filename}", f"--rw={rw}", f"--size={size}", f"--bs={bs}",
             "--ioengine=sync", "--numjobs=1", "--fallocate=none", "--output-format=json"]
     if rw == "write":
-        argv += ["--create_on_open=1", "--fsync_on_close=1"]
+        argv += ["--create_on_open=1", "--fsync_on_close=1", "--unlink=1"]
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"fio {rw} of {filename} failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
