@@ -117,17 +117,19 @@ def run(cfg: Config) -> list[Figure]:
     run = BigRun(cfg, work, big, pt)
     try:
         sb = Sandbox(work, "big-lat0", pdir, 0)
-        slow = Sandbox(work, "big-slow", pdir, cfg.latency_ms)
         try:
-            curl, slow_curl, client = Curl(sb, work), Curl(slow, work), http_client(sb)
-            for rep in range(1, cfg.reps + 1):
-                run.rep_transfers(sb, curl, client, rep)
-                run.rep_fio(sb)
-                run.rep_latency(slow, slow_curl)
-            client.close()
+            slow = Sandbox(work, "big-slow", pdir, cfg.latency_ms)
+            try:
+                curl, slow_curl, client = Curl(sb, work), Curl(slow, work), http_client(sb)
+                for rep in range(1, cfg.reps + 1):
+                    run.rep_transfers(sb, curl, client, rep)
+                    run.rep_fio(sb)
+                    run.rep_latency(slow, slow_curl)
+                client.close()
+            finally:
+                slow.stop()
         finally:
             sb.stop()
-            slow.stop()
     finally:
         pt.stop()
     return figures(cfg, run.samples)

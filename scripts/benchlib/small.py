@@ -45,8 +45,12 @@ class SmallRun:
         fields = [f"{kind}{k}" for k in range(1, cfg.small_reps + 1) for kind in ("p", "s", "q")]
         write_proj = Project("bench: small files (write)", self.records, fields)
         self.rsb = Sandbox(work, "small-read", write_project(read_proj, work / "read-project"), cfg.latency_ms)
-        self.wsb = Sandbox(work, "small-write", write_project(write_proj, work / "write-project"),
-                           cfg.latency_ms)
+        try:
+            self.wsb = Sandbox(work, "small-write", write_project(write_proj, work / "write-project"),
+                               cfg.latency_ms)
+        except BaseException:
+            self.rsb.stop()
+            raise
         self.samples: dict[str, list[Sample]] = {}
 
     def add(self, name: str, sample: Sample) -> None:
