@@ -55,8 +55,10 @@ def mount_binding() -> str:
 
 
 def passthrough_binding() -> str:
-    import passthrough  # scripts/ is on sys.path: the script's one binding import
-
+    try:
+        import passthrough  # scripts/ is on sys.path: the script's one binding import
+    except (ImportError, OSError) as exc:  # the binding or libfuse missing: say so, the mounts will fail too
+        return f"unavailable ({exc})"
     return str(passthrough.BINDING)
 
 
