@@ -90,26 +90,31 @@ KNOWN_BUGS = {
 }
 
 
-def make_tree(root: Path) -> tuple[Tree, Any, Spool]:
+def make_client() -> Any:
     """The one place that names the REDCap emulator: switch it here.
 
-    Record "3" is locked, so its uploads and deletes are refused. The tree's
-    records index is refreshed only when the test asks (``refresh_records``).
+    Record "3" is locked, so its uploads and deletes are refused (the unsent path).
     """
     from redcapfs.client.memory import MemoryClient
 
     files = {(r, None, f, i or 1): data for (r, f, i), data in FILES.items()}
-    client = MemoryClient(metadata=METADATA, repeating=REPEATING, records=[{"record_id": r} for r in RECORDS]
-                          + [{"record_id": "1", "redcap_repeat_instrument": "attachments",
-                              "redcap_repeat_instance": 1}],
-                          files=files, locked=LOCKED)
+    rows = [{"record_id": r} for r in RECORDS]
+    rows.append({"record_id": "1", "redcap_repeat_instrument": "attachments", "redcap_repeat_instance": 1})
+    return MemoryClient(metadata=METADATA, repeating=REPEATING, records=rows, files=files, locked=LOCKED)
+
+
+def make_tree(client: Any, root: Path, mount: int) -> tuple[Tree, Spool]:
+    """A mount of the project: its own cache, the state folder's spool (kept across mounts).
+
+    The records index is refreshed only when the test moves its clock (``RecordsClock``).
+    """
     shape = ProjectShape.from_api(client.project_info(), client.metadata(), client.arms(), client.events(),
                                   client.form_event_mapping(), client.repeating_forms_events())
     spool = Spool(root / "spool")
-    tree = Tree(client, shape, cache=ContentCache(root / "cache", 1 << 24, 1e9), attrs=AttrStore(None),
+    tree = Tree(client, shape, cache=ContentCache(root / f"cache-{mount}", 1 << 24, 1e9), attrs=AttrStore(None),
                 spool=spool, url="model://", project_id="1",
                 options=TreeOptions(records_ttl=RECORDS_TTL, content_ttl=1e9))
-    return tree, client, spool
+    return tree, spool
 
 
 class RecordsClock:
@@ -199,7 +204,9 @@ class TreeMachine(RuleBasedStateMachine):
         super().__init__()
         self.root = Path(tempfile.mkdtemp(prefix="treemodel-"))
         self.clock = RecordsClock()
-        self.tree, self.client, self.spool = make_tree(self.root)
+        self.client = make_client()
+        self.mounts = 1
+        self.tree, self.spool = make_tree(self.client, self.root, self.mounts)
         self.model = Model(RECORDS, LOCKED, FILES, {("1", "att", 1)})
         self.uploads = 0
 
@@ -321,6 +328,8 @@ class TreeMachine(RuleBasedStateMachine):
     def sends(handle: Handle) -> bool:
         """Whether this close must upload: a written copy of a real file, changed since its last upload."""
         copy = handle.copy
+        if copy is not None and copy.changed_after_rename:
+            return True  # as on any filesystem, the handle follows the file onto its new name
         return (copy is not None and handle.writable and not copy.temp and not copy.unlinked
                 and copy.dirty and copy.wrote)
 
@@ -331,7 +340,7 @@ class TreeMachine(RuleBasedStateMachine):
             return
         if code is None:
             held = server_file(self.client, copy.slot)
-            assert held == (copy.name, bytes(copy.content)), f"after close the server holds {held!r}"
+            assert held == (copy.name, bytes(copy.content)), f"after a close without error the server holds {held!r}"
             return
         unsent = [e for e in self.spool.unsent() if e.data_path.read_bytes() == bytes(copy.content)]
         assert unsent, f"close failed (errno {code}) and the bytes are not kept as unsent"
@@ -398,6 +407,15 @@ class TreeMachine(RuleBasedStateMachine):
         if self.model.rmdir_instance(record, "att", instance, code):
             self.settle_refresh()  # forgetting a local instance rereads the index at the next lookup
 
+    @rule()
+    def remount(self) -> None:
+        """Unmount (open files closed, temporary files gone, unsent bytes kept) and mount again."""
+        self.tree.shutdown()
+        self.model.unmount()
+        self.mounts += 1
+        self.tree, self.spool = make_tree(self.client, self.root, self.mounts)
+        self.settle_refresh()
+
     # ------------------------------------------------------------ the server, and a colleague
     @rule()
     def refresh(self) -> None:
@@ -409,8 +427,16 @@ class TreeMachine(RuleBasedStateMachine):
         self.tree.readdir("/")
         self.model.refresh(*server_rows(self.client))
 
-    @rule(slot=slots, name=st.sampled_from(REMOTE_NAMES), payload=payloads)
-    def colleague_uploads(self, slot: SlotT, name: str, payload: bytes) -> None:
+    def pick_slot(self, data: st.DataObject) -> SlotT:
+        """Mostly a slot that lists something, so a colleague's change meets ours."""
+        busy = [s for s in SLOTS if self.model.slot_exists(s) and self.model.nodes(s)]
+        if busy and data.draw(st.integers(0, 3), label="busy?"):
+            return data.draw(st.sampled_from(busy), label="slot")
+        return data.draw(slots, label="slot")
+
+    @rule(data=st.data(), name=st.sampled_from(REMOTE_NAMES), payload=payloads)
+    def colleague_uploads(self, data: st.DataObject, name: str, payload: bytes) -> None:
+        slot = self.pick_slot(data)
         if slot[0] in LOCKED or slot[1] == "sig" or slot[0] not in self.model.records:
             return
         path = self.root / "colleague.bin"
@@ -418,8 +444,9 @@ class TreeMachine(RuleBasedStateMachine):
         self.client.import_file(slot[0], slot[1], str(path), name, repeat_instance=slot[2])
         self.model.remote_upload(slot, name, payload)
 
-    @rule(slot=slots)
-    def colleague_deletes(self, slot: SlotT) -> None:
+    @rule(data=st.data())
+    def colleague_deletes(self, data: st.DataObject) -> None:
+        slot = self.pick_slot(data)
         if slot[0] in LOCKED or slot not in self.model.server:
             return
         self.client.delete_file(slot[0], slot[1], repeat_instance=slot[2])

@@ -63,6 +63,7 @@ class Copy:
     state: str = "open"  # the spool entry's state: open, temp, unsent, or gone
     target: Key | None = None  # where the spool entry says the bytes go
     renamed_onto: bool = False  # a temp copy renamed onto a real name (it is the real file now)
+    changed_after_rename: bool = False  # written through a handle after that rename (POSIX: the real file)
 
     def __post_init__(self) -> None:
         self.state = "temp" if self.temp else "open"
@@ -211,6 +212,9 @@ class Model:
         if slot not in self.server:
             allow(observed, errno.ENOENT, what=what)
             return False
+        if self.server[slot][0] != name:  # a colleague's file replaced ours: it is not what the user removes
+            allow(observed, errno.ENOENT, errno.ESTALE, what=what)
+            return False
         allow(observed, None, what=what)
         del self.server[slot]
         self.note(slot, None)
@@ -318,6 +322,7 @@ class Model:
         if data:
             content[offset:offset + len(data)] = data
         copy.dirty = copy.wrote = True
+        copy.changed_after_rename = copy.renamed_onto
 
     def ftruncate(self, copy: Copy, length: int) -> None:
         content = copy.content
@@ -326,6 +331,7 @@ class Model:
         else:
             content.extend(b"\0" * (length - len(content)))
         copy.dirty = copy.wrote = True
+        copy.changed_after_rename = copy.renamed_onto
 
     def flush(self, handle: Handle, observed: int | None, what: str) -> None:
         """Every close: upload a copy that was written to and not yet sent; the rest succeeds."""
@@ -478,6 +484,7 @@ class Model:
         self.upload(copy, dst, dname, observed, what)
         if observed is None:  # the temporary name is gone; the copy is the real file now
             self.temps[copy.slot].pop(copy.name)
+            copy.slot, copy.name = dst, dname
             copy.renamed_onto = True
             self.drop(copy)
         return None
@@ -592,6 +599,23 @@ class Model:
         self.instances = set(instances)
         self.index = dict(names)
         self.remote_touched.clear()
+
+    def unmount(self) -> None:
+        """Every handle released in order; temporary files go unless they hold refused bytes."""
+        for fh in sorted(self.handles):
+            self.release(fh)
+        for temps in self.temps.values():
+            for copy in temps.values():
+                if copy.state == "unsent":
+                    self.kept.append(copy)
+                else:
+                    copy.state = "gone"
+        self.temps.clear()
+        assert not self.writers, "writers without handles"
+        self.shadowed.clear()
+        self.cache.clear()
+        self.sizes.clear()
+        self.local_instances.clear()
 
     # ------------------------------------------------------------ what the spool must hold
     def spool_expected(self) -> list[tuple[str, Key | None, bytes]]:
