@@ -34,14 +34,6 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-from redcapfs.attrs import AttrStore
-from redcapfs.cache import ContentCache
-from redcapfs.errors import EmptySlot, errno_for
-from redcapfs.shape import ProjectShape
-from redcapfs.spool import Spool
-from redcapfs.tree import Tree, TreeOptions
-
 from treemodel import (
     BAD_NAMES,
     REAL_NAMES,
@@ -54,6 +46,13 @@ from treemodel import (
     is_temp,
     slot_dir,
 )
+
+from redcapfs.attrs import AttrStore
+from redcapfs.cache import ContentCache
+from redcapfs.errors import EmptySlot, errno_for
+from redcapfs.shape import ProjectShape
+from redcapfs.spool import Spool
+from redcapfs.tree import Tree, TreeOptions
 
 # ------------------------------------------------------------------ the project
 
@@ -97,8 +96,9 @@ def make_client() -> Any:
     """
     from redcapfs.client.memory import MemoryClient
 
-    files = {(r, None, f, i or 1): data for (r, f, i), data in FILES.items()}
-    rows = [{"record_id": r} for r in RECORDS]
+    files: dict[tuple[str, str | None, str, int], tuple[str, bytes]] = {
+        (r, None, f, i or 1): data for (r, f, i), data in FILES.items()}
+    rows: list[dict[str, Any]] = [{"record_id": r} for r in RECORDS]
     rows.append({"record_id": "1", "redcap_repeat_instrument": "attachments", "redcap_repeat_instance": 1})
     return MemoryClient(metadata=METADATA, repeating=REPEATING, records=rows, files=files, locked=LOCKED)
 
@@ -145,7 +145,7 @@ class RecordsClock:
         return getattr(self._real, name)
 
     def restore(self) -> None:
-        self._module.time = self._real  # type: ignore[assignment]
+        self._module.time = self._real
 
 
 # ------------------------------------------------------------------ server access through the API only
@@ -220,7 +220,8 @@ class TreeMachine(RuleBasedStateMachine):
     def pick_file(self, data: st.DataObject) -> tuple[SlotT, str]:
         """Mostly a file the model lists (else most paths are just ENOENT), sometimes any name."""
         listed = [(s, n.name) for s in SLOTS if self.model.slot_exists(s) for n in self.model.nodes(s)]
-        if listed and data.draw(st.integers(0, 5), label="listed?"):
+        pick_listed = data.draw(st.integers(0, 5), label="listed?") > 0
+        if listed and pick_listed:
             return data.draw(st.sampled_from(listed), label="file")
         return data.draw(slots, label="slot"), data.draw(names, label="name")
 
@@ -430,7 +431,8 @@ class TreeMachine(RuleBasedStateMachine):
     def pick_slot(self, data: st.DataObject) -> SlotT:
         """Mostly a slot that lists something, so a colleague's change meets ours."""
         busy = [s for s in SLOTS if self.model.slot_exists(s) and self.model.nodes(s)]
-        if busy and data.draw(st.integers(0, 3), label="busy?"):
+        pick_busy = data.draw(st.integers(0, 3), label="busy?") > 0
+        if busy and pick_busy:
             return data.draw(st.sampled_from(busy), label="slot")
         return data.draw(slots, label="slot")
 
@@ -470,7 +472,7 @@ class TreeMachine(RuleBasedStateMachine):
 
     @invariant()
     def server_holds_the_model(self) -> None:
-        records, _, stored = server_rows(self.client)
+        _, _, stored = server_rows(self.client)
         want = {slot: name for slot, (name, _) in self.model.server.items()}
         assert stored == want, f"server names {stored}, model {want}"
         assert not [n for n in stored.values() if is_temp(n)], "a temporary name reached the server"

@@ -429,7 +429,7 @@ class Model:
         copy = node.copy
         if copy is not None and copy.temp:
             hidden = self.shadowed.get(slot)
-            if copy.origin is not None and copy.origin == (slot, hidden):
+            if hidden is not None and copy.origin == (slot, hidden):
                 # `mv f f~; rm f~` means: delete f.
                 if not self.delete(slot, hidden, observed, what):
                     return None
