@@ -106,6 +106,7 @@ class Model:
         self.handles: dict[int, Handle] = {}
         self.kept: list[Copy] = []  # released copies whose entries stay as unsent
         self.remote_touched: set[SlotT] = set()  # a colleague changed it since the last refresh
+        self.ever_remote: set[SlotT] = set()  # a colleague changed it at some time
 
     # ------------------------------------------------------------ structure
     def slot_exists(self, slot: SlotT) -> bool:
@@ -587,6 +588,13 @@ class Model:
 
     def remote_changed(self, slot: SlotT) -> None:
         self.remote_touched.add(slot)
+        self.ever_remote.add(slot)
+
+    def may_list_two_files(self, slot: SlotT) -> bool:
+        """A slot lists one real file, except while our new file waits for its close and a colleague's
+        upload has arrived meanwhile (the create was allowed when the slot was empty)."""
+        pending = [n for n, ls in self.writers.get(slot, {}).items() if ls and n != self.index.get(slot)]
+        return slot in self.ever_remote and bool(pending)
 
     def refresh(self, records: set[str], instances: set[tuple[str, str, int]], names: dict[SlotT, str]) -> None:
         """A new records export (parsed by the caller from the server's rows) replaces the index.
