@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -507,4 +508,7 @@ def machine_settings() -> settings:
 
 
 TreeMachine.TestCase.settings = machine_settings()
+# A longer run (REDCAPFS_MODEL_EXAMPLES) gets a pytest-timeout that grows with it.
+_budget = machine_settings().max_examples * machine_settings().stateful_step_count * 0.02
+TreeMachine.TestCase.pytestmark = [pytest.mark.timeout(max(120, int(_budget)))]  # type: ignore[attr-defined]
 test_tree_model = TreeMachine.TestCase
