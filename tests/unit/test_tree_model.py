@@ -90,7 +90,7 @@ NAMES = list(dict.fromkeys(REAL_NAMES + REMOTE_NAMES + TEMP_NAMES + BAD_NAMES))
 # Sequences that hit a known bug of today's tree (test_tree_model_bugs.py): kept out of the random runs.
 KNOWN_BUGS = {
     "write-after-rename": True,  # writes through a temp file's handle after renaming it onto the real name vanish
-    "stale-unlink": True,  # rm of a name a colleague replaced deletes the colleague's file
+    "stale-unlink": True,  # rm of a name a colleague replaced (or of its backup copy) deletes the colleague's file
     "stale-rename": True,  # rename of a name a colleague replaced or deleted
 }
 
@@ -363,7 +363,7 @@ class TreeMachine(RuleBasedStateMachine):
     def unlink(self, data: st.DataObject) -> None:
         slot, name = self.pick_file(data)
         node = self.model.node(slot, name)
-        if KNOWN_BUGS["stale-unlink"] and node is not None and node.on_server and self.stale(slot, name):
+        if KNOWN_BUGS["stale-unlink"] and node is not None and self.deletes_stale(slot, node):
             return
         _, code = outcome(self.tree.unlink, self.path(slot, name))
         self.model.unlink(slot, name, code)
@@ -378,6 +378,16 @@ class TreeMachine(RuleBasedStateMachine):
             return
         _, code = outcome(self.tree.rename, self.path(src, sname), self.path(dst, dname))
         self.model.rename(src, sname, dst, dname, code)
+
+    def deletes_stale(self, slot: SlotT, node: Any) -> bool:
+        """Whether this unlink is a Delete File of a name the slot no longer holds."""
+        if node.on_server:
+            return self.stale(slot, node.name)
+        hidden = self.model.shadowed.get(slot)
+        copy = node.copy
+        if copy is not None and copy.temp and hidden is not None and copy.origin == (slot, hidden):
+            return slot in self.model.server and self.stale(slot, hidden)  # `mv f f~; rm f~`
+        return False
 
     def stale(self, slot: SlotT, name: str) -> bool:
         """The listing's server name is not what the slot holds now (a colleague changed it)."""

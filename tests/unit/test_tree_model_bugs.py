@@ -81,6 +81,18 @@ def test_rm_of_a_name_a_colleague_replaced_keeps_the_colleagues_file(mount: tupl
     assert server_file(client, ("1", "doc", None)) == ("c.png", b"the colleague's scan")
 
 
+@pytest.mark.xfail(strict=True, reason="removing an editor's backup copy (`mv f f~; rm f~`) deletes whatever "
+                   "the slot holds now, also a file a colleague uploaded after the backup was made")
+def test_rm_of_a_backup_keeps_a_file_a_colleague_uploaded_since(mount: tuple, tmp_path: Path) -> None:
+    tree, client, _ = mount
+    tree.rename("/1/att/1/b.txt", "/1/att/1/.b.txt.Ab12Cd")  # rsync-style backup: b.txt hidden here
+    theirs = tmp_path / "theirs.pdf"
+    theirs.write_bytes(b"the colleague's report")
+    client.import_file("1", "att", str(theirs), "a.pdf", repeat_instance=1)
+    outcome(tree.unlink, "/1/att/1/.b.txt.Ab12Cd")  # meant: delete b.txt
+    assert server_file(client, ("1", "att", 1)) == ("a.pdf", b"the colleague's report")
+
+
 @pytest.mark.xfail(strict=True, reason="a rename whose download fails (the file was deleted elsewhere) leaves its "
                    "empty spool entry behind; once the mount ends it shows as unsent")
 def test_a_failed_rename_leaves_no_spool_entry(mount: tuple) -> None:
