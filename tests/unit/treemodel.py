@@ -77,6 +77,7 @@ class Handle:
     writable: bool
     copy: Copy | None = None
     version: bytes | None = None  # what a reader of a server file must see, to its end
+    path: str = ""  # the path it was opened by (what the kernel passes with fstat)
 
 
 @dataclass(frozen=True)
