@@ -249,8 +249,12 @@ class TreeMachine(RuleBasedStateMachine):
     def create(self, slot: SlotT, name: str) -> None:
         if self.model.slot_exists(slot) and name in self.model.listing(slot):
             return  # the kernel calls open, not create, for a name it found
+        self.do_create(slot, name)
+
+    def do_create(self, slot: SlotT, name: str) -> int | None:
         fh, code = outcome(self.tree.create, self.path(slot, name), 0o100644)
         self.model.create(slot, name, fh, code)
+        return fh if code is None else None
 
     @precondition(lambda self: len(self.model.handles) < MAX_HANDLES)
     @rule(data=st.data(), truncate=st.booleans())
@@ -289,9 +293,12 @@ class TreeMachine(RuleBasedStateMachine):
         if KNOWN_BUGS["write-after-rename"] and handle.copy.renamed_onto:
             return
         offset = data.draw(st.integers(0, len(handle.copy.content) + gap), label="offset")
+        self.do_write(fh, payload, offset)
+
+    def do_write(self, fh: int, payload: bytes, offset: int) -> None:
         written, code = outcome(self.tree.write, fh, payload, offset)
         assert code is None and written == len(payload), f"write: {written}, errno {code}"
-        self.model.write(handle, payload, offset)
+        self.model.write(self.model.handles[fh], payload, offset)
 
     @precondition(lambda self: self.has_handles(writable=True))
     @rule(data=st.data(), length=st.integers(0, 30))
@@ -330,13 +337,18 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def close(self, data: st.DataObject) -> None:
         """close(2): flush, then the last release (the kernel's order)."""
-        fh, handle = self.pick_handle(data)
+        fh, _ = self.pick_handle(data)
+        self.do_close(fh)
+
+    def do_close(self, fh: int) -> int | None:
+        handle = self.model.handles[fh]
         sends = self.sends(handle)
         _, code = outcome(self.tree.flush, fh)
         self.model.flush(handle, code, what="close")
         self.check_committed(handle, sends, code)
         self.tree.release(fh)
         self.model.release(fh)
+        return code
 
     @staticmethod
     def sends(handle: Handle) -> bool:
@@ -369,6 +381,9 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def unlink(self, data: st.DataObject) -> None:
         slot, name = self.pick_file(data)
+        self.do_unlink(slot, name)
+
+    def do_unlink(self, slot: SlotT, name: str) -> None:
         node = self.model.node(slot, name)
         if KNOWN_BUGS["stale-unlink"] and node is not None and self.deletes_stale(slot, node):
             return
@@ -378,13 +393,58 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data(), other=slots, same_slot=st.integers(0, 3), dname=names)
     def rename(self, data: st.DataObject, other: SlotT, same_slot: int, dname: str) -> None:
         src, sname = self.pick_file(data)
-        dst = src if same_slot else other
+        self.do_rename(src, sname, src if same_slot else other, dname)
+
+    def do_rename(self, src: SlotT, sname: str, dst: SlotT, dname: str) -> int | None:
         node = self.model.node(src, sname)
         if (KNOWN_BUGS["stale-rename"] and node is not None and node.copy is None and node.on_server
                 and self.stale(src, sname)):
-            return
+            return errno.ESTALE
         _, code = outcome(self.tree.rename, self.path(src, sname), self.path(dst, dname))
         self.model.rename(src, sname, dst, dname, code)
+        return code
+
+    # ------------------------------------------------------------ whole saves, as tools make them
+    @precondition(lambda self: len(self.model.handles) < MAX_HANDLES)
+    @rule(data=st.data(), name=st.sampled_from(REAL_NAMES), payload=payloads, keep_open=st.booleans())
+    def rsync_save(self, data: st.DataObject, name: str, payload: bytes, keep_open: bool) -> None:
+        """rsync: write .NAME.XXXXXX, rename it onto NAME (some tools close only after the rename)."""
+        slot = self.pick_slot(data)
+        temp = f".{name}.Ab12Cd"
+        if not self.model.slot_exists(slot) or temp in self.model.listing(slot):
+            return
+        fh = self.do_create(slot, temp)
+        if fh is None:
+            return
+        self.do_write(fh, payload, 0)
+        if not keep_open:
+            self.do_close(fh)
+        self.do_rename(slot, temp, slot, name)
+
+    @precondition(lambda self: len(self.model.handles) < MAX_HANDLES)
+    @rule(data=st.data(), payload=payloads)
+    def vim_save(self, data: st.DataObject, payload: bytes) -> None:
+        """vim's save: probe with 4913, rename NAME to NAME~, write a new NAME, drop NAME~ if that worked."""
+        slot = self.pick_slot(data)
+        if not self.model.slot_exists(slot):
+            return
+        real = [n for n in self.model.listing(slot) if not is_temp(n)]
+        listed = self.model.listing(slot)
+        if len(real) != 1 or "4913" in listed or real[0] + "~" in listed:
+            return
+        name = real[0]
+        probe = self.do_create(slot, "4913")
+        if probe is not None:
+            self.do_close(probe)
+            self.do_unlink(slot, "4913")
+        if self.do_rename(slot, name, slot, name + "~") is not None:
+            return
+        fh = self.do_create(slot, name)
+        if fh is None:
+            return
+        self.do_write(fh, payload, 0)
+        if self.do_close(fh) is None:
+            self.do_unlink(slot, name + "~")
 
     def deletes_stale(self, slot: SlotT, node: Any) -> bool:
         """Whether this unlink is a Delete File of a name the slot no longer holds."""
