@@ -3,7 +3,8 @@
 Each is a strict xfail: it fails today, and passes (turning the xfail into an
 error) once the bug is fixed, so whoever fixes one removes its mark and the
 matching ``KNOWN_BUGS`` guard in test_tree_model.py. The tree is built by the
-same factories as the model test (one place names the REDCap emulator).
+same factories as the model test (treemodel_project.py, the one place that
+names the REDCap emulator).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tree_model import RecordsClock, make_client, make_tree, outcome, server_file
+from treemodel_project import RecordsClock, make_client, make_tree, outcome, server_file
 
 from redcapfs.spool import Spool
 from redcapfs.tree import Tree
