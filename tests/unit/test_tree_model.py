@@ -70,6 +70,7 @@ KNOWN_BUGS = {
     "write-after-rename": True,  # writes through a temp file's handle after renaming it onto the real name vanish
     "stale-unlink": True,  # rm of a name a colleague replaced (or of its backup copy) deletes the colleague's file
     "fstat-of-old-version": True,  # fstat of a reader of a replaced or deleted version reports the new file
+    "stale-read": True,  # opening a name a colleague replaced serves the colleague's file under the old name
     "stale-rename": True,  # rename of a name a colleague replaced or deleted
 }
 
@@ -137,6 +138,8 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data(), truncate=st.booleans())
     def open_for_writing(self, data: st.DataObject, truncate: bool) -> None:
         slot, name = self.pick_file(data)
+        if not truncate and self.serves_other(slot, name):
+            return
         flags = os.O_WRONLY | (os.O_TRUNC if truncate else 0)
         fh, code = outcome(self.tree.open, self.path(slot, name), flags)
         self.model.open_write(slot, name, truncate, fh, code)
@@ -146,6 +149,8 @@ class TreeMachine(RuleBasedStateMachine):
     def open_and_read(self, data: st.DataObject) -> None:
         """A reader's first read covers the file: the version it reads is fixed from here on."""
         slot, name = self.pick_file(data)
+        if self.serves_other(slot, name):
+            return
         expected_code, handle = self.model.open_read(slot, name)
         fh, code = outcome(self.tree.open, self.path(slot, name), os.O_RDONLY)
         if code is None:
@@ -252,6 +257,8 @@ class TreeMachine(RuleBasedStateMachine):
     @rule(data=st.data(), length=st.integers(0, 12))
     def truncate(self, data: st.DataObject, length: int) -> None:
         slot, name = self.pick_file(data)
+        if length and self.serves_other(slot, name):
+            return
         _, code = outcome(self.tree.truncate, self.path(slot, name), length, None)
         self.model.truncate_path(slot, name, length, code)
 
@@ -332,6 +339,14 @@ class TreeMachine(RuleBasedStateMachine):
         if copy is not None and copy.temp and hidden is not None and copy.origin == (slot, hidden):
             return slot in self.model.server and self.stale(slot, hidden)  # `mv f f~; rm f~`
         return False
+
+    def serves_other(self, slot: SlotT, name: str) -> bool:
+        """Whether reading this name would download a different file a colleague put in the slot."""
+        node = self.model.node(slot, name)
+        if not KNOWN_BUGS["stale-read"] or node is None or node.copy is not None or not node.on_server:
+            return False
+        held = self.model.server.get(slot)
+        return (slot, name) not in self.model.cache and held is not None and held[0] != name
 
     def stale(self, slot: SlotT, name: str) -> bool:
         """The listing's server name is not what the slot holds now (a colleague changed it)."""

@@ -94,6 +94,18 @@ def test_rm_of_a_backup_keeps_a_file_a_colleague_uploaded_since(mount: tuple, tm
     assert server_file(client, ("1", "att", 1)) == ("a.pdf", b"the colleague's report")
 
 
+@pytest.mark.xfail(strict=True, reason="a download is of whatever the slot holds now: opening a name a colleague "
+                   "has replaced (listing not yet refreshed) serves the colleague's file under the old name")
+def test_opening_a_name_a_colleague_replaced_never_serves_the_colleagues_file(mount: tuple, tmp_path: Path) -> None:
+    tree, client, _ = mount
+    assert tree.readdir("/1/doc") == [("a.pdf", False)]
+    theirs = tmp_path / "theirs.png"
+    theirs.write_bytes(b"the colleague's scan")
+    client.import_file("1", "doc", str(theirs), "c.png")
+    got, code = outcome(lambda: tree.read(tree.open("/1/doc/a.pdf", os.O_RDONLY), 100, 0))
+    assert code is not None or got != b"the colleague's scan", "c.png's bytes were served as a.pdf"
+
+
 @pytest.mark.xfail(strict=True, reason="a rename whose download fails (the file was deleted elsewhere) leaves its "
                    "empty spool entry behind; once the mount ends it shows as unsent")
 def test_a_failed_rename_leaves_no_spool_entry(mount: tuple) -> None:

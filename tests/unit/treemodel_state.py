@@ -160,7 +160,7 @@ class ModelState:
         if key in self.cache:
             return self.cache[key]
         held = self.server.get(slot)
-        if held is None:
+        if held is None or held[0] != name:  # gone, or a colleague's other file: never served as this one
             return None
         self.cache[key] = held[1]
         self.sizes[key] = len(held[1])
