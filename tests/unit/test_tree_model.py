@@ -470,7 +470,7 @@ class TreeMachine(RuleBasedStateMachine):
 
 
 def machine_settings() -> settings:
-    examples = int(os.environ.get("REDCAPFS_MODEL_EXAMPLES", "400"))
+    examples = int(os.environ.get("REDCAPFS_MODEL_EXAMPLES", "300"))
     steps = int(os.environ.get("REDCAPFS_MODEL_STEPS", "50"))
     return settings(max_examples=examples, stateful_step_count=steps, derandomize=True, database=None,
                     deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
