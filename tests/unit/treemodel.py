@@ -211,7 +211,6 @@ class Model(FileRules):
         self.remote_changed(slot)
 
     def remote_changed(self, slot: SlotT) -> None:
-        self.remote_touched.add(slot)
         self.ever_remote.add(slot)
 
     def may_list_two_files(self, slot: SlotT) -> bool:
@@ -230,7 +229,6 @@ class Model(FileRules):
         self.records = set(records)
         self.instances = set(instances)
         self.index = dict(names)
-        self.remote_touched.clear()
 
     def unmount(self) -> None:
         """Every handle released in order; temporary files go unless they hold refused bytes."""

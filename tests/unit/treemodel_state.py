@@ -105,7 +105,6 @@ class ModelState:
         self.sizes: dict[Key, int] = {}
         self.handles: dict[int, Handle] = {}
         self.kept: list[Copy] = []  # released copies whose entries stay as unsent
-        self.remote_touched: set[SlotT] = set()  # a colleague changed it since the last refresh
         self.ever_remote: set[SlotT] = set()  # a colleague changed it at some time
 
     # ------------------------------------------------------------ structure
