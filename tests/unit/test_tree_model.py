@@ -100,6 +100,7 @@ class TreeMachine(RuleBasedStateMachine):
             self.tree.shutdown()
         finally:
             self.clock.restore()
+            self.client.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def pick_file(self, data: st.DataObject) -> tuple[SlotT, str]:
@@ -400,7 +401,9 @@ class TreeMachine(RuleBasedStateMachine):
     def settle_refresh(self) -> None:
         """Time passes beyond records_ttl: the next lookup rereads the index."""
         self.clock.advance()
-        self.tree.readdir("/")
+        self.tree.readdir("/")  # past the TTL a listing starts a background refresh and answers at once...
+        with self.tree.records.fresh():  # ...so wait for that refresh before comparing
+            pass
         self.model.refresh(*server_rows(self.client))
 
     def pick_slot(self, data: st.DataObject) -> SlotT:

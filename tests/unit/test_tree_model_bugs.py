@@ -31,6 +31,7 @@ def mount(tmp_path: Path) -> Iterator[tuple[Tree, Any, Spool]]:
     finally:
         tree.shutdown()
         clock.restore()
+        client.close()
 
 
 def write_file(tree: Tree, path: str, data: bytes) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from treemodel import BAD_NAMES, REAL_NAMES, REMOTE_NAMES, TEMP_NAMES, SlotT
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.errors import EmptySlot, errno_for
+from redcapfs.sandbox.build import build_project
+from redcapfs.sandbox.inprocess import InProcessClient
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
 from redcapfs.tree import Tree, TreeOptions
@@ -50,17 +53,18 @@ NAMES = list(dict.fromkeys(REAL_NAMES + REMOTE_NAMES + TEMP_NAMES + BAD_NAMES))
 
 
 def make_client() -> Any:
-    """The one place that names the REDCap emulator: switch it here.
+    """The one place that names the REDCap emulator: the sandbox's API, called in-process.
 
     Record "3" is locked, so its uploads and deletes are refused (the unsent path).
+    The store lives in a private temporary folder that ``client.close()`` removes.
     """
-    from redcapfs.client.memory import MemoryClient
-
-    files: dict[tuple[str, str | None, str, int], tuple[str, bytes]] = {
-        (r, None, f, i or 1): data for (r, f, i), data in FILES.items()}
+    files = {(r, None, f, i or 1): data for (r, f, i), data in FILES.items()}
     rows: list[dict[str, Any]] = [{"record_id": r} for r in RECORDS]
     rows.append({"record_id": "1", "redcap_repeat_instrument": "attachments", "redcap_repeat_instance": 1})
-    return MemoryClient(metadata=METADATA, repeating=REPEATING, records=rows, files=files, locked=LOCKED)
+    with tempfile.TemporaryDirectory(prefix="redcapfs-model-") as workdir:
+        project = build_project(workdir, metadata=METADATA, repeating=REPEATING, records=rows, files=files,
+                                locked=LOCKED)
+        return InProcessClient.from_project(project)
 
 
 def make_tree(client: Any, root: Path, mount: int) -> tuple[Tree, Spool]:
