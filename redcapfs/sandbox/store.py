@@ -189,6 +189,9 @@ class Store:
                 self._initial_file(schema, stored)
             for record in project.locked:
                 db.execute("UPDATE records SET locked=1 WHERE record=?", (record,))
+            from .extras import initialise_extras  # users, DAGs, repository: they build on the store
+
+            initialise_extras(self, project)
             db.execute("INSERT OR REPLACE INTO kv VALUES ('initialised', ?)", (json.dumps(time.time()),))
         log.info("store initialised: %d records, %d files", len(self.record_names()), len(project.files))
 

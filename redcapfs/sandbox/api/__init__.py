@@ -30,6 +30,7 @@ from . import arms, events, files, instruments, log, metadata, project_info, rec
 from . import messages as M
 from .context import Context, Handler
 from .request import ApiRequest, Upload
+from .rights import seed_rights
 
 __all__ = ["Api", "ApiRequest", "Upload"]
 
@@ -60,6 +61,7 @@ class Api:
         self.store = store
         self.config = config
         self.context = Context(store, config)
+        self._seeded: set[str] = set()
 
     def answer(self, req: ApiRequest) -> ApiResponse:
         """Like :meth:`handle`, but every failure is an answer: REDCap's error in the call's returnFormat.
@@ -80,6 +82,10 @@ class Api:
         grant = self.config.grant_for(req.get("token"))
         if grant is None:
             raise ApiError(403, M.BAD_TOKEN)
+        if grant.token not in self._seeded:  # a token's user joins the project unless it knows them
+            self.context.team.ensure_user(grant.username, seed_rights(grant), self.context.schema.forms)
+            self._seeded.add(grant.token)
+        self.context.caller(grant)  # the token's user must still be a project user
         handler = HANDLERS.get(req.get("content") or "")
         if handler is None:
             raise ApiError(400, M.BAD_CONTENT)

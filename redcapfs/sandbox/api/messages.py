@@ -40,3 +40,10 @@ DELETE_MISSING = (
     "One or more of the records provided cannot be deleted because they do not "
     "exist in the project. The following records do not exist: "
 )
+NO_EXPORT = "You do not have API Export privileges"
+NO_RIGHT = "You do not have permissions to use this API method: it needs the {right} privilege"
+RIGHT_NAMES = {
+    "user_rights": "User Rights", "design": "Project Design and Setup", "file_repository": "File Repository",
+    "data_access_groups": "Data Access Groups", "logging": "Logging", "record_delete": "Delete Records",
+    "record_create": "Create Records",
+}
