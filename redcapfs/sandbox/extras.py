@@ -12,6 +12,7 @@ from .repository_store import Repository
 from .store import Store
 from .team import initialise_team
 
+
 def initialise_extras(store: Store, project: Any) -> None:
     """Users, roles, DAGs, record DAGs, repository documents, and the project's log history if given.
 

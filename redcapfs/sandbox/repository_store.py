@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .store import StoredDoc, Store
+from .store import Store, StoredDoc
 
 SQL = """
 CREATE TABLE IF NOT EXISTS repo_folders (

@@ -13,7 +13,6 @@ import doctest
 import importlib
 import pkgutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest

@@ -47,7 +47,7 @@ def save_structure(ctx: Context, **tables: Any) -> None:
         for key, rows in tables.items():
             assert key in STRUCTURE_KEYS, key
             db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (key, json.dumps(rows)))
-        current = {k: ctx.store.get_kv(k) for k in STRUCTURE_KEYS}
+        current: dict[str, Any] = {k: ctx.store.get_kv(k) for k in STRUCTURE_KEYS}
         ctx.store.schema = Schema(Structure(**current))
 
 
@@ -63,6 +63,6 @@ def dispatch(actions: dict[str, Any]) -> Any:
         handler = actions.get(action)
         if handler is None:
             raise ApiError(400, M.BAD_ACTION)
-        return handler(ctx, req, grant)  # type: ignore[no-any-return]
+        return handler(ctx, req, grant)
 
     return handle

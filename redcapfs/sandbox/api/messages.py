@@ -67,3 +67,11 @@ REPO_DOC = (
     "that file because it is in a DAG-restricted or Role-restricted folder."
 )
 REPO_NO_NAME = 'The parameter "name" is missing'
+BAD_LOGIC = "The filterLogic '{logic}' could not be read (near: {near})"
+NO_CREATE = "You do not have permission to create new records"
+NO_DELETE = "You do not have permission to delete records"
+OTHER_DAG = (
+    "The record '{record}' cannot be modified because it belongs to a Data Access Group you are not assigned to"
+)
+NO_FORM_EXPORT = "You do not have export rights for the instrument '{form}' of the field '{field}'"
+NO_FORM_EDIT = "You do not have edit rights for the instrument '{form}' of the field '{field}'"
