@@ -25,6 +25,7 @@ from .rights import DEIDENTIFIED, NO_ACCESS, REMOVE_IDENTIFIERS, Caller
 STATUS_LABELS = {"0": "Incomplete", "1": "Unverified", "2": "Complete"}
 FIXED_CHOICES = {"yesno": {"1": "Yes", "0": "No"}, "truefalse": {"1": "True", "0": "False"}}
 DATE_TYPES = ("date", "datetime", "time")
+EAV_KEYS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
 
 
 def flat_export(ctx: Context, req: ApiRequest, caller: Caller) -> tuple[list[str], list[dict[str, Any]]]:
@@ -185,8 +186,7 @@ def eav_rows(schema: Schema, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     """``type=eav``: one row per filled value; a checked checkbox option gives its code as the value."""
     out = []
     for row in rows:
-        keys: dict[str, Any] = {k: row[k] for k in ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
-                if k in row}
+        keys: dict[str, Any] = {k: row[k] for k in EAV_KEYS if k in row}
         for column, value in row.items():
             if column.startswith("redcap_") or value in ("", None):
                 continue

@@ -56,7 +56,7 @@ def import_users(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiRespons
             current.update(_rights_of(row, forms))
             doc["users"][name] = current
     for row in rows:
-        ctx.log(grant, USER, f"Add/edit user (API) {row['username']}")
+        ctx.log(grant, USER, f"Add/edit user (API) {row['username']}", kind="user")
     return count_response(len(rows))
 
 
@@ -71,7 +71,7 @@ def delete_users(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiRespons
             del doc["users"][name]
             doc["user_roles"].pop(name, None)
     for name in names:
-        ctx.log(grant, USER, f"Delete user (API) {name}")
+        ctx.log(grant, USER, f"Delete user (API) {name}", kind="user")
     return count_response(len(names))
 
 
@@ -105,7 +105,7 @@ def import_roles(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiRespons
             if "role_label" in row:
                 known["role_label"] = str(row["role_label"])
             known.update(_rights_of(row, ctx.schema.forms))
-    ctx.log(grant, USER, f"Add/edit user roles (API): {len(rows)}")
+    ctx.log(grant, USER, f"Add/edit user roles (API): {len(rows)}", kind="user")
     return count_response(len(rows))
 
 
@@ -120,7 +120,7 @@ def delete_roles(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiRespons
         if any(doc["user_roles"].get(u) in names for u in doc["users"]):
             raise ApiError(400, M.ROLE_HAS_USERS)
         doc["roles"] = [r for r in doc["roles"] if r["unique_role_name"] not in names]
-    ctx.log(grant, USER, "Delete user roles (API): " + ", ".join(names))
+    ctx.log(grant, USER, "Delete user roles (API): " + ", ".join(names), kind="user")
     return count_response(len(names))
 
 
@@ -146,7 +146,7 @@ def import_role_mapping(ctx: Context, req: ApiRequest, grant: TokenGrant) -> Api
                 doc["user_roles"][user] = role
             else:
                 doc["user_roles"].pop(user, None)
-    ctx.log(grant, USER, f"Assign users to roles (API): {len(rows)}")
+    ctx.log(grant, USER, f"Assign users to roles (API): {len(rows)}", kind="user")
     return count_response(len(rows))
 
 
