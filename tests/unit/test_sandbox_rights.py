@@ -1,0 +1,153 @@
+"""Users, rights, DAGs, the File Repository and the log, through HTTP with PyCap and tokens of different users.
+
+One sandbox process per test, seeded with PyCap's doctest project plus users:
+``alice`` (every right), ``bob`` (site A's DAG, may create but not delete
+records), ``carol`` (no DAG; form_1 de-identified, no File Repository). Every
+check reads the answer through PyCap, or a second user's view, never the
+sandbox's internals.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redcap
+
+from redcapfs.sandbox.team import FULL_RIGHTS
+from tests.conftest import SandboxProc, start_sandbox
+from tests.pycap_doctests.project import doctest_project
+from tests.sandbox_projects import field, seed
+
+ALICE, BOB, CAROL = "A" * 32, "B" * 32, "C" * 32
+
+
+def _user(name: str, **rights: Any) -> dict[str, Any]:
+    return {"username": name, **FULL_RIGHTS, "forms": {"form_1": 1}, "forms_export": {"form_1": 1}, **rights}
+
+
+@pytest.fixture
+def sb(tmp_path: Path) -> SandboxProc:
+    project = doctest_project(tmp_path / "source")
+    project.metadata.insert(1, {**field("name", "form_1"), "identifier": "y"})
+    project.metadata.insert(2, field("note", "form_1", "notes"))
+    project.records[0]["name"] = "Ann"
+    project.dags.append({"data_access_group_name": "Site B", "unique_group_name": "site_b"})
+    project.users = [
+        _user("alice"),
+        _user("bob", record_delete=0, data_access_group="test_dag"),
+        _user("carol", file_repository=0, forms_export={"form_1": 2}),
+    ]
+    project.record_dags = {"2": "site_b"}
+    data_dir = seed(tmp_path / "data", project)
+    tokens = [f"{ALICE}:full:alice", f"{BOB}:full:bob", f"{CAROL}:full:carol"]
+    proc = start_sandbox([a for t in tokens for a in ("--token", t)], data_dir, tmp_path / "requests.jsonl")
+    yield proc
+    proc.stop()
+
+
+def projects(sb: SandboxProc) -> tuple[redcap.Project, redcap.Project, redcap.Project]:
+    return tuple(redcap.Project(sb.url, t) for t in (ALICE, BOB, CAROL))  # type: ignore[return-value]
+
+
+def error_of(call: Any, *args: Any, **kw: Any) -> str:
+    with pytest.raises(redcap.RedcapError) as info:
+        call(*args, **kw)
+    return str(info.value)
+
+
+def test_a_dag_member_sees_and_changes_only_their_dags_records(sb: SandboxProc) -> None:
+    alice, bob, _ = projects(sb)
+    assert bob.export_records() == []
+    assert bob.generate_next_record_name() == "1-1"  # REDCap prefixes the DAG's id
+    row = {"record_id": "1-1", "field_1": "1"}
+    assert bob.import_records([row]) == {"count": 1}
+    assert [r["record_id"] for r in bob.export_records()] == ["1-1"]
+    dags = {r["record_id"]: r["redcap_data_access_group"]
+            for r in alice.export_records(export_data_access_groups=True)}
+    assert dags == {"1": "", "2": "site_b", "1-1": "test_dag"}
+    assert "belongs to a Data Access Group" in error_of(bob.import_records, [{"record_id": "2", "field_1": "0"}])
+    assert 'The record "1" does not exist' in error_of(
+        bob.export_file, record="1", field="upload_field", event="event_1_arm_1")
+    assert "permission to delete" in error_of(bob.delete_records, ["1-1"])
+    assert alice.delete_records(["1-1"]) == 1
+
+
+def test_rights_set_through_the_api_govern_the_next_call(sb: SandboxProc) -> None:
+    alice, bob, _ = projects(sb)
+    assert alice.import_users([{"username": "bob", "api_import": 0}]) == 1
+    assert "API Import/Update privileges" in error_of(bob.import_records, [{"record_id": "1-2"}])
+    assert alice.import_user_dag_assignment([{"username": "bob", "redcap_data_access_group": ""}]) == 1
+    assert [r["record_id"] for r in bob.export_records(fields=["record_id"])] == ["1", "2"]
+    roles = [{"role_label": "Readers", "api_export": 1, "forms": {"form_1": 2}, "forms_export": {"form_1": 0}}]
+    assert alice.import_user_roles(roles) == 1
+    name = next(r["unique_role_name"] for r in alice.export_user_roles() if r["role_label"] == "Readers")
+    assert alice.import_user_role_assignment([{"username": "bob", "unique_role_name": name}]) == 1
+    assert "No Access" in error_of(bob.export_records)  # the role's rights replace the user's own
+    assert alice.delete_users(["bob"]) == 1
+    assert "permissions to use the API" in error_of(bob.export_records)
+
+
+def test_deidentified_export_leaves_out_identifiers_and_free_text(sb: SandboxProc) -> None:
+    alice, _, carol = projects(sb)
+    assert alice.export_records(records=["1"])[0]["name"] == "Ann"
+    row = carol.export_records(records=["1"])[0]
+    assert "name" not in row and "note" not in row and row["field_1"] == "1"
+    assert alice.import_users([{"username": "carol", "forms_export": {"form_1": 3}}]) == 1
+    row = carol.export_records(records=["1"])[0]
+    assert "name" not in row and "note" in row
+
+
+def test_file_repository_folders_dags_roles_and_duplicate_names(sb: SandboxProc) -> None:
+    alice, bob, carol = projects(sb)
+    site_a = next(d["data_access_group_id"] for d in alice.export_dags() if d["unique_group_name"] == "test_dag")
+    site_b = next(d["data_access_group_id"] for d in alice.export_dags() if d["unique_group_name"] == "site_b")
+    folder_a = alice.create_folder_in_repository("Site A docs", dag_id=site_a)[0]["folder_id"]
+    folder_b = alice.create_folder_in_repository("Site B docs", dag_id=site_b)[0]["folder_id"]
+    names = [r["name"] for r in bob.export_file_repository() if "folder_id" in r]
+    assert "Site A docs" in names and "Site B docs" not in names
+    assert "does not exist or else you do not have permission" in error_of(
+        bob.export_file_repository, folder_id=folder_b)
+    for body in (b"one", b"two"):
+        bob.import_file_into_repository("same.txt", io.BytesIO(body), folder_id=folder_a)
+    docs = [r for r in alice.export_file_repository(folder_id=folder_a) if r["name"] == "same.txt"]
+    assert len(docs) == 2 and docs[0]["doc_id"] != docs[1]["doc_id"]
+    contents = sorted(alice.export_file_from_repository(doc_id=d["doc_id"])[0] for d in docs)
+    assert contents == [b"one", b"two"]
+    bob.delete_file_from_repository(doc_id=docs[0]["doc_id"])
+    assert len([r for r in alice.export_file_repository(folder_id=folder_a) if r["name"] == "same.txt"]) == 1
+    assert "File Repository privilege" in error_of(carol.export_file_repository)
+
+
+def test_every_change_is_logged_with_the_users_name_and_filters(sb: SandboxProc) -> None:
+    alice, bob, _ = projects(sb)
+    bob.import_records([{"record_id": "1-1", "field_1": "1"}])
+    bob.import_file("1-1", "upload_field", "a.txt", io.BytesIO(b"a"), event="event_1_arm_1")
+    bob.delete_file("1-1", "upload_field", event="event_1_arm_1")
+    alice.import_events([{"event_name": "Week 2", "arm_num": "1"}])
+    alice.delete_records(["1-1"])
+    rows = alice.export_logging()
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", r["timestamp"]) for r in rows)
+    mine = [(r["username"], r["action"]) for r in rows[:5]]
+    assert mine == [("alice", "Delete record (API) 1-1"), ("alice", "Manage/Design "),
+                    ("bob", "Delete uploaded document (API)"), ("bob", "Update record (API) 1-1"),
+                    ("bob", "Create record (API) 1-1")]
+    assert [r["action"] for r in alice.export_logging(user="bob", log_type="record_add")] == [
+        "Create record (API) 1-1"]
+    assert len(alice.export_logging(record="1-1")) == 4
+    assert any("Week 2" in r["details"] or "events" in r["details"]
+               for r in alice.export_logging(log_type="manage"))
+
+
+def test_design_rules_production_and_override(sb: SandboxProc) -> None:
+    alice, bob, _ = projects(sb)
+    assert alice.import_arms([{"arm_num": 2, "name": "Arm 2"}, {"arm_num": 3, "name": "Arm 3"}]) == 2
+    assert alice.import_arms([{"arm_num": 1, "name": "Only"}], override=1) == 1
+    assert alice.export_arms() == [{"arm_num": 1, "name": "Only"}]
+    assert alice.import_users([{"username": "bob", "design": 0}]) == 1
+    assert "Project Design and Setup" in error_of(bob.import_events, [{"event_name": "X", "arm_num": "1"}])
+    assert alice.delete_events(["event_2_arm_1"]) == 1
+    assert [e["unique_event_name"] for e in alice.export_events()] == ["event_1_arm_1"]
