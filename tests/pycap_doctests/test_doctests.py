@@ -20,9 +20,8 @@ import redcap
 import redcap.methods
 
 from tests.conftest import SandboxProc, start_sandbox
+from tests.pycap_doctests.project import doctest_project
 from tests.sandbox_projects import seed
-
-from .project import doctest_project
 
 SKIPPED = {
     "redcap.methods.surveys": "surveys are not emulated by the sandbox",

@@ -10,7 +10,10 @@ sandbox's internals.
 from __future__ import annotations
 
 import io
+import json
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 import redcap
 
 from redcapfs.sandbox.team import FULL_RIGHTS
-from tests.conftest import SandboxProc, start_sandbox
+from tests.conftest import DATA, SandboxProc, start_sandbox
 from tests.pycap_doctests.project import doctest_project
 from tests.sandbox_projects import field, seed
 
@@ -30,7 +33,7 @@ def _user(name: str, **rights: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def sb(tmp_path: Path) -> SandboxProc:
+def sb(tmp_path: Path) -> Iterator[SandboxProc]:
     project = doctest_project(tmp_path / "source")
     project.metadata.insert(1, {**field("name", "form_1"), "identifier": "y"})
     project.metadata.insert(2, field("note", "form_1", "notes"))
@@ -151,3 +154,54 @@ def test_design_rules_production_and_override(sb: SandboxProc) -> None:
     assert "Project Design and Setup" in error_of(bob.import_events, [{"event_name": "X", "arm_num": "1"}])
     assert alice.delete_events(["event_2_arm_1"]) == 1
     assert [e["unique_event_name"] for e in alice.export_events()] == ["event_1_arm_1"]
+
+
+def test_a_json_project_carries_its_team_and_repository(tmp_path: Path) -> None:
+    """``redcapfs sandbox DIR --token T:RIGHTS:USER``: users, DAGs and the repository come from the dir."""
+    src = tmp_path / "proj"
+    shutil.copytree(DATA / "classic-json", src)
+    records = json.loads((src / "records.json").read_text())
+    records[-1]["redcap_data_access_group"] = "north"
+    (src / "records.json").write_text(json.dumps(records))
+    (src / "dags.json").write_text(json.dumps([{"data_access_group_name": "North", "unique_group_name": "north"}]))
+    (src / "users.json").write_text(json.dumps([
+        {"username": "nora", "data_access_group": "north", **FULL_RIGHTS},
+        {"username": "olga", **FULL_RIGHTS, "api_import": 0}]))
+    (src / "repository").mkdir()
+    (src / "repository" / "p.txt").write_bytes(b"protocol")
+    (src / "repository" / "manifest.json").write_text(json.dumps([{"folder": "Protocols/v2", "path": "p.txt",
+                                                                  "name": "protocol.txt"}]))
+    args = ["--token", f"{BOB}:full:nora", "--token", f"{CAROL}:full:olga", "--token", f"{ALICE}:export"]
+    sb = start_sandbox([str(src)] + args, tmp_path / "data", tmp_path / "requests.jsonl")
+    try:
+        nora, olga, anon = (redcap.Project(sb.url, t) for t in (BOB, CAROL, ALICE))
+        assert [r["record_id"] for r in nora.export_records(fields=["record_id"])] == ["a/b c"]
+        assert "API Import/Update privileges" in error_of(olga.import_records, [{"record_id": "9"}])
+        top = olga.export_file_repository()
+        protocols = next(r["folder_id"] for r in top if r.get("name") == "Protocols")
+        v2 = olga.export_file_repository(folder_id=protocols)[0]["folder_id"]
+        doc = olga.export_file_repository(folder_id=v2)[0]
+        assert olga.export_file_from_repository(doc_id=doc["doc_id"])[0] == b"protocol"
+        assert "API Import/Update privileges" in error_of(anon.import_records, [{"record_id": "9"}])
+        assert {u["username"] for u in olga.export_users()} == {"nora", "olga", "sandbox_api"}
+    finally:
+        sb.stop()
+
+
+def test_a_production_project_refuses_metadata_arm_and_event_changes(tmp_path: Path) -> None:
+    project = doctest_project(tmp_path / "source")
+    project.info["in_production"] = 1
+    sb = start_sandbox(["--token", f"{ALICE}:full:alice"], seed(tmp_path / "data", project),
+                       tmp_path / "requests.jsonl")
+    try:
+        proj = redcap.Project(sb.url, ALICE)
+        assert "production" in error_of(proj.import_metadata, proj.export_metadata(format_type="csv"),
+                                        import_format="csv")
+        assert "production" in error_of(proj.import_events, [{"event_name": "Late", "arm_num": "1"}])
+        assert "production" in error_of(proj.delete_arms, [1])
+        mapping = [{"arm_num": "1", "unique_event_name": "event_2_arm_1", "form": "form_1"}]
+        assert proj.import_instrument_event_mappings(mapping) == 1
+        assert proj.export_instrument_event_mappings() == [
+            {"arm_num": 1, "unique_event_name": "event_2_arm_1", "form": "form_1"}]
+    finally:
+        sb.stop()
