@@ -6,11 +6,13 @@ whole or not at all.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .repository_store import Repository
-from .store import Store
 from .team import initialise_team
+
+if TYPE_CHECKING:  # the store imports this module to load a project
+    from .store import Store
 
 
 def initialise_extras(store: Store, project: Any) -> None:

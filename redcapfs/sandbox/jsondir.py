@@ -229,5 +229,5 @@ def load_json_dir(root: Path) -> ProjectDef:
         files=files,
         locked=set(locked or []),
     )
-    load_team(root, project)  # users.json, dags.json, repository/… (all optional)
+    load_team(root, project, _rows)  # users.json, dags.json, repository/… (all optional)
     return project

@@ -16,16 +16,13 @@ A record row's ``redcap_data_access_group`` puts the record in that DAG.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .project import ProjectDef, RepositoryFile
 
-
-def _list(path: Path) -> list[dict[str, Any]]:
-    from .jsondir import _rows  # the same strict reader as the other files
-
-    return _rows(path)
+Reader = Callable[[Path], list[dict[str, Any]]]
 
 
 def _document(root: Path, rel: object, where: str) -> Path:
@@ -40,8 +37,11 @@ def _document(root: Path, rel: object, where: str) -> Path:
     return target
 
 
-def load_team(root: Path, project: ProjectDef) -> None:
-    """Fill ``project``'s users, roles, DAGs, record DAGs, repository and log from ``root``."""
+def load_team(root: Path, project: ProjectDef, _list: Reader) -> None:
+    """Fill ``project``'s users, roles, DAGs, record DAGs, repository and log from ``root``.
+
+    ``_list`` is ``jsondir``'s strict reader of a file of objects (absent: no rows).
+    """
     project.users = _list(root / "users.json")
     for i, user in enumerate(project.users):
         if not isinstance(user.get("username"), str) or not user["username"]:

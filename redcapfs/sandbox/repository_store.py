@@ -14,9 +14,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from .store import Store, StoredDoc
+if TYPE_CHECKING:  # the store imports this module (through ``extras``) to load a project
+    from .store import Store
 
 SQL = """
 CREATE TABLE IF NOT EXISTS repo_folders (
@@ -25,6 +26,16 @@ CREATE TABLE IF NOT EXISTS repo_folders (
 CREATE TABLE IF NOT EXISTS repo_docs (doc_id INTEGER PRIMARY KEY, folder_id INTEGER NOT NULL);
 """
 ROOT = 0
+
+
+@dataclass(frozen=True)
+class RepoDoc:
+    """A repository document as stored (the same shape as the store's ``StoredDoc``)."""
+
+    doc_id: int
+    name: str
+    mime: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,13 @@ class Repository:
             ).fetchall()
         return sorted((Folder(*r) for r in rows), key=lambda f: (f.name.lower(), f.folder_id))
 
-    def docs_in(self, folder_id: int) -> list[StoredDoc]:
+    def docs_in(self, folder_id: int) -> list[RepoDoc]:
         with self.store.lock:
             rows = self.store.db.execute(
                 "SELECT d.doc_id, d.name, d.mime, d.size FROM repo_docs r JOIN docs d ON r.doc_id=d.doc_id "
                 "WHERE r.folder_id=? AND d.deleted=0", (folder_id,)
             ).fetchall()
-        return sorted((StoredDoc(*r) for r in rows), key=lambda d: (d.name.lower(), d.doc_id))
+        return sorted((RepoDoc(*r) for r in rows), key=lambda d: (d.name.lower(), d.doc_id))
 
     def doc_folder(self, doc_id: int) -> int | None:
         """The folder of a live repository document (None when there is no such document)."""
@@ -104,7 +115,7 @@ class Repository:
             shutil.copyfileobj(src, dst, 1 << 20)
         return self.add_doc(folder_id, tmp, name, mime)
 
-    def open_doc(self, doc_id: int) -> tuple[StoredDoc, BinaryIO] | None:
+    def open_doc(self, doc_id: int) -> tuple[RepoDoc, BinaryIO] | None:
         with self.store.lock:
             row = self.store.db.execute(
                 "SELECT d.doc_id, d.name, d.mime, d.size FROM repo_docs r JOIN docs d ON r.doc_id=d.doc_id "
@@ -112,7 +123,7 @@ class Repository:
             ).fetchone()
             if row is None:
                 return None
-            doc = StoredDoc(*row)
+            doc = RepoDoc(*row)
             return doc, open(self.store.doc_path(doc.doc_id), "rb")
 
     def delete_doc(self, doc_id: int) -> None:

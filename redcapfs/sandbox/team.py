@@ -18,9 +18,10 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .store import Store
+if TYPE_CHECKING:  # the store imports this module (through ``extras``) to load a project
+    from .store import Store
 
 KV_KEY = "team"
 
