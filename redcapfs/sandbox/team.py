@@ -83,8 +83,7 @@ class Team:
         out = {**USER_DEFAULTS, **row}
         role = self.role_of(doc, row["username"])
         if role is not None:
-            out.update({k: role.get(k, USER_DEFAULTS[k]) for k in RIGHT_KEYS})
-            out = {k: _as_int(v) for k, v in out.items()}
+            out.update({k: _as_int(role.get(k, USER_DEFAULTS[k])) for k in RIGHT_KEYS})
         dag_name = row.get("data_access_group") or ""
         dag_row = next((d for d in doc["dags"] if d["unique_group_name"] == dag_name), None)
         out["data_access_group"] = dag_name if dag_row else ""

@@ -205,3 +205,11 @@ def test_a_production_project_refuses_metadata_arm_and_event_changes(tmp_path: P
             {"arm_num": 1, "unique_event_name": "event_2_arm_1", "form": "form_1"}]
     finally:
         sb.stop()
+
+
+def test_repository_csv_listing_has_redcaprs_columns(sb: SandboxProc) -> None:
+    alice, _, _ = projects(sb)
+    text = alice.export_file_repository(format_type="csv", return_format_type="csv")
+    lines = text.splitlines()
+    assert lines[0] == "folder_id,doc_id,name,role,dag"
+    assert lines[1].split(",")[1:] == ["", "test", "", ""] and lines[2].split(",")[0] == ""

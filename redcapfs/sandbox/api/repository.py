@@ -22,6 +22,7 @@ from .request import ApiRequest
 from .rights import Caller
 
 EMPTY_OK = "text/html; charset=utf-8"
+LIST_COLUMNS = ("folder_id", "doc_id", "name", "role", "dag")
 
 
 def _caller(ctx: Context, grant: TokenGrant) -> Caller:
@@ -79,14 +80,22 @@ def create_folder(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiRespon
 
 
 def list_folder(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
-    """Folders first, then documents, each by name; no sizes or times (as REDCap)."""
+    """Folders first, then documents, each by name; no sizes or times (as REDCap).
+
+    JSON rows are ``{folder_id, name}`` / ``{doc_id, name}`` (PyCap's doctest); CSV has the
+    columns ``folder_id,doc_id,name,role,dag`` (REDCapR's ``file-repo-list-oneshot`` test).
+    """
     caller = _caller(ctx, grant)
     folder_id = _folder_id(ctx, req, caller)
-    rows: list[dict[str, object]] = [
-        {"folder_id": f.folder_id, "name": f.name}
-        for f in ctx.repository.folders_in(folder_id) if _may_see(ctx, caller, f)
-    ]
+    folders = [f for f in ctx.repository.folders_in(folder_id) if _may_see(ctx, caller, f)]
+    rows: list[dict[str, object]] = [{"folder_id": f.folder_id, "name": f.name} for f in folders]
     rows += [{"doc_id": d.doc_id, "name": d.name} for d in ctx.repository.docs_in(folder_id)]
+    if req.format != "json":  # csv (REDCapR's test): every row has all five columns
+        dag_ids = {d["unique_group_name"]: d["data_access_group_id"] for d in ctx.team.load()["dags"]}
+        extra = {f.folder_id: {"role": f.role, "dag": dag_ids.get(f.dag, "")} for f in folders}
+        rows = [{"folder_id": "", "doc_id": "", **r, "role": "", "dag": "",
+                 **extra.get(int(str(r.get("folder_id") or 0)), {})} for r in rows]
+        return rows_response(rows, req.format, header=LIST_COLUMNS)
     return rows_response(rows, req.format)
 
 
