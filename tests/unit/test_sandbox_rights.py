@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +214,22 @@ def test_repository_csv_listing_has_redcaprs_columns(sb: SandboxProc) -> None:
     lines = text.splitlines()
     assert lines[0] == "folder_id,doc_id,name,role,dag"
     assert lines[1].split(",")[1:] == ["", "test", "", ""] and lines[2].split(",")[0] == ""
+
+
+def test_record_export_options_and_partial_delete(sb: SandboxProc) -> None:
+    alice, _, _ = projects(sb)
+    eav = alice.export_records(records=["1"], fields=["field_1", "checkbox_field"], record_type="eav")
+    pairs = [(r["field_name"], r["value"]) for r in eav]
+    assert pairs == [("record_id", "1"), ("field_1", "1"), ("checkbox_field", "2")]
+    csv_text = alice.export_records(format_type="csv", records=["1"], fields=["field_1"],
+                                    raw_or_label_headers="label")
+    assert csv_text.splitlines()[0] == '"Record Id","Event Name","Repeat Instrument","Repeat Instance","Field 1"'
+    assert [r["record_id"] for r in alice.export_records(filter_logic="[field_1] = '0' or [name] = 'Ann'")] == [
+        "1", "2"]
+    assert alice.export_records(filter_logic="[checkbox_field(2)] = 1 and not [field_1] = 0")[0]["record_id"] == "1"
+    assert alice.delete_records(["1"], instrument="form_1", event="event_1_arm_1") == 1
+    assert alice.export_records(records=["1"]) == []
+    assert "does not exist" in error_of(alice.export_file, record="1", field="upload_field", event="event_1_arm_1")
+    rows = alice.export_logging(begin_time=datetime.now() + timedelta(days=1))
+    assert rows == []
+    assert alice.export_logging(end_time=datetime.now() - timedelta(days=1)) == []

@@ -25,6 +25,8 @@ from .rights import DEIDENTIFIED, NO_ACCESS, REMOVE_IDENTIFIERS, Caller
 STATUS_LABELS = {"0": "Incomplete", "1": "Unverified", "2": "Complete"}
 FIXED_CHOICES = {"yesno": {"1": "Yes", "0": "No"}, "truefalse": {"1": "True", "0": "False"}}
 DATE_TYPES = ("date", "datetime", "time")
+SPECIAL_LABELS = {"redcap_event_name": "Event Name", "redcap_repeat_instrument": "Repeat Instrument",
+                  "redcap_repeat_instance": "Repeat Instance", "redcap_data_access_group": "Data Access Group"}
 EAV_KEYS = ("redcap_event_name", "redcap_repeat_instrument", "redcap_repeat_instance")
 
 
@@ -174,7 +176,7 @@ def header_labels(schema: Schema, header: list[str]) -> list[str]:
         base, _, code = column.partition("___")
         row = schema.fields.get(base)
         if row is None:
-            out.append(column)
+            out.append(SPECIAL_LABELS.get(column, column))
         elif code:
             out.append(f"{row.get('field_label', base)} (choice={choice_labels(row).get(code, code)})")
         else:
