@@ -4,7 +4,9 @@ What the doctests read: one arm, events ``event_1_arm_1`` (form_1, repeating as 
 event) and ``event_2_arm_1`` (no forms); fields ``record_id``, ``field_1`` (yes/no),
 ``checkbox_field`` (two options), ``upload_field``; records 1 and 2; record 1's
 ``test_upload.txt`` holding ``test upload\\n``; a DAG "Test DAG", a role "Test role";
-the File Repository's ``test.txt`` (``hello``) and folder ``test`` with ``test_in_folder.txt``.
+the File Repository's ``test.txt`` (``hello``) and folder ``test`` with ``test_in_folder.txt``;
+a log history (PyCap's ``export_logging`` doctest shows the ``Create project`` row with older
+rows after it: the project had been set up, e.g. API access granted, before the doctests ran).
 """
 
 from __future__ import annotations
