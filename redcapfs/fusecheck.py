@@ -82,8 +82,8 @@ def _helper_problem(device: str) -> str | None:
 
 def _library_problem(device: str) -> str | None:
     del device
-    if ctypes.util.find_library("fuse") is None:
-        return ("libfuse 2 is missing (Debian 12: sudo apt-get install libfuse2; "
+    if ctypes.util.find_library("fuse") is None and ctypes.util.find_library("fuse3") is None:
+        return ("libfuse is missing (Debian 12: sudo apt-get install libfuse3-3, or libfuse2; "
                 "Ubuntu 24.04 and later: libfuse2t64; Fedora: fuse-libs; Arch: fuse2)")
     return None
 
