@@ -188,3 +188,13 @@ def server_bytes(sb: Any, record: str, field: str, event: str | None = None,
             return None
         raise
     return content
+
+
+def settled(check: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Whether ``check`` becomes true within ``timeout``: davfs2 uploads after close() returned."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
