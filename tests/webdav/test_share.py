@@ -155,3 +155,45 @@ def test_mkcol_makes_a_record(sandbox, share) -> None:
     assert sh.request("MKCOL", "4242").status_code == 201
     ids = {row["record_id"] for row in pycap(sb).export_records(fields=["record_id"])}
     assert "4242" in ids
+
+
+def test_sigterm_finishes_the_upload_in_flight(sandbox, share, tmp_path: Path) -> None:
+    import threading
+
+    from conftest import settled
+
+    sb = sandbox("--latency", "1500")
+    sh = share(sb)
+    body = os.urandom(3_000_000)
+    answer: list[requests.Response] = []
+    put = threading.Thread(target=lambda: answer.append(sh.request("PUT", f"{SLOT}/big.bin", data=body)))
+    put.start()
+    assert settled(lambda: any((tmp_path / "state").glob("*/spool/*.data"))), "the PUT never reached the spool"
+    sh.proc.send_signal(15)
+    put.join(120)
+    assert answer and answer[0].status_code == 201
+    assert sh.proc.wait(120) == 0
+    assert server_bytes(sb, "1001", "radiology_report", "baseline_arm_1") == body
+    assert sh.cli("unsent", "--json").stdout.strip() in ("", "[]")
+
+
+def test_demo_serves_the_demo_project(tmp_path: Path) -> None:
+    env = dict(os.environ, REDCAPFS_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.Popen([sys.executable, "-m", "redcapfs", "demo", "--webdav", "127.0.0.1:0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO),
+                            stdin=subprocess.DEVNULL)
+    try:
+        values = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            key, sep, value = line.strip().partition("=")
+            if sep:
+                values[key] = value
+            if line.strip() == "ready":
+                break
+        listing = requests.request("PROPFIND", values["url"], headers={"Depth": "1"}, timeout=60,
+                                   auth=requests.auth.HTTPDigestAuth(values["user"], values["password"]))
+        assert listing.status_code == 207 and "/1001/" in listing.text
+    finally:
+        proc.send_signal(2)
+        assert proc.wait(60) == 0
