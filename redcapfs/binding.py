@@ -119,9 +119,38 @@ def negotiate(conn: Any) -> dict[str, int]:
         if conn.capable & CAP_ATOMIC_O_TRUNC:
             conn.want |= CAP_ATOMIC_O_TRUNC
         conn.max_write = MAX_REQUEST
+        conn.max_readahead = MAX_REQUEST  # the kernel keeps the lower of this and its own (128 KiB)
         conn.max_read = 0  # no limit of our own: the kernel's max_pages decides
     return {"max_write": int(conn.max_write), "max_readahead": int(conn.max_readahead),
             "want": int(conn.want), "capable": int(conn.capable)}
+
+
+def raise_readahead(device: str) -> str:
+    """Let reads reach us as 1 MiB requests: raise the mount's readahead (libfuse3 only).
+
+    The kernel caps readahead at 128 KiB for a FUSE mount (what ``init`` can ask
+    for is only ever lowered), so a cold ``cp`` out arrives in 128-256 KiB reads
+    whatever max_pages allows. Its bdi's ``read_ahead_kb`` can be raised by root
+    only; for anyone else this says so and changes nothing.
+    """
+    if major() != 3:
+        return "readahead left at the kernel's default (libfuse2 splits reads at 128 KiB)"
+    path = f"/sys/class/bdi/{device}/read_ahead_kb"
+    try:
+        with open(path, "w") as out:
+            out.write(str(MAX_REQUEST >> 10))
+    except OSError as exc:
+        return f"readahead left at the kernel's default ({path}: {exc.strerror})"
+    return f"readahead {MAX_REQUEST >> 10} KiB"
+
+
+def block_size() -> int:
+    """The ``st_blksize`` to report: cp, rsync and most tools size their buffers by it.
+
+    With libfuse3 a whole 1 MiB write then reaches us in one request (cp's
+    default 128 KiB would split it into eight); libfuse2 splits at 128 KiB anyway.
+    """
+    return MAX_REQUEST if major() == 3 else 128 << 10
 
 
 def fuse_class() -> Any:

@@ -26,6 +26,7 @@ from redcapfs.tree import Stat, Tree
 _fuse = binding.load()
 FuseOSError: Any = _fuse.FuseOSError
 Operations: Any = _fuse.Operations
+_BLOCK_SIZE = binding.block_size()
 
 log = logging.getLogger(__name__)
 
@@ -259,5 +260,5 @@ def _stat_dict(st: Stat) -> dict[str, Any]:
         "st_ctime": st.mtime_ns,
         "st_atime": st.mtime_ns,
         "st_blocks": (st.size + 511) // 512,
-        "st_blksize": 128 * 1024,
+        "st_blksize": _BLOCK_SIZE,
     }

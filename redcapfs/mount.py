@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from redcapfs import binding
@@ -21,7 +22,7 @@ from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
 from redcapfs.daemon import pidfile, ready, report, start_background
 from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
-from redcapfs.mountpoint import check_mountpoint, recover
+from redcapfs.mountpoint import check_mountpoint, mount_entry, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
 from redcapfs.session import open_session
 from redcapfs.unmount import unmount_main
@@ -99,6 +100,30 @@ def _log_path(args: argparse.Namespace) -> Path | None:
     return state_root() / "mount.log"
 
 
+def _on_init(mountpoint: Path, ready_fd: int | None, notice: str) -> None:
+    """libfuse's init: the kernel takes its answer only after this returns, so the rest runs in a thread."""
+    threading.Thread(target=_settle, args=(mountpoint, ready_fd, notice), name="ready", daemon=True).start()
+
+
+def _settle(mountpoint: Path, ready_fd: int | None, notice: str) -> None:
+    """Once the kernel has the answer to init: raise the readahead, then report ready.
+
+    A statfs is queued by the kernel until init is answered, and is served by
+    another worker thread (redcapfs answers it without any network call). The
+    readahead must be raised after that (the kernel sets it from init's answer,
+    only ever lowering it) and before "ready", so that the first file opened
+    already reads in 1 MiB requests.
+    """
+    try:
+        os.statvfs(mountpoint)
+        entry = mount_entry(mountpoint)
+        if entry is not None:
+            log.info("%s", binding.raise_readahead(entry[0]))
+    except OSError as exc:
+        log.warning("readahead not tuned: %s", exc)
+    ready(ready_fd, notice)
+
+
 def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, token: str) -> int:
     """Check, mount, serve until unmounted, clean up.
 
@@ -126,7 +151,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     ops = RedcapOperations(session.tree)
     notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
               "see `redcapfs unsent`") if session.unsent else ""
-    ops.on_init = lambda: ready(args.ready_fd, notice)
+    ops.on_init = lambda: _on_init(mountpoint, args.ready_fd, notice)
     pid_path.write_text(str(os.getpid()))
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:

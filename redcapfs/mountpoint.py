@@ -31,9 +31,13 @@ def _unescape(field: str) -> str:
     return field
 
 
-def mount_type(path: Path) -> str | None:
-    """The file system type mounted exactly at ``path`` (the last mount there), or None."""
-    target = os.path.realpath(path)
+def mount_entry(path: Path) -> tuple[str, str] | None:
+    """``(device "major:minor", file system type)`` of the mount exactly at ``path`` (the last one), or None.
+
+    ``path`` must be absolute and resolved already: resolving it here would stat
+    the mount, which from inside the mount's own ``init`` never returns.
+    """
+    target = str(path)
     found = None
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
@@ -43,8 +47,14 @@ def mount_type(path: Path) -> str | None:
         left, _, right = line.partition(" - ")
         fields = left.split()
         if len(fields) > 4 and _unescape(fields[4]) == target and right:
-            found = right.split()[0]
+            found = (fields[2], right.split()[0])
     return found
+
+
+def mount_type(path: Path) -> str | None:
+    """The file system type mounted exactly at ``path``, or None."""
+    entry = mount_entry(Path(os.path.realpath(path)))
+    return entry[1] if entry else None
 
 
 # What the kernel answers on a FUSE mount whose daemon is gone: ENOTCONN, or
