@@ -51,3 +51,21 @@ def test_copy_out_and_in_and_check(sandbox, share, tools, tls_files, tmp_path: P
         assert server_bytes(sb, record, field, event) == (src / rel).read_bytes(), rel
     checked = rclone(sh, ca, "check", "--one-way", "--download", str(src), "dav:")
     assert checked.returncode == 0, checked.stderr
+
+
+def test_failed_upload_fails_rclone_and_keeps_the_bytes(sandbox, share, tools, tls_files, tmp_path: Path) -> None:
+    import json
+
+    need(tools, "rclone")
+    cert, key, ca = tls_files
+    sb = sandbox("--fault", "content=file,action=import,do=500")
+    sh = share(sb, "rate=off", "timeout=5", args=("--cert", cert, "--key", key), verify=ca)
+    src = tmp_path / "ecg.bin"
+    src.write_bytes(os.urandom(250_000))
+    result = rclone(sh, ca, "--retries", "1", "--low-level-retries", "1", "copyto", str(src),
+                    "dav:1001/baseline_arm_1/radiology_report/ecg.bin")
+    assert result.returncode != 0, "a failed upload must never look like success"
+    assert server_bytes(sb, "1001", "radiology_report", "baseline_arm_1") is None
+    rows = json.loads(sh.cli("unsent", "--json").stdout)
+    assert [r["target"]["name"] for r in rows] == ["ecg.bin"]
+    assert Path(rows[0]["data_path"]).read_bytes() == src.read_bytes()

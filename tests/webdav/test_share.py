@@ -197,3 +197,18 @@ def test_demo_serves_the_demo_project(tmp_path: Path) -> None:
     finally:
         proc.send_signal(2)
         assert proc.wait(60) == 0
+
+
+def test_read_only_share_and_instances(sandbox, share) -> None:
+    sb = sandbox()
+    ro = share(sb, "ro")
+    assert ro.request("PUT", f"{SLOT}/x.txt", data=b"x").status_code == 405, "ro: writing methods not offered"
+    assert ro.request("DELETE", FULL).status_code == 405
+    assert server_bytes(sb, "1001", "consent_form", "screening_arm_1") is not None
+    assert ro.stop() == 0
+    rw = share(sb)
+    assert rw.request("MKCOL", "1002/week_12_arm_1/ae_photo/4").status_code == 201
+    assert rw.request("PUT", "1002/week_12_arm_1/ae_photo/4/photo.png", data=b"png bytes").status_code == 201
+    assert server_bytes(sb, "1002", "ae_photo", "week_12_arm_1", 4) == b"png bytes"
+    assert rw.request("MKCOL", "1002/week_12_arm_1/ae_photo/5").status_code == 201
+    assert rw.request("DELETE", "1002/week_12_arm_1/ae_photo/5").status_code == 204, "an empty local instance goes"
