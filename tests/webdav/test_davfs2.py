@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need, pycap, server_bytes, settled
+from davhelp import need, pycap, server_bytes, settled
 
 FILES = {  # relative path -> size; each in a slot that is empty in the demo project
     "1001/baseline_arm_1/radiology_report/report.txt": 5_000,

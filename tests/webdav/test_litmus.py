@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO, need
+from davhelp import REPO, need
 
 SUITES = ("basic", "copymove", "locks", "http")
 LITMUS = Path("/usr/libexec/litmus")

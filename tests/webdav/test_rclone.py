@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import need, server_bytes
+from davhelp import need, server_bytes
 
 IN_FILES = {  # each in a slot that is empty in the demo project
     "1001/week_12_arm_1/radiology_report/r1.txt": 40_000,

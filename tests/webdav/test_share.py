@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import requests
-from conftest import REPO, pycap, server_bytes
+from davhelp import REPO, pycap, server_bytes
 
 SLOT = "1001/baseline_arm_1/radiology_report"  # empty in the demo project
 FULL = "1001/screening_arm_1/consent_form/consent_1001.pdf"
@@ -160,7 +160,7 @@ def test_mkcol_makes_a_record(sandbox, share) -> None:
 def test_sigterm_finishes_the_upload_in_flight(sandbox, share, tmp_path: Path) -> None:
     import threading
 
-    from conftest import settled
+    from davhelp import settled
 
     sb = sandbox("--latency", "1500")
     sh = share(sb)
