@@ -23,6 +23,7 @@ from redcapfs.tree import Tree
 from redcapfs.webdav.provider import TreeProvider
 
 THREADS = 10
+BLOCK_SIZE = 1 << 20  # PUT bodies reach the spool and GETs leave the cache in 1 MiB pieces, as on the mount
 
 
 def make_config(provider: TreeProvider, user: str, password: str, tls: bool) -> dict[str, Any]:
@@ -36,6 +37,7 @@ def make_config(provider: TreeProvider, user: str, password: str, tls: bool) -> 
             "trusted_auth_header": None,
         },
         "simple_dc": {"user_mapping": {"*": {user: {"password": password}}}},
+        "block_size": BLOCK_SIZE,
         "lock_storage": True,
         "property_manager": None,
         "mutable_live_props": ["{DAV:}getlastmodified"],
