@@ -15,6 +15,7 @@ commands:
   retry [ID ...]                     send them again (--incomplete ID, --force ID, --delete ID; see --help)
   trash [--empty [ID ...]]           list (or empty) the versions that replaces and deletes removed
   restore ID                         put a version from the trash back
+  status [MOUNTPOINT] [--json]       what each mount is doing: transfers, unsent files, API calls, cache
   serve webdav URL [--addr H:P]      serve the project as a WebDAV share (docs/webdav.md)
   sandbox [PROJECT] [options]        run the REDCap-compatible sandbox API server (docs/sandbox.md)
 """
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from .unsent import main_unsent
 
         return main_unsent(rest)
+    if command == "status":
+        from .status_cli import main as status_main
+
+        return status_main(rest)
     if command == "retry":
         from .unsent import main_retry
 

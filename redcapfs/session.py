@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redcapfs import errors as E
@@ -42,6 +42,7 @@ class Session:
     attrs: AttrStore
     keep_cache: bool
     unsent: int = 0
+    info: dict = field(default_factory=dict)  # project info (title, id) for `redcapfs status`
 
     def close(self) -> None:
         try:
@@ -139,7 +140,7 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
                 options=tree_opts)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
-    return Session(client, tree, cache, attrs, opts.keep_cache, unsent)
+    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info)
 
 
 def _owner_alive(pid: int) -> bool:

@@ -1,8 +1,9 @@
 """The REDCap API as redcapfs needs it: one interface, two implementations.
 
-``HttpClient`` (``redcapfs.client.http``) speaks to a real server. ``MemoryClient``
-(``redcapfs.client.memory``) keeps a project in memory, for fast unit tests of the
-filesystem model only; everything that crosses HTTP is tested against the sandbox.
+``HttpClient`` (``redcapfs.client.http``) speaks to a real server or the sandbox.
+``InProcessClient`` (``redcapfs.sandbox.inprocess``) calls the sandbox's API in
+this process, for fast unit and model tests of the filesystem; there is one
+REDCap emulator (the sandbox), reached with or without HTTP.
 
 Rows are returned exactly as REDCap's JSON API returns them (lists of dicts with
 string values), so the path model can be tested on real API output.

@@ -16,10 +16,8 @@ Design points, each forced by how REDCap behaves (see ``docs/redcap-api.md``):
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import logging
-import mimetypes
+import os
 import random
 import threading
 import time
@@ -32,22 +30,29 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
-from requests_toolbelt import MultipartEncoder
+from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
 from redcapfs import __version__
 from redcapfs import errors as E
 
 from .base import FileInfo, chunked
 from .contenttype import parse_content_type
+from .params import api_form, export_records_params, import_records_params, slot_params, upload_mime
 from .responses import (
+    PEEK_MIMES,
     CallContext,
-    classify_bad_request,
+    download_head_check,
     error_for,
-    error_message,
+    file_info_answer,
     is_retryable,
-    looks_like_html,
+    json_answer,
+    means_empty,
     not_an_api,
+    rows_answer,
+    text_answer,
+    write_answer,
 )
+from .stats import ClientStats, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,6 @@ T = TypeVar("T")
 CHUNK = 1 << 20  # download and upload block size
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any REDCap error; bounds what a wrong URL can make us read
 DEFAULT_USER_AGENT = f"redcapfs/{__version__} python-requests/{requests.__version__}"
-_PEEK_MIMES = ("text/html", "application/json", "text/xml", "application/xml")
 
 
 # ----------------------------------------------------------------- helpers
@@ -141,9 +145,14 @@ class _Secret:
 
 @dataclass
 class _Progress:
-    """Bytes written to ``out`` by the current download attempt."""
+    """Bytes written to ``out`` by the current download attempt (also shown by ``redcapfs status``)."""
 
+    transfer: Transfer
     written: int = 0
+
+    def set(self, written: int) -> None:
+        self.written = written
+        self.transfer.advance(written)
 
 
 def _check_token(token: str) -> str:
@@ -188,14 +197,6 @@ def _content_length(resp: requests.Response) -> int | None:
     return value if value >= 0 else None
 
 
-def _form_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, _dt.datetime):
-        return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
-
-
 # ------------------------------------------------------------------ client
 
 
@@ -231,6 +232,7 @@ class HttpClient:
         self.retry = RetryPolicy(retries, backoff, max_backoff, retry_deadline)
         self.fileinfo_params = tuple(fileinfo_params)
         self._limiter = RateLimiter(rate_limit) if rate_limit else None
+        self.stats = ClientStats(rate_limit or None)  # calls, rate, transfers: for `redcapfs status`
         self._session = self._make_session(pool_size, verify, user_agent)
         self._fileinfo_supported: bool | None = None
         self._record_id_field: str | None = None
@@ -297,7 +299,7 @@ class HttpClient:
         try:
             return self._json_rows(CallContext("repeatingFormsEvents"), {})
         except E.BadRequest as exc:
-            if "repeat" in exc.message.lower():
+            if means_empty("repeatingFormsEvents", exc):
                 return []
             raise
 
@@ -309,7 +311,7 @@ class HttpClient:
         try:
             return self._json_rows(CallContext(content), {})
         except E.BadRequest as exc:
-            if "classic project" in exc.message.lower():
+            if means_empty(content, exc):
                 return []
             raise
 
@@ -359,11 +361,7 @@ class HttpClient:
         fields: Sequence[str] | None,
         events: Sequence[str] | None,
     ) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"type": "flat"}
-        for name, values in (("records", records), ("fields", fields), ("events", events)):
-            for i, value in enumerate(values or ()):
-                params[f"{name}[{i}]"] = value
-        return self._json_rows(CallContext("record", "export"), params)
+        return self._json_rows(CallContext("record", "export"), export_records_params(records, fields, events))
 
     def import_records(
         self,
@@ -375,13 +373,7 @@ class HttpClient:
     ) -> Any:
         """Import flat rows; returns REDCap's answer (``{"count": N}``, a list of ids, or ``None``)."""
         ctx = CallContext("record", "import")
-        params = {
-            "type": "flat",
-            "data": json.dumps(list(rows)),
-            "overwriteBehavior": "overwrite" if overwrite else "normal",
-            "forceAutoNumber": force_auto_number,
-            "returnContent": return_content,
-        }
+        params = import_records_params(rows, overwrite, return_content, force_auto_number)
         if return_content == "nothing":
             self._once(ctx, params)
             return None
@@ -414,12 +406,14 @@ class HttpClient:
         rewound (seek + truncate); otherwise the caller must discard ``out``.
         """
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
-        params = self._slot_params(ctx)
+        params = slot_params(ctx)
         start = _rewind_point(out)
-        progress = _Progress()
+        progress = _Progress(self.stats.start_transfer("download", record=record, event=event, field=field,
+                                                       instance=repeat_instance))
 
         def attempt() -> FileInfo:
-            progress.written = 0
+            progress.transfer.begin_attempt()
+            progress.set(0)
             return self._download(ctx, params, out, progress)
 
         def may_retry(exc: E.RedcapError) -> bool:
@@ -433,22 +427,29 @@ class HttpClient:
             out.truncate()
             return True
 
-        return self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry)
+        ok = False
+        try:
+            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry)
+            ok = True
+            return info
+        finally:
+            self.stats.end_transfer(progress.transfer, ok)
 
     def _download(self, ctx: CallContext, params: dict[str, Any], out: BinaryIO, progress: _Progress) -> FileInfo:
         resp = self._post(ctx, params, stream=True, headers={"Accept-Encoding": "identity"})
         with closing(resp):
             ctype = parse_content_type(resp.headers.get("Content-Type"))
             written = 0
-            if ctype.name is None and ctype.mime in _PEEK_MIMES:
+            if ctype.name is None and ctype.mime in PEEK_MIMES:
                 written = self._write_peeked(ctx, resp, out)
-                progress.written = written
+                progress.set(written)
             expected = _content_length(resp)
+            progress.transfer.total = expected
             try:
                 for chunk in resp.iter_content(CHUNK):
                     out.write(chunk)
                     written += len(chunk)
-                    progress.written = written
+                    progress.set(written)
             except requests.RequestException as exc:
                 raise self._transport_error(exc, ctx, f"download broke after {written} bytes") from None
         if expected is not None and written < expected:
@@ -458,11 +459,7 @@ class HttpClient:
     def _write_peeked(self, ctx: CallContext, resp: requests.Response, out: BinaryIO) -> int:
         """A nameless html/json/xml answer may be an error or a login page rather than a file: look first."""
         head = self._read_some(ctx, resp)
-        message = error_message(head)
-        if message is not None:
-            raise classify_bad_request(message, ctx.kwargs(200))
-        if looks_like_html(head):
-            raise not_an_api(ctx, 200, resp.headers.get("Content-Type"), "an HTML page instead of a file")
+        download_head_check(ctx, head, resp.headers.get("Content-Type"))
         out.write(head)
         return len(head)
 
@@ -481,7 +478,7 @@ class HttpClient:
         if self._fileinfo_supported is False:
             return None
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
-        params = self._slot_params(ctx)
+        params = slot_params(ctx)
         params.update({name: "1" for name in self.fileinfo_params})
         return self._retrying(ctx, lambda: self._file_info_once(ctx, params), idempotent=True)
 
@@ -501,23 +498,12 @@ class HttpClient:
         self._fileinfo_supported = False
 
     def _parse_file_info(self, ctx: CallContext, body: bytes) -> FileInfo | None:
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise not_an_api(ctx, 200, "application/json", "fileinfo answer is not JSON") from None
-        if isinstance(data, dict) and "error" in data:
-            raise classify_bad_request(str(data["error"]), ctx.kwargs(200))
-        size = data.get("size", data.get("filesize")) if isinstance(data, dict) else None
-        try:
-            size_int = int(size) if size is not None else None
-        except (TypeError, ValueError):
-            size_int = None
-        if size_int is None:
+        info = file_info_answer(ctx, body)
+        if info is None:
             self._no_fileinfo(ctx)
             return None
         self._fileinfo_supported = True
-        name = data.get("name")
-        return FileInfo(str(name) if name not in (None, "") else None, size_int, None)
+        return info
 
     def import_file(
         self,
@@ -530,11 +516,23 @@ class HttpClient:
     ) -> None:
         """Upload ``path`` as ``filename``, streamed from disk; never retried (not idempotent)."""
         ctx = CallContext("file", "import", record, field, event, repeat_instance)
-        fields = self._with_content(ctx, self._slot_params(ctx))
-        mime = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        fields = self._with_content(ctx, slot_params(ctx))
+        mime = upload_mime(filename)
         with open(path, "rb") as fh:
-            encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, mime))])
-            self._once(ctx, None, body=encoder, headers={"Content-Type": encoder.content_type})
+            size = os.fstat(fh.fileno()).st_size
+            transfer = self.stats.start_transfer("upload", record=record, event=event, field=field,
+                                                 instance=repeat_instance, name=filename, total=size)
+            ok = False
+            try:
+                transfer.begin_attempt(size)
+                encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, mime))])
+                # The body is the file plus a few hundred bytes of multipart framing:
+                # bytes sent, capped at the file size, is what a user wants to see.
+                body = MultipartEncoderMonitor(encoder, lambda m: transfer.advance(min(size, m.bytes_read)))
+                self._once(ctx, None, body=body, headers={"Content-Type": body.content_type})
+                ok = True
+            finally:
+                self.stats.end_transfer(transfer, ok)
 
     def delete_file(
         self,
@@ -545,24 +543,14 @@ class HttpClient:
     ) -> None:
         """Delete a stored file; never retried (a repeat would answer "no file to delete")."""
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
-        self._once(ctx, self._slot_params(ctx))
+        self._once(ctx, slot_params(ctx))
 
-    @staticmethod
-    def _slot_params(ctx: CallContext) -> dict[str, Any]:
-        params: dict[str, Any] = {"action": ctx.action, "record": ctx.record, "field": ctx.field}
-        if ctx.event:
-            params["event"] = ctx.event
-        if ctx.instance is not None:
-            params["repeat_instance"] = ctx.instance
-        return params
 
     # ------------------------------------------------------------ transport
 
     def _form(self, params: dict[str, Any]) -> list[tuple[str, str]]:
         """The POST fields: token and content first, then json formats and the call's parameters."""
-        fields = [("token", self.__token.reveal()), ("content", ""), ("format", "json"), ("returnFormat", "json")]
-        fields += [(k, _form_value(v)) for k, v in params.items() if v is not None]
-        return fields
+        return api_form(self.__token.reveal(), "", params)
 
     def _post(
         self,
@@ -575,18 +563,21 @@ class HttpClient:
     ) -> requests.Response:
         """One HTTP attempt; returns a 200 response, raises a typed error for anything else."""
         if self._limiter:
-            self._limiter.acquire()
+            self.stats.throttled(self._limiter.acquire())
         data = body if body is not None else self._with_content(ctx, params or {})
         started = time.monotonic()
+        self.stats.call(ctx.content, ctx.action)
         try:
             resp = self._session.post(self.url, data=data, headers=headers, timeout=self.timeout,
                                       stream=stream, allow_redirects=False)
         except requests.RequestException as exc:
+            self.stats.failed()
             raise self._transport_error(exc, ctx, "request failed") from None
         log.debug("%s %s → HTTP %d in %.3f s", ctx.label(), ctx.record or "", resp.status_code,
                   time.monotonic() - started)
         if resp.status_code == 200:
             return resp
+        self.stats.failed()
         with closing(resp):
             raise self._status_error(ctx, resp)
 
@@ -669,10 +660,7 @@ class HttpClient:
         """A write: one attempt, 200 only, and an error text in a 200 body still counts as an error."""
         with closing(self._post(ctx, params, **kw)) as resp:
             body = resp.content
-        message = error_message(body)
-        if message is not None:
-            raise classify_bad_request(message, ctx.kwargs(200))
-        return body
+        return write_answer(ctx, body)
 
     def _json(self, ctx: CallContext, params: dict[str, Any], idempotent: bool = True) -> Any:
         return self._retrying(ctx, lambda: self._json_once(ctx, params), idempotent)
@@ -680,23 +668,10 @@ class HttpClient:
     def _json_once(self, ctx: CallContext, params: dict[str, Any]) -> Any:
         with closing(self._post(ctx, params)) as resp:
             body, ctype = resp.content, resp.headers.get("Content-Type")
-        try:
-            data = json.loads(body)
-        except ValueError:
-            message = error_message(body)
-            if message is not None:
-                raise classify_bad_request(message, ctx.kwargs(200)) from None
-            detail = "an HTML page" if looks_like_html(body) else "the answer is not JSON"
-            raise not_an_api(ctx, 200, ctype, detail) from None
-        if isinstance(data, dict) and set(data) == {"error"}:
-            raise classify_bad_request(str(data["error"]), ctx.kwargs(200))
-        return data
+        return json_answer(ctx, body, ctype)
 
     def _json_rows(self, ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
-        data = self._json(ctx, params)
-        if not isinstance(data, list):
-            raise not_an_api(ctx, 200, "application/json", "expected a JSON list of rows")
-        return data
+        return rows_answer(ctx, self._json(ctx, params))
 
     def _text(self, ctx: CallContext, params: dict[str, Any], idempotent: bool = True) -> str:
         return self._retrying(ctx, lambda: self._text_once(ctx, params), idempotent)
@@ -704,9 +679,4 @@ class HttpClient:
     def _text_once(self, ctx: CallContext, params: dict[str, Any]) -> str:
         with closing(self._post(ctx, params)) as resp:
             body, ctype = resp.content, resp.headers.get("Content-Type")
-        message = error_message(body)
-        if message is not None:
-            raise classify_bad_request(message, ctx.kwargs(200))
-        if looks_like_html(body) or len(body) > 200:
-            raise not_an_api(ctx, 200, ctype, "expected a short plain-text answer")
-        return body.decode("utf-8", "replace").strip()
+        return text_answer(ctx, body, ctype)

@@ -16,6 +16,7 @@ from typing import Any
 
 from redcapfs import errors as E
 
+from .base import FileInfo
 from .contenttype import parse_content_type
 
 _XML_ERROR = re.compile(r"<error>(.*?)</error>", re.DOTALL | re.IGNORECASE)
@@ -40,6 +41,9 @@ _BAD_REQUEST_TABLE: tuple[tuple[re.Pattern[str], type[E.BadRequest]], ...] = tup
 )
 BAD_TOKEN_TEXT = "you do not have permissions to use the api"
 RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504})
+#: Nameless answers of these types may be an error or a login page rather than a file.
+PEEK_MIMES = ("text/html", "application/json", "text/xml", "application/xml")
+TEXT_ANSWER_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -165,3 +169,86 @@ def is_retryable(exc: E.RedcapError) -> bool:
     if isinstance(exc, E.TransportError):  # includes RequestTimeout (and HTTP 408)
         return True
     return isinstance(exc, E.ServerError) and exc.status in RETRYABLE_STATUS
+
+
+# ------------------------------------------------- 200 answers, by call shape
+#
+# A 200 can still carry an error (older servers, proxies), so every success is
+# read through one of these. ``HttpClient`` and the sandbox's in-process client
+# both use them: a body means the same thing whichever way it arrived.
+
+
+def json_answer(ctx: CallContext, body: bytes, content_type: str | None) -> Any:
+    """A JSON answer; an error body (any of REDCap's three forms) raises its typed error."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        message = error_message(body)
+        if message is not None:
+            raise classify_bad_request(message, ctx.kwargs(200)) from None
+        detail = "an HTML page" if looks_like_html(body) else "the answer is not JSON"
+        raise not_an_api(ctx, 200, content_type, detail) from None
+    if isinstance(data, dict) and set(data) == {"error"}:
+        raise classify_bad_request(str(data["error"]), ctx.kwargs(200))
+    return data
+
+
+def rows_answer(ctx: CallContext, data: Any) -> list[dict[str, Any]]:
+    """A parsed JSON answer that must be a list of rows."""
+    if not isinstance(data, list):
+        raise not_an_api(ctx, 200, "application/json", "expected a JSON list of rows")
+    return data
+
+
+def text_answer(ctx: CallContext, body: bytes, content_type: str | None) -> str:
+    """A short plain-text answer (version, next record name)."""
+    message = error_message(body)
+    if message is not None:
+        raise classify_bad_request(message, ctx.kwargs(200))
+    if looks_like_html(body) or len(body) > TEXT_ANSWER_LIMIT:
+        raise not_an_api(ctx, 200, content_type, "expected a short plain-text answer")
+    return body.decode("utf-8", "replace").strip()
+
+
+def write_answer(ctx: CallContext, body: bytes) -> bytes:
+    """A write's answer: an error text in a 200 body still counts as an error."""
+    message = error_message(body)
+    if message is not None:
+        raise classify_bad_request(message, ctx.kwargs(200))
+    return body
+
+
+def download_head_check(ctx: CallContext, head: bytes, content_type: str | None) -> None:
+    """The first bytes of a nameless html/json/xml download: an error or a web page, not a file."""
+    message = error_message(head)
+    if message is not None:
+        raise classify_bad_request(message, ctx.kwargs(200))
+    if looks_like_html(head):
+        raise not_an_api(ctx, 200, content_type, "an HTML page instead of a file")
+
+
+def file_info_answer(ctx: CallContext, body: bytes) -> FileInfo | None:
+    """The ``fileinfo`` JSON as a ``FileInfo``; ``None`` when it holds no size (flag not understood)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise not_an_api(ctx, 200, "application/json", "fileinfo answer is not JSON") from None
+    if isinstance(data, dict) and "error" in data:
+        raise classify_bad_request(str(data["error"]), ctx.kwargs(200))
+    size = data.get("size", data.get("filesize")) if isinstance(data, dict) else None
+    try:
+        size_int = int(size) if size is not None else None
+    except (TypeError, ValueError):
+        size_int = None
+    if size_int is None:
+        return None
+    name = data.get("name")
+    return FileInfo(str(name) if name not in (None, "") else None, size_int, None)
+
+
+def means_empty(content: str, exc: E.BadRequest) -> bool:
+    """REDCap's 400 that stands for "none": arms/events/mappings of a classic project, no repeating setup."""
+    text = exc.message.lower()
+    if content == "repeatingFormsEvents":
+        return "repeat" in text
+    return "classic project" in text

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import SandboxConfig, parse_token
 from .faults import FaultSet, FaultSpecError
+from .loaders import load_project
 from .server import SandboxServer
 from .store import Store
 
@@ -79,8 +80,6 @@ def open_store(data_dir: Path, project: str | None) -> Store:
         if project:
             log.warning("data dir %s already holds a project: %s is ignored", data_dir, project)
         return store
-    from .loaders import load_project  # lazy: written separately, heavy imports
-
     workdir = Path(tempfile.mkdtemp(prefix="load-", dir=str(data_dir)))
     try:
         store.initialise(load_project(project, str(workdir)))

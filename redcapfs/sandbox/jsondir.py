@@ -26,7 +26,7 @@ import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .loaders import METADATA_KEYS, metadata_row
+from .metarows import METADATA_KEYS, metadata_row
 from .project import ProjectDef, StoredFile
 
 FIRST_EVENT_ID = 41
@@ -49,7 +49,7 @@ def _read_json(path: Path, expected: type, required: bool = False) -> Any:
     if not isinstance(data, expected):
         raise ValueError(f"{path}: expected a JSON {expected.__name__ if expected is not dict else 'object'}, "
                          f"got {type(data).__name__}")
-    if expected is list and not all(isinstance(r, (dict, str)) for r in data):
+    if isinstance(data, list) and not all(isinstance(r, (dict, str)) for r in data):
         raise ValueError(f"{path}: every entry must be an object")
     return data
 
@@ -189,9 +189,9 @@ def _fill_file_values(records: list[dict[str, Any]], files: list[StoredFile], ri
         event = f.event or ""
         for form in (form_of.get(f.field, ""), ""):
             inst = f.repeat_instance if (form or event in repeating_events) else 0
-            row = index.get((f.record, event, form, inst))
-            if row is not None:
-                row[f.field] = f.name
+            found = index.get((f.record, event, form, inst))
+            if found is not None:
+                found[f.field] = f.name
                 break
 
 

@@ -22,443 +22,29 @@ which closes the XML-bomb and external-entity doors without ``defusedxml``.
 Literal newlines/tabs inside attribute values (REDCap writes notes that way) are
 escaped before parsing, as REDCap's importer does, because XML would otherwise
 turn them into spaces.
+
+This module is the reader (the streaming pass and ``ClinicalData``);
+``odm_study`` turns the ``Study`` part into API rows and ``odm_input`` holds the
+byte filter, the element tree and the base64 sink.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import mimetypes
 import xml.parsers.expat
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .loaders import data_columns, metadata_row
+from .odm_input import AttributeNewlineEscaper, Base64Sink, Node, OdmError, local_name
+from .odm_study import RESERVED_COLUMNS, Structure, build_structure
 from .project import ProjectDef, StoredFile
 
+__all__ = ["AttributeNewlineEscaper", "OdmError", "OdmReader", "load_project_xml"]
+
 CHUNK = 64 * 1024
-REDCAP_NS_MARK = "projectredcap.org"
-#: GlobalVariables tags → ``content=project`` keys.
-GLOBAL_KEYS = {
-    "redcap:RecordAutonumberingEnabled": "record_autonumbering_enabled",
-    "redcap:CustomRecordLabel": "custom_record_label",
-    "redcap:SecondaryUniqueField": "secondary_unique_field",
-    "redcap:SchedulingEnabled": "scheduling_enabled",
-    "redcap:SurveysEnabled": "surveys_enabled",
-    "redcap:RandomizationEnabled": "randomization_enabled",
-    "redcap:DisplayTodayNowButton": "display_today_now_button",
-    "redcap:Purpose": "purpose",
-    "redcap:PurposeOther": "purpose_other",
-    "redcap:ProjectNotes": "project_notes",
-    "redcap:MissingDataCodes": "missing_data_codes",
-}
-INT_KEYS = {"record_autonumbering_enabled", "scheduling_enabled", "surveys_enabled", "randomization_enabled",
-            "display_today_now_button", "purpose"}
-#: Export columns REDCap adds that are not fields (dropped from records here).
-RESERVED_COLUMNS = {"redcap_data_access_group", "redcap_survey_identifier"}
-FIRST_EVENT_ID = 41
-
-
-class OdmError(ValueError):
-    """Malformed project XML; the message names the file and, where known, the line."""
-
-
-# ------------------------------------------------------------------ the input
-
-
-class AttributeNewlineEscaper:
-    """Byte filter: inside quoted attribute values, turn CR/LF/TAB into character references.
-
-    XML normalises those characters in attribute values to spaces, which would
-    lose the line breaks of REDCap's ``Value="line 1\\nline 2"``. The filter tracks
-    just enough syntax (tags, quotes, CDATA, comments) to touch nothing else, and
-    works on bytes so multi-byte UTF-8 is never split.
-    """
-
-    REPLACE = {b"\n": b"&#10;", b"\r": b"&#13;", b"\t": b"&#9;"}
-
-    def __init__(self) -> None:
-        self.state = "text"
-        self.quote = b""
-        self.held = b""
-
-    def feed(self, data: bytes, final: bool = False) -> bytes:
-        data = self.held + data
-        self.held = b""
-        out: list[bytes] = []
-        pos = 0
-        while pos < len(data):
-            step = getattr(self, "_" + self.state)(data, pos, out, final)
-            if step is None:  # needs more input
-                self.held = data[pos:]
-                break
-            pos = step
-        return b"".join(out)
-
-    def _text(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
-        lt = data.find(b"<", pos)
-        if lt < 0:
-            out.append(data[pos:])
-            return len(data)
-        out.append(data[pos:lt])
-        head = data[lt:lt + 9]
-        if len(head) < 9 and not final and (b"<![CDATA["[: len(head)] == head or b"<!--"[: len(head)] == head):
-            return None if lt == pos else lt
-        if head.startswith(b"<![CDATA["):
-            self.state = "cdata"
-            out.append(head)
-            return lt + 9
-        if head.startswith(b"<!--"):
-            self.state = "comment"
-            out.append(b"<!--")
-            return lt + 4
-        self.state = "tag"
-        out.append(b"<")
-        return lt + 1
-
-    def _tag(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
-        ends = [i for i in (data.find(b">", pos), data.find(b'"', pos), data.find(b"'", pos)) if i >= 0]
-        if not ends:
-            out.append(data[pos:])
-            return len(data)
-        stop = min(ends)
-        out.append(data[pos:stop + 1])
-        char = data[stop:stop + 1]
-        if char == b">":
-            self.state = "text"
-        else:
-            self.state, self.quote = "quoted", char
-        return stop + 1
-
-    def _quoted(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
-        stop = data.find(self.quote, pos)
-        chunk = data[pos:] if stop < 0 else data[pos:stop]
-        if stop < 0 and chunk.endswith(b"\r") and not final:
-            chunk = chunk[:-1]  # keep a CR to pair it with a following LF
-            out.append(self._escape(chunk))
-            return None if not chunk else pos + len(chunk)
-        out.append(self._escape(chunk))
-        if stop < 0:
-            return len(data)
-        out.append(self.quote)
-        self.state = "tag"
-        return stop + 1
-
-    def _escape(self, chunk: bytes) -> bytes:
-        chunk = chunk.replace(b"\r\n", b"\n")
-        for raw, ref in self.REPLACE.items():
-            chunk = chunk.replace(raw, ref)
-        return chunk
-
-    def _skip_until(self, marker: bytes, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
-        stop = data.find(marker, pos)
-        if stop < 0:
-            keep = 0 if final else len(marker) - 1
-            cut = max(pos, len(data) - keep)
-            out.append(data[pos:cut])
-            return None if cut == pos and not final else (cut if cut < len(data) else len(data))
-        out.append(data[pos:stop + len(marker)])
-        self.state = "text"
-        return stop + len(marker)
-
-    def _cdata(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
-        return self._skip_until(b"]]>", data, pos, out, final)
-
-    def _comment(self, data: bytes, pos: int, out: list[bytes], final: bool) -> int | None:
-        return self._skip_until(b"-->", data, pos, out, final)
-
-
-# ------------------------------------------------------------ the Study tree
-
-
-@dataclass
-class Node:
-    """An element of the (small) ``Study`` part: tag, attributes, children, text."""
-
-    tag: str
-    attrib: dict[str, str]
-    children: list[Node] = field(default_factory=list)
-    parts: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-    def find(self, tag: str) -> Node | None:
-        return next((c for c in self.children if c.tag == tag), None)
-
-    def findall(self, tag: str) -> list[Node]:
-        return [c for c in self.children if c.tag == tag]
-
-    def iter(self, tag: str) -> Iterator[Node]:
-        for child in self.children:
-            if child.tag == tag:
-                yield child
-            yield from child.iter(tag)
-
-    def get(self, key: str, default: str = "") -> str:
-        return self.attrib.get(key, default)
-
-
-def _local(name: str) -> str:
-    """``"URI local"`` (expat namespace form) → ``redcap:local`` for REDCap's namespace, else ``local``."""
-    uri, _, local = name.rpartition(" ")
-    if uri and REDCAP_NS_MARK in uri:
-        return "redcap:" + local
-    return local
-
-
-# ------------------------------------------------------------ base64 to disk
-
-
-class Base64Sink:
-    """Decodes base64 text arriving in pieces into a file, 4 characters at a time."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fh = open(path, "wb")
-        self.pending = ""
-        self.padded = False
-
-    def write(self, text: str) -> None:
-        text = self.pending + "".join(text.split())
-        cut = len(text) - len(text) % 4
-        if cut:
-            if self.padded:
-                raise ValueError("data after base64 padding")
-            block = text[:cut]
-            self.padded = "=" in block
-            self.fh.write(base64.b64decode(block, validate=True))
-        self.pending = text[cut:]
-
-    def close(self) -> None:
-        self.fh.close()
-        if self.pending:
-            raise ValueError("base64 data is truncated (length not a multiple of 4)")
-
-    def abort(self) -> None:
-        self.fh.close()
-
-
-# ----------------------------------------------------------------- structure
-
-
-@dataclass
-class Structure:
-    """What the ``Study`` part says, in API row shapes, plus indexes the data pass needs."""
-
-    info: dict[str, Any]
-    metadata: list[dict[str, str]]
-    instruments: list[dict[str, str]]
-    arms: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    form_event_mapping: list[dict[str, Any]]
-    repeating: list[dict[str, str]]
-    columns: dict[str, str] = field(default_factory=dict)
-    file_fields: set[str] = field(default_factory=set)
-
-    @property
-    def longitudinal(self) -> bool:
-        return bool(self.events)
-
-    @property
-    def record_id(self) -> str:
-        return self.metadata[0]["field_name"]
-
-    def repeating_event(self, event: str) -> bool:
-        return any(r.get("event_name", "") == event and not r["form_name"] for r in self.repeating)
-
-    def repeating_form(self, event: str, form: str) -> bool:
-        return any(r.get("event_name", "") == event and r["form_name"] == form for r in self.repeating)
-
-
-def _study_info(study: Node) -> dict[str, Any]:
-    gv = study.find("GlobalVariables")
-    gv = gv if gv is not None else Node("GlobalVariables", {})
-    info: dict[str, Any] = {"project_id": 1}
-    name = gv.find("StudyName")
-    info["project_title"] = (name.text if name is not None else "") or study.get("OID", "REDCap project")
-    for child in gv.children:
-        key = GLOBAL_KEYS.get(child.tag)
-        if key:
-            text = child.text.strip()
-            info[key] = int(text) if key in INT_KEYS and text.isdigit() else text
-    return info
-
-
-def _repeating(study: Node, longitudinal: bool) -> list[dict[str, str]]:
-    """``content=repeatingFormsEvents`` rows from ``redcap:RepeatingInstrumentsAndEvents``."""
-    rows: list[dict[str, str]] = []
-    for setup in study.iter("redcap:RepeatingInstrumentsAndEvents"):
-        for node in setup.iter("redcap:RepeatingInstrument"):
-            row = {"event_name": node.get("redcap:UniqueEventName"), "form_name": node.get("redcap:RepeatInstrument"),
-                   "custom_form_label": node.get("redcap:CustomLabel")}
-            rows.append(row)
-        for node in setup.iter("redcap:RepeatingEvent"):
-            rows.append({"event_name": node.get("redcap:UniqueEventName"), "form_name": "", "custom_form_label": ""})
-    if not longitudinal:  # classic exports name the hidden event "event_1_arm_1"; the API omits it
-        rows = [{k: v for k, v in r.items() if k != "event_name"} for r in rows if r["form_name"]]
-    return rows
-
-
-def _form_name(node: Node, prefix: str, attr: str = "redcap:FormName") -> str:
-    oid = node.get("FormOID") or node.get("OID")
-    return node.get(attr) or (oid[len(prefix):] if oid.startswith(prefix) else oid)
-
-
-def _events(mdv: Node) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Arms, events and the form/event mapping; all empty for a classic project."""
-    protocol = mdv.find("Protocol")
-    defs = {d.get("OID"): d for d in mdv.findall("StudyEventDef")}
-    refs = [r.get("StudyEventOID") for r in protocol.findall("StudyEventRef")] if protocol is not None else []
-    refs = [r for r in refs if r in defs] or ([] if protocol is None else list(defs))
-    if len(refs) <= 1:  # REDCap: a single event means a classic project
-        return [], [], []
-    arms: dict[int, dict[str, Any]] = {}
-    events: list[dict[str, Any]] = []
-    mapping: list[dict[str, Any]] = []
-    for i, oid in enumerate(refs):
-        d = defs[oid]
-        arm = int(d.get("redcap:ArmNum") or 1)
-        arms.setdefault(arm, {"arm_num": arm, "name": d.get("redcap:ArmName") or f"Arm {arm}"})
-        unique = d.get("redcap:UniqueEventName") or (oid[6:] if oid.startswith("Event.") else oid)
-        events.append({"event_name": d.get("redcap:EventName") or d.get("Name"), "arm_num": arm,
-                       "unique_event_name": unique, "custom_event_label": d.get("redcap:CustomEventLabel"),
-                       "event_id": FIRST_EVENT_ID + i})
-        for ref in d.findall("FormRef"):
-            mapping.append({"arm_num": arm, "unique_event_name": unique, "form": _form_name(ref, "Form.")})
-    return [arms[k] for k in sorted(arms)], events, mapping
-
-
-def _choices(item: Node, codelists: dict[str, Node]) -> str:
-    """``"1, Yes | 2, No"`` from the item's CodeList (checkboxes: ``redcap:CheckboxChoices``)."""
-    ref = item.find("CodeListRef")
-    codelist = codelists.get(ref.get("CodeListOID")) if ref is not None else None
-    if codelist is None:
-        return ""
-    if codelist.get("redcap:CheckboxChoices"):
-        parts = [p.strip() for p in codelist.get("redcap:CheckboxChoices").split("|")]
-        return " | ".join(p for p in parts if p)
-    out = []
-    for entry in codelist.findall("CodeListItem"):
-        decode = entry.find("Decode")
-        label = _translated(decode) if decode is not None else ""
-        out.append(f"{entry.get('CodedValue')}, {label}")
-    return " | ".join(out)
-
-
-def _translated(parent: Node) -> str:
-    """The HTML-formatted text where REDCap gives one (its importer prefers it), else the plain text."""
-    formatted = parent.find("redcap:FormattedTranslatedText")
-    chosen = formatted if formatted is not None else parent.find("TranslatedText")
-    return chosen.text if chosen is not None else ""
-
-
-def _label(item: Node) -> str:
-    question = item.find("Question")
-    return _translated(question) if question is not None else ""
-
-
-def _range(item: Node) -> tuple[str, str]:
-    low = high = ""
-    for check in item.findall("RangeCheck"):
-        value = check.find("CheckValue")
-        text = value.text if value is not None else ""
-        if check.get("Comparator") in ("GE", "GT"):
-            low = text
-        elif check.get("Comparator") in ("LE", "LT"):
-            high = text
-    return low, high
-
-
-def _field_row(variable: str, form: str, item: Node, mandatory: bool, codelists: dict[str, Node]) -> dict[str, str]:
-    """One ``content=metadata`` row from an ItemDef (REDCap's importer's attribute mapping)."""
-    ftype = item.get("redcap:FieldType") or _type_from_datatype(item.get("DataType"))
-    choices = ""
-    if ftype == "calc":
-        choices = item.get("redcap:Calculation")
-    elif item.get("redcap:OntologySearch"):
-        choices = item.get("redcap:OntologySearch")
-    elif ftype not in ("yesno", "truefalse"):
-        choices = _choices(item, codelists)
-    low, high = _range(item)
-    required = item.get("redcap:RequiredField") or ("y" if mandatory else "")
-    return metadata_row(
-        field_name=variable, form_name=form, section_header=item.get("redcap:SectionHeader"), field_type=ftype,
-        field_label=_label(item), select_choices_or_calculations=choices, field_note=item.get("redcap:FieldNote"),
-        text_validation_type_or_show_slider_number=item.get("redcap:TextValidationType"),
-        text_validation_min=low, text_validation_max=high, identifier=item.get("redcap:Identifier"),
-        branching_logic=item.get("redcap:BranchingLogic"), required_field=required,
-        custom_alignment=item.get("redcap:CustomAlignment"), question_number=item.get("redcap:QuestionNumber"),
-        matrix_group_name=item.get("redcap:MatrixGroupName"), matrix_ranking=item.get("redcap:MatrixRanking"),
-        field_annotation=item.get("redcap:FieldAnnotation"),
-    )
-
-
-def _type_from_datatype(datatype: str) -> str:
-    """REDCap's fallback when an ItemDef has no ``redcap:FieldType`` (plain ODM from other systems)."""
-    return {"boolean": "yesno"}.get(datatype, "text")
-
-
-def _is_reserved(variable: str, forms: set[str]) -> bool:
-    """DAG / survey columns REDCap puts into the XML but never into the metadata."""
-    if variable in RESERVED_COLUMNS:
-        return True
-    return variable.endswith("_timestamp") and variable[: -len("_timestamp")] in forms
-
-
-def _metadata(mdv: Node, where: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Metadata rows (ItemRef order within FormDef order) and instrument rows."""
-    groups = {g.get("OID"): g for g in mdv.findall("ItemGroupDef")}
-    items = {i.get("OID"): i for i in mdv.findall("ItemDef")}
-    codelists = {c.get("OID"): c for c in mdv.findall("CodeList")}
-    formdefs = mdv.findall("FormDef")
-    forms = {_form_name(f, "Form.") for f in formdefs}
-    rows: dict[str, dict[str, str]] = {}
-    instruments = []
-    for formdef in formdefs:
-        form = _form_name(formdef, "Form.")
-        instruments.append({"instrument_name": form, "instrument_label": formdef.get("Name") or form})
-        for gref in formdef.findall("ItemGroupRef"):
-            group = groups.get(gref.get("ItemGroupOID"))
-            if group is None:
-                raise OdmError(f"{where}: FormDef {form!r} refers to unknown ItemGroupDef {gref.get('ItemGroupOID')!r}")
-            for iref in group.findall("ItemRef"):
-                oid = iref.get("ItemOID")
-                variable = iref.get("redcap:Variable") or oid
-                if variable in rows or variable == f"{form}_complete" or _is_reserved(variable, forms):
-                    continue
-                item = items.get(oid)
-                if item is None:
-                    raise OdmError(f"{where}: ItemGroupDef {group.get('OID')!r} refers to unknown ItemDef {oid!r}")
-                rows[variable] = _field_row(variable, form, item, iref.get("Mandatory") == "Yes", codelists)
-    return list(rows.values()), instruments
-
-
-def build_structure(study: Node, where: str) -> Structure:
-    """Everything the ``Study`` element defines, as API rows."""
-    mdv = study.find("MetaDataVersion")
-    if mdv is None:
-        raise OdmError(f"{where}: no MetaDataVersion in Study (is this a REDCap project XML file?)")
-    metadata, instruments = _metadata(mdv, where)
-    if not metadata:
-        raise OdmError(f"{where}: MetaDataVersion defines no fields")
-    record_id = mdv.get("redcap:RecordIdField") or metadata[0]["field_name"]
-    first = next((r for r in metadata if r["field_name"] == record_id), None)
-    if first is None:
-        raise OdmError(f"{where}: redcap:RecordIdField {record_id!r} is not a field of the project")
-    metadata = [first] + [r for r in metadata if r is not first]
-    arms, events, mapping = _events(mdv)
-    info = _study_info(study)
-    repeating = _repeating(study, bool(events))
-    info["is_longitudinal"] = int(bool(events))
-    info["has_repeating_instruments_or_events"] = int(bool(repeating))
-    structure = Structure(info, metadata, instruments, arms, events, mapping, repeating)
-    structure.columns = data_columns(metadata)
-    structure.file_fields = {r["field_name"] for r in metadata if r["field_type"] == "file"}
-    return structure
 
 
 # ---------------------------------------------------------------- the reader
@@ -528,8 +114,8 @@ class OdmReader:
     # -- expat callbacks
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
-        tag = _local(name)
-        attrib = {_local(k): v for k, v in attrs.items()}
+        tag = local_name(name)
+        attrib = {local_name(k): v for k, v in attrs.items()}
         self.depth += 1
         if self.depth == 1:
             if tag != "ODM":
@@ -544,7 +130,7 @@ class OdmReader:
             self._start_data(tag, attrib)
 
     def _end(self, name: str) -> None:
-        tag = _local(name)
+        tag = local_name(name)
         self.depth -= 1
         if self.stack:
             node = self.stack.pop()
@@ -633,7 +219,8 @@ class OdmReader:
         if not self.cursor.record:
             raise self._fail("FormData outside SubjectData")
         if s.longitudinal and not self.cursor.event:
-            raise self._fail(f"record {self.cursor.record!r}: FormData outside StudyEventData in a longitudinal project")
+            raise self._fail(f"record {self.cursor.record!r}: "
+                             "FormData outside StudyEventData in a longitudinal project")
         oid = attrib.get("FormOID", "")
         form = oid[5:] if oid.startswith("Form.") else oid
         event = self.cursor.event
@@ -684,7 +271,8 @@ class OdmReader:
         if self.cursor.row is None:
             raise self._fail(f"ItemDataBase64Binary {oid!r} outside FormData")
         if oid not in s.file_fields:
-            raise self._fail(f"record {self.cursor.record!r}: ItemDataBase64Binary for {oid!r}, which is not a file field")
+            raise self._fail(f"record {self.cursor.record!r}: "
+                             f"ItemDataBase64Binary for {oid!r}, which is not a file field")
         name = attrib.get("redcap:DocName") or f"{oid}.bin"
         mime = attrib.get("redcap:MimeType") or mimetypes.guess_type(name)[0] or "application/octet-stream"
         target = self.workdir / f"odm-{len(self.files) + 1:06d}.bin"

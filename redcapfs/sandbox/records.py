@@ -1,9 +1,10 @@
-"""Flat record export and import: REDCap's row layout rules in one place.
+"""Flat record export (and record auto-numbering): REDCap's export row layout in one place.
 
 Export layout (redcap-api.md §5): one ordinary row per record per event, one
 row per repeating-instrument instance with only that form's fields filled, and
 rows with ``redcap_repeat_instrument=""`` for repeating events. Import (§5b)
-maps flat rows back onto the same storage keys (see ``schema``).
+maps flat rows back onto the same storage keys: that half lives in ``rows``,
+which the store needs too (``rows`` imports neither the store nor this module).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .responses import ApiError
-from .schema import SPECIAL_COLUMNS, Schema
-from .store import RowKey, RowWrite, Store
+from .schema import Schema
+from .store import Store
 
 # -------------------------------------------------------------------- export
 
@@ -116,84 +116,9 @@ def _cell(
     return data.get(col, "")
 
 
-# -------------------------------------------------------------------- import
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, message)
-
-
-def row_key(schema: Schema, row: dict[str, Any]) -> RowKey:
-    """Storage key of one imported flat row; 400 for an invalid event or repeat setup."""
-    record = str(row.get(schema.record_id, "")).strip()
-    if not record:
-        raise _invalid(f"The record ID field ('{schema.record_id}') is missing or blank in the data.")
-    event = ""
-    if schema.longitudinal:
-        event = str(row.get("redcap_event_name") or "")
-        if not schema.valid_event(event):
-            raise _invalid(
-                f"The value of redcap_event_name ('{event}') is not a valid unique event name "
-                f"for record '{record}'."
-            )
-    rform = str(row.get("redcap_repeat_instrument") or "")
-    raw_inst = str(row.get("redcap_repeat_instance") or "").strip()
-    if rform:
-        if not schema.form_repeats(event, rform):
-            raise _invalid(
-                f"The instrument '{rform}' is not a repeating instrument"
-                + (f" in event '{event}'" if event else "")
-                + f" (record '{record}')."
-            )
-        return (record, event, rform, int(raw_inst) if raw_inst.isdigit() and int(raw_inst) > 0 else 1)
-    if event in schema.repeating_events:
-        return (record, event, "", int(raw_inst) if raw_inst.isdigit() and int(raw_inst) > 0 else 1)
-    return (record, event, "", 0)
-
-
-def rows_to_writes(schema: Schema, rows: Sequence[dict[str, Any]]) -> list[RowWrite]:
-    """Validate imported rows and turn them into ``(key, values)`` writes.
-
-    File-field values are ignored: files only enter through ``content=file``.
-    """
-    known = schema.column_form()
-    unknown: list[str] = []
-    writes: list[RowWrite] = []
-    for row in rows:
-        if not isinstance(row, dict):
-            raise _invalid("The data being imported is not formatted correctly")
-        key = row_key(schema, row)
-        values: dict[str, str] = {}
-        for col, value in row.items():
-            if col == schema.record_id or col in SPECIAL_COLUMNS:
-                continue
-            if col not in known:
-                if col not in unknown:
-                    unknown.append(col)
-                continue
-            if schema.is_file_field(col):
-                continue
-            values[col] = "" if value is None else str(value)
-        writes.append(RowWrite(key, values, _default_complete(schema, values)))
-    if unknown:
-        raise _invalid(
-            "The following fields were not found in the project as real data fields: " + ", ".join(unknown)
-        )
-    return writes
-
-
-def _default_complete(schema: Schema, values: dict[str, str]) -> dict[str, str]:
-    """REDCap sets a form's ``<form>_complete`` to 0 when data first enters the form."""
-    column_form = schema.column_form()
-    defaults: dict[str, str] = {}
-    for col, value in values.items():
-        form = column_form.get(col)
-        if form and value != "" and col != f"{form}_complete" and col != schema.record_id:
-            defaults[f"{form}_complete"] = "0"
-    return defaults
-
-
-def auto_number(store: Store, schema: Schema, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+def auto_number(
+    store: Store, schema: Schema, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """``forceAutoNumber=true``: give each distinct record in ``rows`` the next free number."""
     mapping: dict[str, str] = {}
     next_num = int(store.next_record_name())

@@ -94,16 +94,18 @@ class Schema:
         """Map ``repeatingFormsEvents`` rows (event *names* or unique names) to keys."""
         by_label = {e.get("event_name"): e["unique_event_name"] for e in self.structure.events}
         for row in rows:
-            event = row.get("event_name") or ""
-            if self.longitudinal:
-                event = event if event in self.event_arm else by_label.get(event, event)
-            else:
-                event = ""
+            event = self._event_key(row.get("event_name") or "", by_label)
             form = row.get("form_name") or ""
             if form:
                 self.repeating_forms.add((event, form))
             else:
                 self.repeating_events.add(event)
+
+    def _event_key(self, event: str, by_label: dict[Any, str]) -> str:
+        """A unique event name for a name or a label; "" in classic projects."""
+        if not self.longitudinal:
+            return ""
+        return event if event in self.event_arm else by_label.get(event, event)
 
     # ---------------------------------------------------------------- queries
 
@@ -117,7 +119,7 @@ class Schema:
 
     def is_file_field(self, field_name: str) -> bool:
         row = self.fields.get(field_name)
-        return bool(row) and row.get("field_type") == "file"
+        return row is not None and row.get("field_type") == "file"
 
     def is_signature(self, field_name: str) -> bool:
         row = self.fields.get(field_name) or {}

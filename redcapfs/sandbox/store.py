@@ -24,11 +24,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from .project import ProjectDef
+from .rows import RowKey, RowWrite, rows_to_writes
 from .schema import Schema, Structure
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,6 @@ CREATE TABLE IF NOT EXISTS log (
 STRUCTURE_KEYS = ("info", "metadata", "instruments", "arms", "events", "form_event_mapping", "repeating")
 COPY_CHUNK = 1 << 20
 
-RowKey = tuple[str, str, str, int]  # record, event, rform, inst
-
-
-@dataclass
-class RowWrite:
-    """Imported values for one row; ``defaults`` apply only where the row has no value yet."""
-
-    key: RowKey
-    values: dict[str, str]
-    defaults: dict[str, str] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class StoredDoc:
     """A file as stored: where its bytes are and what the server says about it."""
@@ -77,7 +66,7 @@ class StoredDoc:
     size: int
 
 
-def natural_key(record: str) -> tuple[int, Any]:
+def natural_key(record: str) -> tuple[int, int, str]:
     """Order records as REDCap lists them: numeric names numerically, then the rest by text."""
     return (0, int(record), "") if record.isdigit() else (1, 0, record)
 
@@ -165,7 +154,8 @@ class Store:
         return self.get_kv("initialised") is not None
 
     def _load_structure(self) -> Structure:
-        return Structure(**{k: self.get_kv(k) for k in STRUCTURE_KEYS})
+        tables: dict[str, Any] = {k: self.get_kv(k) for k in STRUCTURE_KEYS}
+        return Structure(**tables)
 
     def default_token(self) -> str:
         """A full-rights token kept with the state, so a restarted sandbox keeps its token."""
@@ -179,8 +169,6 @@ class Store:
 
     def initialise(self, project: ProjectDef) -> None:
         """Fill a fresh store from ``project``: structure, records, files, locks."""
-        from .records import rows_to_writes  # local: records imports store types
-
         structure = Structure(
             info=dict(project.info),
             metadata=list(project.metadata),
@@ -363,7 +351,8 @@ class Store:
             cur = db.execute(
                 "INSERT INTO docs (name, mime, size, created) VALUES (?, ?, ?, ?)", (name, mime, size, time.time())
             )
-            doc_id = int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT always sets it
+            doc_id = cur.lastrowid
             os.replace(spooled, self.doc_path(doc_id))
             old = self.get_file(key, field_name)
             db.execute(

@@ -124,7 +124,8 @@ def _serve(args: argparse.Namespace, session: Session, host: str, port: int, tls
     from redcapfs.webdav.app import make_server
 
     try:
-        project_id = str(session.client.project_info().get("project_id", ""))
+        info = session.info or session.client.project_info()  # the builder's project info, asked once
+        project_id = str(info.get("project_id", ""))
         password = load_or_make(password_file(args.url, project_id), renew=args.new_password)
         server = make_server(session.tree, temp_names, read_only, host, port, USER, password,
                              (args.cert, args.key) if tls else None)
