@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import string
 from pathlib import Path
 
 from redcapfs.locations import private_dir, project_key, state_root
 
 USER = "redcapfs"
+LENGTH = 24  # letters and digits: about 143 bits, and nothing a dialog, a shell or an argv parser reads specially
 
 
 class CredentialFileError(Exception):
@@ -34,7 +36,8 @@ def load_or_make(path: Path, renew: bool = False) -> str:
         existing = _read(path)
         if existing:
             return existing
-    password = secrets.token_urlsafe(18)
+    alphabet = string.ascii_letters + string.digits
+    password = "".join(secrets.choice(alphabet) for _ in range(LENGTH))
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:

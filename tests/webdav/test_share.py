@@ -32,6 +32,7 @@ def test_prints_credentials_and_keeps_the_password_private_and_stable(sandbox, s
     assert sb.token not in "\n".join(first.output) and first.password not in sb.token
     files = list((tmp_path / "state" / "webdav").glob("*.password"))
     assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    assert first.password.isalnum() and len(first.password) >= 20, "no '-' a client could read as an option"
     assert first.stop() == 0
     again = share(sb)
     assert again.password == first.password, "a mapped drive must keep working across restarts"
