@@ -25,6 +25,7 @@ from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, mount_entry, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
+from redcapfs.remote import RemoteRefused, check_remote
 from redcapfs.session import open_session
 from redcapfs.unmount import unmount_main
 
@@ -53,6 +54,10 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
     """Everything that can be refused without the token or the server, in the order a user fixes them."""
     opts = parse_options(args.options)
     check_url(args.url)
+    try:
+        check_remote(args.url, opts.ca, opts.insecure_http)  # before the token is read or anything contacted
+    except RemoteRefused as exc:
+        raise MountError(str(exc)) from None
     problem = fuse_problem(allow_other=opts.allow_other)
     if problem:
         raise MountError(f"cannot mount FUSE here: {problem}")
@@ -158,7 +163,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         writer.append(status.start_writer(
             mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
             options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
-            log_file=log_path))
+            log_file=log_path, extra=session.remote.status_facts() if session.remote else None))
         _on_init(mountpoint, args.ready_fd, notice)
 
     ops.on_init = on_init
