@@ -28,7 +28,7 @@ import requests.utils
 
 from redcapfs import errors as E
 from redcapfs.client.http import HttpClient
-from redcapfs.client.trust import Trust, UnsafeURL, check_url, describe_tls_failure, resolve_trust
+from redcapfs.client.trust import Trust, UnsafeURL, check_url, describe_tls_failure, innermost_reason, resolve_trust
 
 log = logging.getLogger("redcapfs")
 
@@ -139,7 +139,7 @@ def first_call_message(url: str, exc: E.RedcapError, trust: Trust, hint: str = M
     if isinstance(exc, E.ProtocolError):
         return f"{url} is not a REDCap API (did you mean the URL ending in /api/?): {exc.message}"
     if isinstance(exc, E.TransportError):  # RequestTimeout included
-        return f"cannot connect to {url}: {exc.message}"
+        return f"cannot connect to {url}: {innermost_reason(exc.message)}"
     if exc.status in (400, 404, 405, 501):
         return f"{url} is not a REDCap API (HTTP {exc.status}: {exc.message}); the URL usually ends in /api/"
     return f"{url} answered with an error: {exc}"
@@ -151,6 +151,8 @@ def tls_message(url: str, detail: str, trust: Trust, hint: str = MOUNT_HINT) -> 
     message = f"TLS failure talking to {url}: {cause}"
     if "not trusted" in cause:
         return f"{message} (checked against {trust.describe()})"
+    if "expired" in cause or "another host name" in cause:
+        return message  # the certificate itself is wrong: no CA bundle would help
     option = hint.split(" with ")[0].removeprefix("pass ")
     return f"{message} (trusting {trust.describe()}; {option} names another CA bundle)"
 

@@ -189,9 +189,12 @@ def redirect_message(url: str, status: int, location: str | None) -> str:
     if not location:
         return f"{shown} answers HTTP {status} (a redirect) without saying where to; ask the server's administrators"
     target = _redact_url(urljoin(url, location))
-    return (f"{shown} redirects (HTTP {status}) to {target}: redirects are not followed, since a redirected "
-            "POST becomes a GET whose answer is a login page, and would resend the token. "
-            f"Use the URL it names: {target}")
+    why = (f"{shown} redirects (HTTP {status}) to {target}: redirects are not followed, since a redirected "
+           "POST becomes a GET whose answer is a login page, and would resend the token. ")
+    if urlsplit(target).path.rstrip("/").endswith("/api") and not urlsplit(target).query:
+        return why + f"Use the URL it names: {target}"
+    return why + ("That is not an API URL (a login or home page): use the project's API URL, which usually "
+                  "ends in /api/ (REDCap shows it on the API page of the project)")
 
 
 def _rewind_point(out: BinaryIO) -> int | None:

@@ -121,5 +121,8 @@ def innermost_reason(detail: str) -> str:
     if found:
         code, text = found[-1]
         return f"{text.strip()} ({code})"
-    reason = detail.rsplit("Caused by ", 1)[-1]
-    return reason.split(": ", 1)[-1].strip(" ()") or detail
+    if "Caused by " not in detail:
+        return detail
+    reason = detail.rsplit("Caused by ", 1)[-1].split(": ", 1)[-1]
+    reason = re.sub(r"[\"')\s]+$", "", reason).lstrip(" (")
+    return (reason + ")" * (reason.count("(") - reason.count(")"))) if reason else detail
