@@ -25,7 +25,7 @@ from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, mount_entry, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
-from redcapfs.remote import RemoteRefused, check_remote
+from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
 from redcapfs.session import open_session
 from redcapfs.unmount import unmount_main
 
@@ -68,8 +68,8 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
         raise MountError(str(exc)) from None
     except UnsafeDirectoryError as exc:
         raise MountError(f"the state folder is unsafe: {exc}") from None
-    notice = recover(args.mountpoint)
-    return opts, check_mountpoint(args.mountpoint), notice
+    notices = [plain_http_notice(args.url) if opts.insecure_http else "", recover(args.mountpoint)]
+    return opts, check_mountpoint(args.mountpoint), "; ".join(filter(None, notices))
 
 
 def _fail(message: str, ready_fd: int | None = None) -> int:

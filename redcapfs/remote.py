@@ -28,7 +28,15 @@ import requests.utils
 
 from redcapfs import errors as E
 from redcapfs.client.http import HttpClient
-from redcapfs.client.trust import Trust, UnsafeURL, check_url, describe_tls_failure, innermost_reason, resolve_trust
+from redcapfs.client.trust import (
+    Trust,
+    UnsafeURL,
+    check_url,
+    describe_tls_failure,
+    innermost_reason,
+    is_loopback,
+    resolve_trust,
+)
 
 log = logging.getLogger("redcapfs")
 
@@ -74,6 +82,14 @@ def check_remote(url: str, ca: str | None = None, insecure_http: bool = False) -
     except UnsafeURL as exc:
         raise RemoteRefused(str(exc)) from None
     return _trust(ca, None)
+
+
+def plain_http_notice(url: str) -> str:
+    """The line a user sees at every start when ``insecure_http`` really sends the token in the clear."""
+    host = urlsplit(url).hostname or ""
+    if urlsplit(url).scheme == "http" and not is_loopback(host):
+        return f"note: plain http to {host}: the API token crosses the network unencrypted (-o insecure_http)"
+    return ""
 
 
 def open_remote(url: str, token: str, *, ca: str | None = None, insecure_http: bool = False,
