@@ -65,7 +65,9 @@ class AttrStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        self._memo: dict[str, Attr] = {}  # getattr is hot: answer repeats from memory
+        # getattr is hot: answer repeats from memory. Written under _lock; read without it, which is
+        # safe for a plain dict (one get is atomic) and keeps a memo hit from waiting on a SQLite write.
+        self._memo: dict[str, Attr] = {}
         self.epoch_ns = self._epoch()
 
     def _epoch(self) -> int:

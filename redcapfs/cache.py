@@ -12,6 +12,10 @@ file. Rules the rest of redcapfs relies on:
   open descriptor, so deleting a file being read is safe on Linux.
 * Files are named by a hash of the key: no name from the server ever becomes a
   path here. The folder is 0700 and its files 0600; these are clinical files.
+
+Lock: ``_lock`` guards the entry table, the flights, the byte total and the
+download count (in memory, plus unlinking an evicted file); downloads run in
+their own threads with no lock held, and readers wait on a ``Flight``.
 """
 
 from __future__ import annotations
@@ -230,7 +234,8 @@ class ContentCache:
                     shutil.copyfileobj(src, out, 1 << 20)
 
             entry = self._download(key, copy)
-            self.downloads -= 1  # a copy, not a download
+            with self._lock:
+                self.downloads -= 1  # a copy, not a download
             return entry
         entry = Entry(str(final), final.stat().st_size, time.monotonic())
         with self._lock:
@@ -276,9 +281,9 @@ class ContentCache:
         """A complete download becomes the entry (rename: readers holding ``part`` open keep reading)."""
         final = self.root / key
         os.replace(part, final)
-        self.downloads += 1
         entry = Entry(str(final), size, time.monotonic())
         with self._lock:
+            self.downloads += 1
             self._drop_locked(key, unlink=False)
             self._entries[key] = entry
             self._total += size

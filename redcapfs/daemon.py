@@ -126,7 +126,7 @@ def notify_systemd() -> None:
 
 
 def pidfile(mountpoint: Path, create: bool = True) -> Path:
-    """Where the mount process of ``mountpoint`` writes its pid (named by a hash: no paths in names).
+    """Where the mount at ``mountpoint`` keeps its pid (named by a hash: no paths in names).
 
     Only a mount creates the folder, never a lookup.
     """

@@ -26,7 +26,7 @@ from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, mount_entry, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
 from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
-from redcapfs.session import open_session
+from redcapfs.session import Session, open_session
 from redcapfs.unmount import unmount_main
 
 __all__ = ["MountError", "build_parser", "check_mountpoint", "main", "parse_options", "parse_size",
@@ -58,18 +58,17 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
         check_remote(args.url, opts.ca, opts.insecure_http)  # before the token is read or anything contacted
     except RemoteRefused as exc:
         raise MountError(str(exc)) from None
-    problem = fuse_problem(allow_other=opts.allow_other)
+    notice = "; ".join(filter(None, [plain_http_notice(args.url) if opts.insecure_http else "",
+                                     recover(args.mountpoint)]))
+    mountpoint = check_mountpoint(args.mountpoint)
+    problem = fuse_problem(allow_other=opts.allow_other)  # the libfuse of binding.py included
     if problem:
         raise MountError(f"cannot mount FUSE here: {problem}")
     try:
-        binding.find()
-        state_root()
-    except binding.BindingError as exc:
-        raise MountError(str(exc)) from None
+        state_root()  # after the FUSE checks: a refused mount leaves no state behind
     except UnsafeDirectoryError as exc:
         raise MountError(f"the state folder is unsafe: {exc}") from None
-    notices = [plain_http_notice(args.url) if opts.insecure_http else "", recover(args.mountpoint)]
-    return opts, check_mountpoint(args.mountpoint), "; ".join(filter(None, notices))
+    return opts, mountpoint, notice
 
 
 def _fail(message: str, ready_fd: int | None = None) -> int:
@@ -106,19 +105,18 @@ def _log_path(args: argparse.Namespace) -> Path | None:
     return state_root() / "mount.log"
 
 
-def _on_init(mountpoint: Path, ready_fd: int | None, notice: str) -> None:
-    """libfuse's init: the kernel takes its answer only after this returns, so the rest runs in a thread."""
-    threading.Thread(target=_settle, args=(mountpoint, ready_fd, notice), name="ready", daemon=True).start()
+def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, session: Session,
+            notice: str, writers: list[status.StatusWriter]) -> None:
+    """Once the kernel has the answer to init: raise the readahead, start the status file, report ready.
 
-
-def _settle(mountpoint: Path, ready_fd: int | None, notice: str) -> None:
-    """Once the kernel has the answer to init: raise the readahead, then report ready.
-
-    A statfs is queued by the kernel until init is answered, and is served by
-    another worker thread (redcapfs answers it without any network call). The
-    readahead must be raised after that (the kernel sets it from init's answer,
-    only ever lowering it) and before "ready", so that the first file opened
-    already reads in 1 MiB requests.
+    libfuse's init runs before the kernel takes its answer, so this runs in a
+    thread started there. A statfs is queued by the kernel until init is
+    answered, and is served by another worker thread (redcapfs answers it
+    without any network call). The readahead must be raised after that (the
+    kernel sets it from init's answer, only ever lowering it) and before
+    "ready", so that the first file opened already reads in 1 MiB requests; the
+    status file comes before "ready" too, so `status` sees the mount once
+    `mount` returns.
     """
     try:
         os.statvfs(mountpoint)
@@ -127,7 +125,14 @@ def _settle(mountpoint: Path, ready_fd: int | None, notice: str) -> None:
             log.info("%s", binding.raise_readahead(entry[0]))
     except OSError as exc:
         log.warning("readahead not tuned: %s", exc)
-    ready(ready_fd, notice)
+    try:
+        writers.append(status.start_writer(
+            mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
+            options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
+            log_file=_log_path(args), extra=session.remote.status_facts() if session.remote else None))
+    except Exception:
+        log.exception("the status file could not be started")
+    ready(args.ready_fd, notice)
 
 
 def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, token: str) -> int:
@@ -157,16 +162,9 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     ops = RedcapOperations(session.tree)
     notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
               "see `redcapfs unsent`") if session.unsent else ""
-    writer: list[status.StatusWriter] = []
-
-    def on_init() -> None:  # the status file comes before "ready": `status` sees the mount once `mount` returns
-        writer.append(status.start_writer(
-            mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
-            options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
-            log_file=log_path, extra=session.remote.status_facts() if session.remote else None))
-        _on_init(mountpoint, args.ready_fd, notice)
-
-    ops.on_init = on_init
+    writers: list[status.StatusWriter] = []
+    ops.on_init = lambda: threading.Thread(target=_settle, args=(args, opts, mountpoint, session, notice, writers),
+                                           name="ready", daemon=True).start()
     pid_path.write_text(str(os.getpid()))
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:
@@ -181,8 +179,8 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     finally:
         session.close()
         pid_path.unlink(missing_ok=True)
-        for w in writer:
-            w.stop()
+        for writer in writers:
+            writer.stop()
         log.info("unmounted %s", mountpoint)
     return 0
 

@@ -130,7 +130,7 @@ def check_mountpoint(path: str) -> Path:
     except PermissionError:
         raise MountError(f"mountpoint {path} cannot be reached: Permission denied on a folder above it") from None
     except OSError as exc:
-        if exc.errno in DEAD_ERRNOS:
+        if exc.errno in DEAD_ERRNOS:  # not cleared by recover(): not ours
             raise MountError(f"mountpoint {path} is a dead mount (its process ended): "
                              f"run `redcapfs unmount {path}` first") from None
         if not isinstance(exc, FileNotFoundError):

@@ -5,7 +5,12 @@ REDCap answers that in one call (a records export of the record-ID and file
 fields), so the whole tree costs one call per TTL however big the project is.
 Rules:
 
-* One refresh at a time (others wait for it and use its result).
+* One refresh at a time. Once an index exists, every caller keeps reading it
+  while a refresh past its TTL runs in a background thread: an ``ls`` never
+  waits for the export. Only the very first load blocks (there is nothing to
+  show yet), and decisions that could replace someone else's file (the
+  slot-empty check of a create or rename, see ``fs/writing.py``) wait for the
+  refresh with :meth:`RecordCache.fresh`.
 * A failed refresh keeps serving the last good index for a while and logs a
   warning: a slow or flaky server must not make the mount unusable. With no
   index at all the error reaches the caller.
@@ -35,37 +40,75 @@ STALE_RETRY_SECONDS = 5.0
 
 
 class RecordCache:
-    """Thread-safe access to the current :class:`RecordIndex`."""
+    """Thread-safe access to the current :class:`RecordIndex`.
 
-    def __init__(self, client: RedcapClient, shape: ProjectShape, ttl: float, batch: int = 0) -> None:
+    Locks: ``_lock`` (a plain lock, never re-entered) guards the index, the
+    change log and the local instances, and is held only for in-memory work:
+    code inside ``with view()`` must not call out or take another lock.
+    ``_refresh_lock`` makes refreshes one at a time and is held across the
+    export, by the background refresher or the very first load only.
+    """
+
+    def __init__(self, client: RedcapClient, shape: ProjectShape, ttl: float, batch: int = 0,
+                 on_refresh: Callable[[], None] | None = None) -> None:
         self.client = client
         self.shape = shape
         self.ttl = ttl
         self.batch = batch
         self.refreshes = 0
-        self._lock = threading.RLock()
+        self.on_refresh = on_refresh  # told after each successful refresh (outside every lock)
+        self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._index: RecordIndex | None = None
         self._fresh_until = 0.0
+        self._wait_next = False  # set by invalidate(): the next access waits for the refresh
+        self._running: threading.Event | None = None  # set when the background refresh in flight ends
         self._changes: list[tuple[float, Callable[[RecordIndex], None]]] = []
         self._local_instances: set[tuple[str, str | None, str, int]] = set()
 
     # ------------------------------------------------------------ reading
     @contextmanager
     def view(self) -> Iterator[RecordIndex]:
-        """The current index, locked for reading; refreshed first (outside the lock) when past its TTL.
+        """The current index, locked for reading; past its TTL a background refresh starts.
 
-        While one thread refreshes, others keep reading the previous index
-        instead of waiting for a slow server; only the very first load blocks.
+        The caller never waits for the server once an index exists; only the
+        very first load blocks.
         """
-        if time.monotonic() >= self._fresh_until:
-            self._refresh()
+        self._ensure(wait=False)
         with self._lock:
             assert self._index is not None
             yield self._index
 
+    @contextmanager
+    def fresh(self) -> Iterator[RecordIndex]:
+        """Like :meth:`view`, but past the TTL wait for the refresh (in flight or started now).
+
+        For decisions that must not rest on an old index (is this slot empty?).
+        A failed refresh still ends the wait: the last good index is served, as
+        everywhere else.
+        """
+        self._ensure(wait=True)
+        with self._lock:
+            assert self._index is not None
+            yield self._index
+
+    @contextmanager
+    def current(self) -> Iterator[RecordIndex]:
+        """The index as it is, never refreshed: for a re-check under another lock (no I/O there).
+
+        Only for code that already used :meth:`view` (so an index exists).
+        """
+        with self._lock:
+            assert self._index is not None
+            yield self._index
+
+    def expire(self) -> None:
+        """Treat the index as past its TTL: the next access starts a background refresh."""
+        self._fresh_until = 0.0
+
     def invalidate(self) -> None:
-        """Make the next access refetch (e.g. after an error that suggests the tree changed)."""
+        """Make the next access refetch, and wait for it (our change cannot be applied in memory)."""
+        self._wait_next = True
         self._fresh_until = 0.0
 
     # ------------------------------------------------------------ our changes
@@ -102,13 +145,35 @@ class RecordCache:
                 apply(self._index)
 
     # ------------------------------------------------------------ refreshing
-    def _refresh(self) -> None:
-        if not self._refresh_lock.acquire(blocking=self._index is None):
-            return  # another thread is refreshing: serve the previous index meanwhile
+    def _ensure(self, wait: bool) -> None:
+        """Load the first index here; later, refresh in the background (and wait if asked)."""
+        if time.monotonic() < self._fresh_until:
+            return
+        if self._index is None:
+            with self._refresh_lock:  # nothing to show yet: load in this thread, one at a time
+                self._refresh_locked()
+            return
+        done = self._start_background()
+        if wait or self._wait_next:
+            done.wait()
+
+    def _start_background(self) -> threading.Event:
+        """The refresh in flight, or a new one in its own thread."""
+        with self._lock:
+            if self._running is None or self._running.is_set():
+                self._running = threading.Event()
+                threading.Thread(target=self._background, args=(self._running,), daemon=True,
+                                 name="records-refresh").start()
+            return self._running
+
+    def _background(self, done: threading.Event) -> None:
         try:
-            self._refresh_locked()
+            with self._refresh_lock:
+                self._refresh_locked()
+        except Exception as exc:  # _refresh_locked keeps the old index; never let the thread die loudly
+            log.warning("records refresh failed: %s", exc)
         finally:
-            self._refresh_lock.release()
+            done.set()
 
     def _refresh_locked(self) -> None:
         if time.monotonic() < self._fresh_until:
@@ -137,7 +202,10 @@ class RecordCache:
                     log.debug("dropping local instance %s: %s", instance, exc)
             self._index = fresh
             self._fresh_until = time.monotonic() + self.ttl
+            self._wait_next = False
             self.refreshes += 1
+        if self.on_refresh is not None:
+            self.on_refresh()
 
     def _export(self) -> list[dict]:
         fields = self.shape.export_fields()

@@ -36,17 +36,9 @@ MOUNT_TIMEOUT = 60  # seconds for the mount command to report ready or refuse
 
 def fuse_missing() -> str | None:
     """Why FUSE mounts cannot work here for this user, or None (the mount command's own diagnosis)."""
-    from redcapfs.binding import BindingError, find
     from redcapfs.fusecheck import fuse_problem
 
-    problem = fuse_problem()
-    if problem:
-        return problem
-    try:
-        find()  # the libfuse that REDCAPFS_FUSE asks for, or either (libfuse3 first)
-    except BindingError as exc:
-        return str(exc)
-    return None
+    return fuse_problem()
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:

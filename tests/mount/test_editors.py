@@ -1,5 +1,10 @@
 """Editors' real save sequences on a mounted demo project (see docs/SEMANTICS.md, temp-names.md).
 
+(One suite: the former test_editors.py and test_editor_saves.py, merged; their
+LibreOffice and ``mv f f~; rm f~`` scenarios were the same, and vim's
+backup settings all do nothing under its default 'backupskip', so that case
+runs once, as ``backupskip-default``.)
+
 Checked independently of redcapfs: the slot's file through PyCap, the upload
 and delete calls in the sandbox's request log, and every document name the
 sandbox ever stored (its ``docs`` table keeps deleted ones too), so a
@@ -55,13 +60,16 @@ def file_calls(sb: Any, action: str) -> list[dict[str, Any]]:
 # backup: keep NAME~. backupcopy=auto: probe with "4913", then rename as for "no".
 # The mount lives under /tmp, which vim's default 'backupskip' exempts from any
 # backup; `set backupskip=` makes vim do the save it does in a user's folders.
+# ``backupskip-default`` keeps vim's default: no backup at all, the file is
+# rewritten in place.
 @pytest.mark.parametrize("variant", [[], ["-c", "set backupcopy=no"], ["-c", "set backup"],
-                                     ["-c", "set backupcopy=auto"]],
-                         ids=["default", "backupcopy-no", "backup", "backupcopy-auto"])
+                                     ["-c", "set backupcopy=auto"], None],
+                         ids=["default", "backupcopy-no", "backup", "backupcopy-auto", "backupskip-default"])
 @pytest.mark.smoke  # also run on the libfuse2 binding (scripts/test)
-def test_vim_save(sandbox: Any, mount: Any, variant: list[str]) -> None:
+def test_vim_save(sandbox: Any, mount: Any, variant: list[str] | None) -> None:
     if subprocess.run(["sh", "-c", "command -v vim"], capture_output=True).returncode != 0:
         pytest.skip("vim is not installed")
+    settings = ["-c", "set backupskip=", *variant] if variant is not None else []
     sb = sandbox()
     m = mount(sb)
     slot = m.path / "1002" / "baseline_arm_1" / "radiology_report"
@@ -72,7 +80,7 @@ def test_vim_save(sandbox: Any, mount: Any, variant: list[str]) -> None:
     names_before = len(stored_names(sb))
     imports_before = len(file_calls(sb, "import"))
 
-    r = subprocess.run(["vim", "-es", "-u", "NONE", "-c", "set backupskip=", *variant, "-c", "%s/old/new/", "-c", "wq",
+    r = subprocess.run(["vim", "-es", "-u", "NONE", "-i", "NONE", *settings, "-c", "%s/old/new/", "-c", "wq",
                         str(path)], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
                        cwd=str(slot))
     assert r.returncode == 0, f"vim exited {r.returncode}: {r.stdout} {r.stderr}\n{m.log[-3000:]}"
@@ -90,6 +98,8 @@ def test_vim_save(sandbox: Any, mount: Any, variant: list[str]) -> None:
     assert path.read_bytes() == expected
     if variant == ["-c", "set backup"]:  # the kept backup is a local file with the old bytes
         assert (slot / "report.txt~").read_bytes() == b"line one\nthe old text\nline three\n"
+    else:  # no backup or swap file is left
+        assert os.listdir(slot) == ["report.txt"], os.listdir(slot)
 
 
 # ------------------------------------------------------------------ LibreOffice

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import REPO, downloads, expected_files, expected_tree, pycap_bytes
 from test_browse_read import tree_of
-from test_writes import server_file
+from test_write import server_file
 
 CLASSIC = REPO / "tests" / "data" / "classic-json"
 

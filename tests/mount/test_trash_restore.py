@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_unsent_states import pycap_upload
 from test_upload_failures import SLOT, cli, unsent
-from test_writes import server_file
+from test_write import server_file
 
 from redcapfs.spool import Target
 from redcapfs.trash import Left, Trash, TrashSettings

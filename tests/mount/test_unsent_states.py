@@ -26,7 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import daemon_pids, force_unmount, settle
 from test_upload_failures import SLOT, cli, unsent
-from test_writes import server_file
+from test_write import server_file
 
 redcap = pytest.importorskip("redcap")
 

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import REPO, daemon_pids, force_unmount
-from test_writes import server_file
+from test_write import server_file
 
 redcap = pytest.importorskip("redcap")
 

@@ -1,0 +1,56 @@
+"""Values every piece of the tree shares: the mount's options, the answer to ``stat``, a file found in a slot."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from redcapfs.shape import Slot
+from redcapfs.tempnames import TempNames
+
+if TYPE_CHECKING:
+    from redcapfs.fs.localfiles import LocalFile
+
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+
+
+@dataclass
+class TreeOptions:
+    """Mount options that change what the tree does."""
+
+    read_only: bool = False
+    records_ttl: float = 15.0
+    content_ttl: float = 300.0
+    batch: int = 0
+    arm: int | None = None
+    uid: int = field(default_factory=os.getuid)
+    gid: int = field(default_factory=os.getgid)
+    temp_names: TempNames = field(default_factory=TempNames)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """The attributes the FUSE layer reports."""
+
+    is_dir: bool
+    size: int
+    mode: int
+    mtime_ns: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class FileNode:
+    """A file found in a slot directory: the server's (``raw`` set), a writer's, or a temporary one.
+
+    ``raw`` is the records index's value for a server file ("[document]" on old
+    servers); ``local`` the local copy that answers for the file, if any.
+    """
+
+    slot: Slot
+    name: str
+    raw: str | None = None
+    local: LocalFile | None = None
+

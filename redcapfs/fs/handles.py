@@ -1,0 +1,102 @@
+"""Open files: the table of file handles, and reads (from the content cache, a download, or a local file).
+
+Lock: ``_lock`` guards the fh -> Handle table and is a leaf (dict updates
+only; a local file's handle count is changed through the registry after it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from redcapfs.cache import Flight
+from redcapfs.errors import FsError, LocalIOError
+from redcapfs.fs.base import FileNode
+from redcapfs.fs.content import ServerContent
+from redcapfs.fs.localfiles import LocalFile, LocalFiles
+
+
+@dataclass
+class Handle:
+    """An open file: a cache file for reading, or a LocalFile."""
+
+    fd: int = -1
+    local: LocalFile | None = None
+    writable: bool = False
+    flight: Flight | None = None  # the download still filling ``fd``, if any
+
+
+class Handles:
+    """fh -> :class:`Handle`; a local file counts its handles so its last close is known."""
+
+    def __init__(self, local: LocalFiles) -> None:
+        self.local = local
+        self._lock = threading.Lock()
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = itertools.count(1)
+
+    def add(self, handle: Handle) -> int:
+        if handle.local is not None:
+            self.local.acquire(handle.local)
+        with self._lock:
+            fh = next(self._next_fh)
+            self._handles[fh] = handle
+        return fh
+
+    def get(self, fh: int) -> Handle:
+        with self._lock:
+            handle = self._handles.get(fh)
+        if handle is None:
+            raise FsError("bad file handle")
+        return handle
+
+    def local_of(self, fh: int | None) -> LocalFile | None:
+        """The local file behind ``fh``, if it is an open handle on one."""
+        if fh is None:
+            return None
+        with self._lock:
+            handle = self._handles.get(fh)
+        return handle.local if handle is not None else None
+
+    def pop(self, fh: int) -> Handle | None:
+        with self._lock:
+            return self._handles.pop(fh, None)
+
+    def all(self) -> list[int]:
+        with self._lock:
+            return list(self._handles)
+
+
+def open_cached(content: ServerContent, node: FileNode) -> Handle:
+    """A read handle on a server file: the cached copy, or the download filling it."""
+    started = content.start(node)
+    if isinstance(started, Flight):
+        try:  # reads are served as the bytes arrive
+            return Handle(fd=os.open(started.part, os.O_RDONLY), flight=started)
+        except FileNotFoundError:  # it ended meanwhile
+            started.done.wait()
+            if started.entry is None:
+                raise started.error or LocalIOError("download failed") from None
+            started = started.entry
+    return Handle(fd=os.open(started.path, os.O_RDONLY))
+
+
+def read(handle: Handle, size: int, offset: int) -> bytes:
+    """Bytes from the cache file; during a download, once they have arrived (its error otherwise)."""
+    if handle.local is not None:
+        return os.pread(handle.local.fd, size, offset)
+    flight = handle.flight
+    if flight is None:
+        return os.pread(handle.fd, size, offset)
+    while True:
+        flight.wait_for(offset + size)
+        data = os.pread(handle.fd, size, offset)
+        if len(data) == size or (flight.done.is_set() and flight.error is None):
+            return data  # whole, or the true end of a complete file
+        if flight.done.is_set():
+            assert flight.error is not None
+            raise flight.error
+        time.sleep(0.01)  # a retry rewound the file after we looked: wait for the bytes again

@@ -1,0 +1,252 @@
+"""Writing: create, open for writing, write, truncate, flush, the last close, and unlink.
+
+Every writable open gets its own local file (``localfiles.py``); its state
+decides what a flush and the last close send (the upload is ``uploader.py``).
+The slot-empty check of a create (and of a rename onto a real name) does its
+I/O first, with no lock held: wait for a records index no older than the TTL,
+and learn the real name behind "[document]". Then, under the registry's lock,
+it re-checks from memory that the server side is still what it saw and that no
+local file took the slot, and lists the new file in the same step; if the
+server side changed meanwhile it starts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable
+
+from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgument
+from redcapfs.fs import rules
+from redcapfs.fs.base import FileNode, TreeOptions
+from redcapfs.fs.content import ServerContent
+from redcapfs.fs.handles import Handle, Handles
+from redcapfs.fs.localfiles import KEEP_AT_CLOSE, SEND_AT_CLOSE, SEND_AT_FLUSH, FileState, LocalFile, LocalFiles
+from redcapfs.fs.namespace import Namespace, ServerName
+from redcapfs.fs.uploader import Uploader
+from redcapfs.shape import ProjectShape, Slot
+
+log = logging.getLogger(__name__)
+
+CHECK_TRIES = 5  # the server side of a slot changing under every check this often is not a normal day
+
+
+class Writing:
+    """The write path over the namespace, the local files, the handles and the uploader."""
+
+    def __init__(self, options: TreeOptions, shape: ProjectShape, ns: Namespace, local: LocalFiles,
+                 handles: Handles, content: ServerContent, uploader: Uploader) -> None:
+        self.options = options
+        self.shape = shape
+        self.ns = ns
+        self.local = local
+        self.handles = handles
+        self.content = content
+        self.uploader = uploader
+
+    # ------------------------------------------------------------ rules with I/O
+    def require_writable(self, slot: Slot | None, path: str, probe: bool = True) -> None:
+        """Refuse before any data is accepted: ro mounts, signatures, tokens without import rights."""
+        rules.check_writable(self.options, self.shape, slot, path)
+        if probe and not self.uploader.import_allowed():
+            raise AccessDenied("this API token has no import rights", path)
+
+    def check_slot(self, slot: Slot, name: str, path: str, moving_from: FileNode | None = None,
+                   add: LocalFile | None = None) -> None:
+        """Refuse a second real name in ``slot``; with ``add``, list that writer in the same locked step."""
+        for _ in range(CHECK_TRIES):
+            server = self.ns.server_name(slot, fresh=True)  # the I/O, with no lock held
+            check = self._recheck(slot, server, name, path, moving_from)
+            if self.local.add_writer(add, check) if add is not None else self.local.check(slot, check):
+                return
+        raise FsError(f"the slot of {rules.describe(slot, name)} kept changing while it was checked; try again")
+
+    def _recheck(self, slot: Slot, server: ServerName | None, name: str, path: str,
+                 moving_from: FileNode | None) -> Callable[[dict[str, LocalFile], dict[str, LocalFile]], bool]:
+        """The in-memory half of the check, run under the registry's lock: no I/O in it."""
+
+        def check(writers: dict[str, LocalFile], temps: dict[str, LocalFile]) -> bool:
+            if self.ns.known_server_name(slot) != server:
+                return False  # changed while we asked: ask again
+            rules.require_empty_for(self.ns.nodes_of(slot, server, writers, temps), slot, name, path, moving_from)
+            return True
+
+        return check
+
+    # ------------------------------------------------------------ opening
+    def create(self, slot: Slot, name: str, mode: int, path: str) -> int:
+        """A new file: a temporary name stays local; a real name needs an empty slot."""
+        self.require_writable(slot, path)
+        if self.options.temp_names.is_temp(name):
+            if name in self.local.snapshot(slot)[1]:
+                raise AlreadyExists("exists", path)
+            local = self.local.new(slot, name, FileState.TEMP)
+            local.mode = stat.S_IMODE(mode)
+            if self.local.add_temp(local, replace=False) is not None:
+                self.local.drop(local)
+                raise AlreadyExists("exists", path)
+            return self.handles.add(Handle(local=local, writable=True))
+        rules.check_upload_name(slot, name, path)
+        self.check_slot(slot, name, path)  # refuse before making a spool entry (cheap for tools that retry)
+        local = self.local.new(slot, name, FileState.NEW)  # even an empty new file is uploaded at close
+        local.mode = stat.S_IMODE(mode)
+        try:
+            self.check_slot(slot, name, path, add=local)
+        except BaseException:
+            self.local.drop(local)
+            raise
+        return self.handles.add(Handle(local=local, writable=True))
+
+    def open_for_write(self, node: FileNode, path: str, truncate: bool) -> int:
+        if node.local is not None and node.local.temp:
+            if truncate:
+                with node.local.lock:
+                    node.local.entry.writing()
+                    os.ftruncate(node.local.fd, 0)
+            return self.handles.add(Handle(local=node.local, writable=True))
+        self.require_writable(node.slot, path)
+        local = self.local.new(node.slot, node.name, FileState.TRUNCATED if truncate else FileState.CLEAN)
+        try:
+            if not truncate:
+                self._copy_start(node, local)
+        except BaseException:
+            self.local.drop(local)
+            raise
+        self.local.add_writer(local)
+        return self.handles.add(Handle(local=local, writable=True))
+
+    def _copy_start(self, node: FileNode, local: LocalFile) -> None:
+        """Opening without O_TRUNC starts from the current content (another writer's, or the server's)."""
+        if node.local is not None:
+            with node.local.lock:
+                size = node.local.size()
+                if size:
+                    os.copy_file_range(node.local.fd, local.fd, size, 0, 0)
+            return
+        if node.raw is not None:
+            self.content.copy_into(node, local.fd)
+
+    # ------------------------------------------------------------ changing bytes
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        handle = self.handles.get(fh)
+        if not handle.writable or handle.local is None:
+            raise InvalidArgument("file not open for writing")
+        local = handle.local
+        with local.lock:
+            self._detach_from_cache(local)
+            local.entry.writing()  # before the bytes change: a crash now leaves it incomplete, not final
+            written = os.pwrite(local.fd, data, offset)
+            local.written()
+        return written
+
+    def truncate_local(self, local: LocalFile, length: int) -> None:
+        with local.lock:
+            self._detach_from_cache(local)
+            local.entry.writing()
+            os.ftruncate(local.fd, length)
+            local.written()
+
+    def truncate_path(self, node: FileNode, path: str, length: int) -> None:
+        """``truncate(path)``: no close follows, so the change is uploaded at once."""
+        if node.local is not None and node.local.temp:
+            with node.local.lock:
+                node.local.entry.writing()
+                os.ftruncate(node.local.fd, length)
+            return
+        fh = self.open_for_write(node, path, truncate=length == 0)
+        try:
+            local = self.handles.get(fh).local
+            assert local is not None
+            self.truncate_local(local, length)
+            self.flush(fh)
+        finally:
+            self.release(fh)
+
+    def _detach_from_cache(self, local: LocalFile) -> None:
+        """The cache may share this file's inode (see ContentCache.put): drop it before the bytes change."""
+        if local.cached_as is not None:
+            self.content.cache.invalidate(local.cached_as)
+            local.cached_as = None
+
+    # ------------------------------------------------------------ sending
+    def flush(self, fh: int) -> None:
+        """Every ``close()``: send a DIRTY or UNSENT copy. Only a 200 is success (see localfiles.py)."""
+        handle = self.handles.get(fh)
+        local = handle.local
+        if local is None or not handle.writable or local.temp:
+            return
+        with local.lock:
+            if local.state in SEND_AT_FLUSH:
+                self._send(local)
+
+    def _send(self, local: LocalFile) -> None:
+        """Upload a writer's copy (caller holds its lock) and move its state by the answer."""
+        try:
+            self.uploader.upload(local, local.slot, local.name)
+        except BaseException:
+            local.to(FileState.UNSENT, unless_unlinked=True)
+            raise
+        local.to(FileState.CLEAN, unless_unlinked=True)
+
+    def release(self, fh: int) -> None:
+        """Last close of a handle: NEW/TRUNCATED copies are sent, clean ones dropped, failed ones kept."""
+        handle = self.handles.pop(fh)
+        if handle is None:
+            return
+        if handle.local is None:
+            os.close(handle.fd)
+            return
+        local = handle.local
+        if not self.local.release(local):
+            return  # other handles still have it, or a temporary file that stays listed
+        if not local.temp and local.state in SEND_AT_CLOSE:
+            self._send_at_release(local)
+        if not local.temp:
+            self.local.unlist_writer(local)
+        local.close()
+        if local.temp or local.state not in KEEP_AT_CLOSE:
+            local.entry.remove()
+            return
+        if local.entry.state != "unsent":
+            local.entry.mark_unsent("closed without a successful upload")
+        log.error("%s: kept as unsent (%s); see `redcapfs unsent`", rules.describe(local.slot, local.name),
+                  local.entry.error or "never uploaded")
+
+    def _send_at_release(self, local: LocalFile) -> None:
+        """An empty new file or a bare truncation: sent at the last close; a failure is kept as unsent."""
+        with local.lock:
+            if local.state not in SEND_AT_CLOSE:
+                return
+            try:
+                self._send(local)
+            except Exception as exc:  # release cannot report errors; the upload logged it and kept the bytes
+                log.debug("upload at release failed: %s", exc)
+
+    # ------------------------------------------------------------ deleting
+    def unlink(self, node: FileNode, path: str) -> None:
+        slot = node.slot
+        rules.check_writable(self.options, self.shape, slot, path)
+        local = node.local
+        if local is not None and local.temp:
+            self._unlink_temp(local)
+            return
+        if local is not None and node.raw is None:  # a new file not yet uploaded: nothing on the server
+            self._unlist(local)
+            return
+        self.require_writable(slot, path)
+        self.uploader.delete(slot, node.name)
+        if local is not None:  # as on any filesystem, writes to an unlinked file go nowhere
+            self._unlist(local)
+
+    def _unlink_temp(self, local: LocalFile) -> None:
+        hidden = self.ns.slots.hidden(local.slot)
+        if local.shadow_of is not None and hidden == local.shadow_of:
+            self.uploader.delete(local.slot, hidden)  # `mv f f~; rm f~`: the user deleted f
+        self._unlist(local)
+
+    def _unlist(self, local: LocalFile) -> None:
+        """Out of the namespace; its bytes go now if no handle has it open, else at the last close."""
+        if self.local.unlist(local):
+            local.close()
+            local.entry.remove()
