@@ -18,7 +18,7 @@ from redcapfs.cliout import finish, say
 from redcapfs.credentials import CredentialError, read_token
 from redcapfs.errors import RedcapError
 from redcapfs.locations import state_root
-from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, open_remote
+from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, check_remote, open_remote
 from redcapfs.slotcheck import Looker, SlotNow, opened_project
 from redcapfs.spool import Target
 from redcapfs.trash import Left, Trash, TrashEntry, TrashFull
@@ -97,8 +97,9 @@ def main_restore(argv: list[str]) -> int:
         return 2
     trash, entry = found[0]
     try:
+        check_remote(entry.target.url, args.ca, args.insecure_http)  # before the token is asked for
         token = read_token(args.token_file)
-    except CredentialError as exc:
+    except (CredentialError, RemoteRefused) as exc:
         say(f"redcapfs restore: {exc}", err=True)
         return 2
     try:

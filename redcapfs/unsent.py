@@ -26,7 +26,7 @@ from redcapfs.cliout import finish, say
 from redcapfs.credentials import CredentialError, read_token
 from redcapfs.errors import RedcapError
 from redcapfs.locations import state_root
-from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, open_remote
+from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, check_remote, open_remote
 from redcapfs.retry import send
 from redcapfs.slotcheck import opened_project
 from redcapfs.spool import Spool, SpoolEntry
@@ -173,8 +173,9 @@ def _send_all(entries: list[SpoolEntry], args: argparse.Namespace) -> int:
         say("redcapfs retry: entries for several servers; choose one with --url: " + ", ".join(urls), err=True)
         return 2
     try:
+        check_remote(urls[0], args.ca, args.insecure_http)  # before the token is asked for
         token = read_token(args.token_file)
-    except CredentialError as exc:
+    except (CredentialError, RemoteRefused) as exc:
         say(f"redcapfs retry: {exc}", err=True)
         return 2
     try:

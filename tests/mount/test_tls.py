@@ -9,6 +9,7 @@ distribution's bundle in a private mount namespace, which is what
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import REPO
 from tlshelp import connect_proxy, pycap_file
+
+redcap = pytest.importorskip("redcap")
 
 EMPTY = ("1001", "baseline_arm_1", "radiology_report")  # an empty slot of the demo project
 MRI = ("1001", "baseline_arm_1", "mri_upload")  # holds mri_00.png
@@ -73,6 +76,7 @@ def test_mount_read_write_delete_over_https(sandbox: Any, mount: Any, tmp_path: 
     mnt.unmount()
 
 
+
 def test_failed_upload_is_retried_over_https_with_ca(sandbox: Any, mount: Any, tmp_path: Path) -> None:
     sb = sandbox("--tls", "--latency", "20", "--fault", "content=file,action=import,nth=1,do=500")
     mnt = mount(sb, f"ca={sb.ca}", env=NO_CA_VARS)
@@ -89,10 +93,20 @@ def test_failed_upload_is_retried_over_https_with_ca(sandbox: Any, mount: Any, t
     entries = json.loads(cli(mnt, "unsent", "--json").stdout)
     assert len(entries) == 1, "a refused retry keeps the entry"
 
+    theirs = os.urandom(100_000)  # meanwhile a colleague uploads a file of the same name
+    redcap.Project(sb.url, sb.token, verify_ssl=str(sb.ca)).import_file(
+        record=EMPTY[0], field=EMPTY[2], file_name="ecg.bin", file_object=io.BytesIO(theirs), event=EMPTY[1])
     sent = cli(mnt, "retry", "--ca", str(sb.ca), env=NO_CA_VARS)
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert pycap_file(sb, EMPTY[0], EMPTY[2], EMPTY[1]) == ("ecg.bin", src.read_bytes())
     assert json.loads(cli(mnt, "unsent", "--json").stdout) == []
+
+    (kept,) = json.loads(cli(mnt, "trash", "--json").stdout)  # the replaced version, kept by retry
+    missing = cli(mnt, "restore", kept["id"], "--ca", str(tmp_path / "nope.pem"), env={"REDCAP_API_TOKEN": None})
+    assert missing.returncode == 2 and "does not exist" in missing.stderr, "refused before the token is asked for"
+    restored = cli(mnt, "restore", kept["id"], "--ca", str(sb.ca), env=NO_CA_VARS)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert pycap_file(sb, EMPTY[0], EMPTY[2], EMPTY[1]) == ("ecg.bin", theirs)
     mnt.unmount()
 
 
