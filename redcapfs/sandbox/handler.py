@@ -289,7 +289,25 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if resp.stream is None:
             self.wfile.write(resp.body[start:end])
             return end - start
+        if isinstance(self.connection, ssl.SSLSocket):
+            return _send_tls(self.connection, resp.stream, start, end)
         return int(self.connection.sendfile(resp.stream, start, end - start))
+
+
+TLS_BLOCK = 1 << 20
+
+
+def _send_tls(conn: ssl.SSLSocket, stream: Any, start: int, end: int) -> int:
+    """sendfile for TLS: the kernel cannot encrypt, and socket.sendfile's fallback sends 8 KiB at a time."""
+    stream.seek(start)
+    sent = 0
+    while sent < end - start:
+        block = stream.read(min(TLS_BLOCK, end - start - sent))
+        if not block:
+            break
+        conn.sendall(block)
+        sent += len(block)
+    return sent
 
 
 def _reason(status: int) -> str:

@@ -6,6 +6,8 @@ requests or PyCap, trusting only the printed ``ca=`` bundle.
 
 from __future__ import annotations
 
+import io
+import os
 import socket
 import ssl
 import sys
@@ -93,3 +95,13 @@ def test_a_given_certificate_is_served(sandbox, tmp_path) -> None:
     with pytest.raises(ssl.SSLCertVerificationError), \
             socket.create_connection(("127.0.0.1", urlsplit(sb.url).port), timeout=10) as raw:
         ctx.wrap_socket(raw, server_hostname="127.0.0.1")  # the certificate names localhost, not the address
+
+
+def test_a_large_file_round_trips_over_tls(tls_sandbox) -> None:
+    sb = tls_sandbox()
+    data = os.urandom(5 << 20) + b"tail"  # several 1 MiB blocks and a short last one
+    project = redcap.Project(sb.url, FULL, verify_ssl=str(sb.ca))
+    project.import_file(record="1", field="ae_doc", file_name="big.bin", file_object=io.BytesIO(data),
+                        event="baseline_arm_1", repeat_instance=2)
+    content, headers = project.export_file(**SCAN)
+    assert content == data and headers["name"] == "big.bin"
