@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,7 @@ def start_sandbox(
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Callable[..., SandboxProc]:
+def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProc]]:
     """Factory: ``sandbox("--fault", "...", project="tests/data/x.xml")``."""
     started: list[SandboxProc] = []
 

@@ -25,6 +25,10 @@ FULL = "A" * 32
 SCAN = {"record": "1", "field": "ae_doc", "event": "baseline_arm_1", "repeat_instance": "2"}
 
 
+def export_scan(project: redcap.Project) -> tuple[bytes, dict]:
+    return project.export_file(record="1", field="ae_doc", event="baseline_arm_1", repeat_instance=2)
+
+
 @pytest.fixture
 def tls_sandbox(sandbox, tmp_path):
     def go(*args: str):
@@ -41,7 +45,7 @@ def test_prints_ca_before_ready_and_serves_https(tls_sandbox) -> None:
     assert lines.index(f"ca={sb.ca}") < lines.index("ready")
     assert sb.ca == sb.data_dir / "tls" / "ca.pem" and (sb.data_dir / "tls" / "server.key").stat().st_mode & 0o077 == 0
     project = redcap.Project(sb.url, FULL, verify_ssl=str(sb.ca))
-    content, _headers = project.export_file(**SCAN)
+    content, _headers = export_scan(project)
     assert content == b"second adverse event\n"
     assert sb.calls(at_least=1, content="file", action="export", status=200)
     with pytest.raises(requests.exceptions.SSLError):
@@ -103,5 +107,5 @@ def test_a_large_file_round_trips_over_tls(tls_sandbox) -> None:
     project = redcap.Project(sb.url, FULL, verify_ssl=str(sb.ca))
     project.import_file(record="1", field="ae_doc", file_name="big.bin", file_object=io.BytesIO(data),
                         event="baseline_arm_1", repeat_instance=2)
-    content, headers = project.export_file(**SCAN)
+    content, headers = export_scan(project)
     assert content == data and headers["name"] == "big.bin"
