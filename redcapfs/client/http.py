@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
@@ -177,6 +177,24 @@ def _redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def redirect_message(url: str, status: int, location: str | None) -> str:
+    """Why a redirect of the API URL is refused, and the URL to use instead.
+
+    Following it would resend the token, and (301/302/303) turn REDCap's POST
+    into a GET whose answer is a login or home page, not the API's.
+    """
+    shown = _redact_url(url)
+    if not location:
+        return f"{shown} answers HTTP {status} (a redirect) without saying where to; ask the server's administrators"
+    target = _redact_url(urljoin(url, location))
+    why = (f"{shown} redirects (HTTP {status}) to {target}: redirects are not followed, since a redirected "
+           "POST becomes a GET whose answer is a login page, and would resend the token. ")
+    if urlsplit(target).path.rstrip("/").endswith("/api") and not urlsplit(target).query:
+        return why + f"Use the URL it names: {target}"
+    return why + ("That is not an API URL (a login or home page): use the project's API URL, which usually "
+                  "ends in /api/ (REDCap shows it on the API page of the project)")
 
 
 def _rewind_point(out: BinaryIO) -> int | None:
@@ -568,8 +586,9 @@ class HttpClient:
         started = time.monotonic()
         self.stats.call(ctx.content, ctx.action)
         try:
+            # verify per request: requests lets REQUESTS_CA_BUNDLE override a session's own verify
             resp = self._session.post(self.url, data=data, headers=headers, timeout=self.timeout,
-                                      stream=stream, allow_redirects=False)
+                                      stream=stream, allow_redirects=False, verify=self._session.verify)
         except requests.RequestException as exc:
             self.stats.failed()
             raise self._transport_error(exc, ctx, "request failed") from None
@@ -589,9 +608,8 @@ class HttpClient:
     def _status_error(self, ctx: CallContext, resp: requests.Response) -> E.RedcapError:
         status = resp.status_code
         if 300 <= status < 400:
-            where = resp.headers.get("Location", "?")
-            return E.ProtocolError(f"the API URL redirects (HTTP {status}) to {_redact_url(where)}; "
-                                   "configure that URL instead", **ctx.kwargs(status))
+            return E.ProtocolError(redirect_message(self.url, status, resp.headers.get("Location")),
+                                   **ctx.kwargs(status))
         body = self._read_some(ctx, resp)
         return error_for(status, body, resp.headers.get("Content-Type"), ctx)
 
