@@ -435,8 +435,8 @@ class RecordIndex:
         if record is None or str(record) == "":
             self._warn(f"row without {self.shape.record_id_field!r} ignored")
             return
-        event = self._row_event(row)
-        if event is False:
+        skip, event = self._row_event(row)
+        if skip:
             return
         self._check_columns(row)
         instrument = str(row.get("redcap_repeat_instrument") or "")
@@ -454,15 +454,15 @@ class RecordIndex:
         else:
             self._warn(f"instance {instance} of non-repeating event {event!r} ignored")
 
-    def _row_event(self, row: dict) -> str | bool | None:
-        """The row's event, None in classic projects, or False to skip the row."""
+    def _row_event(self, row: dict) -> tuple[bool, str | None]:
+        """(skip the row?, its event): the event is None in classic projects; rows of unknown events are skipped."""
         if not self.shape.longitudinal:
-            return None
+            return False, None
         event = row.get("redcap_event_name")
         if not self.shape.has_event(event):
             self._warn(f"rows of unknown event {event!r} ignored")
-            return False
-        return str(event)
+            return True, None
+        return False, str(event)
 
     def _row_instance(self, row: dict) -> int | None:
         """The repeat instance, None when blank, or -1 to skip the row."""
