@@ -4,7 +4,7 @@ Longitudinal: ``/RECORD/EVENT/FIELD[/INSTANCE]/FILENAME``; classic:
 ``/RECORD/FIELD[/INSTANCE]/FILENAME``. The INSTANCE level exists exactly where
 the slot repeats. Parsing checks structure only (known event, field designated
 for the event, well-formed instance); whether the record, the instance or the
-file exists is the :class:`~redcapfs.shape.RecordIndex`'s business, because the
+file exists is the :class:`~redcapfs.recordindex.RecordIndex`'s business, because the
 answer changes with the data while the structure does not.
 """
 
