@@ -51,13 +51,14 @@ class RecordCache:
     """
 
     def __init__(self, client: RedcapClient, shape: ProjectShape, ttl: float, batch: int = 0,
-                 on_refresh: Callable[[], None] | None = None) -> None:
+                 on_refresh: Callable[[], None] | None = None, wait_limit: float | None = None) -> None:
         self.client = client
         self.shape = shape
         self.ttl = ttl
         self.batch = batch
         self.refreshes = 0
         self.on_refresh = on_refresh  # told after each successful refresh (outside every lock)
+        self.wait_limit = wait_limit  # longest wait for a refresh in flight (a batch fallback can take long)
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._index: RecordIndex | None = None
@@ -155,8 +156,9 @@ class RecordCache:
                 self._refresh_locked()
             return
         done = self._start_background()
-        if wait or self._wait_next:
-            done.wait()
+        if (wait or self._wait_next) and not done.wait(self.wait_limit):
+            raise RequestTimeout(f"the records list did not arrive within {self.wait_limit:g} s (-o timeout); "
+                                 "try again")
 
     def _start_background(self) -> threading.Event:
         """The refresh in flight, or a new one in its own thread."""

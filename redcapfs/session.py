@@ -61,7 +61,7 @@ def connect(url: str, token: str, opts: MountOptions) -> tuple[Remote, dict]:
     """One call (project info) tells a wrong token, a wrong URL, a TLS failure and a dead server apart."""
     try:
         remote = open_remote(url, token, ca=opts.ca, insecure_http=opts.insecure_http, timeout=(10, opts.timeout),
-                             rate_limit=opts.rate, retries=2, retry_deadline=30)
+                             rate_limit=opts.rate, retries=2, retry_deadline=30, call_budget=opts.timeout)
     except RemoteRefused as exc:
         raise MountError(str(exc)) from None
     try:
@@ -116,7 +116,7 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     cache = ContentCache(private_dir(cache_root), opts.cache_size, opts.content_ttl)
     attrs = AttrStore(folder / "attrs.sqlite")
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
-                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm,
+                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
                             temp_names=TempNames.from_option(opts.temp_names))
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
                 options=tree_opts)

@@ -56,6 +56,9 @@ class HttpClient(Transport):
     disables it); ``retries``/``backoff``/``max_backoff``/``retry_deadline``
     bound the retries of idempotent calls. ``fileinfo_params`` are the names
     of the undocumented "size and name only" flag sent by :meth:`file_info`.
+    ``call_budget`` bounds each call other than a file transfer, retries
+    included (a transfer only has to keep moving: ``timeout``'s read part is the
+    longest pause allowed between bytes).
     """
 
     def __init__(
@@ -73,10 +76,11 @@ class HttpClient(Transport):
         rate_limit: float | None = 5.0,
         user_agent: str = DEFAULT_USER_AGENT,
         fileinfo_params: Sequence[str] = ("fileinfo", "filesize"),
+        call_budget: float | None = None,
     ) -> None:
         super().__init__(url, token, timeout=timeout, verify=verify,
                          retry=RetryPolicy(retries, backoff, max_backoff, retry_deadline), pool_size=pool_size,
-                         rate_limit=rate_limit, user_agent=user_agent)
+                         rate_limit=rate_limit, user_agent=user_agent, call_budget=call_budget)
         self.fileinfo_params = tuple(fileinfo_params)
         self._fileinfo_supported: bool | None = None
         self._record_id_field: str | None = None
@@ -246,7 +250,8 @@ class HttpClient(Transport):
 
         ok = False
         try:
-            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry)
+            # a transfer is bounded by progress (the read timeout between bytes), not in total
+            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry, bounded=False)
             ok = True
             return info
         finally:

@@ -193,8 +193,13 @@ class Transport:
     """How every call of one client travels (thread-safe); ``HttpClient`` adds the API's calls on top."""
 
     def __init__(self, url: str, token: str, *, timeout: tuple[float, float], verify: bool | str,
-                 retry: RetryPolicy, pool_size: int, rate_limit: float | None, user_agent: str) -> None:
+                 retry: RetryPolicy, pool_size: int, rate_limit: float | None, user_agent: str,
+                 call_budget: float | None = None) -> None:
         self.url = _check_url(url)
+        # A bound on a whole call, retries included (not on transfers, which only need to keep moving):
+        # a frozen server then costs a metadata operation one bounded wait. Per thread, set by _retrying.
+        self.call_budget = call_budget
+        self._deadline = threading.local()
         self._token = _Secret(_check_token(token))
         self.timeout = timeout
         self.retry = retry
@@ -249,10 +254,11 @@ class Transport:
             self.stats.throttled(self._limiter.acquire())
         data = body if body is not None else self._with_content(ctx, params or {})
         started = time.monotonic()
+        timeout = self._attempt_timeout(ctx, started)
         self.stats.call(ctx.content, ctx.action)
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE override a session's own verify
-            resp = self._session.post(self.url, data=data, headers=headers, timeout=self.timeout,
+            resp = self._session.post(self.url, data=data, headers=headers, timeout=timeout,
                                       stream=stream, allow_redirects=False, verify=self._session.verify)
         except requests.RequestException as exc:
             self.stats.failed()
@@ -264,6 +270,18 @@ class Transport:
         self.stats.failed()
         with closing(resp):
             raise self._status_error(ctx, resp)
+
+    def _attempt_timeout(self, ctx: CallContext, now: float) -> tuple[float, float]:
+        """(connect, read) for one attempt: the client's, cut to what is left of the call's deadline."""
+        deadline: float | None = getattr(self._deadline, "value", None)
+        if deadline is None:
+            return self.timeout
+        left = deadline - now
+        if left <= 0:
+            raise E.RequestTimeout(f"no answer within the call's bound of {self.call_budget:g} s (-o timeout)",
+                                   **ctx.kwargs())
+        connect, read = self.timeout
+        return (min(connect, left), min(read, left))
 
     def _with_content(self, ctx: CallContext, params: dict[str, Any]) -> list[tuple[str, str]]:
         fields = self._form(params)
@@ -315,28 +333,43 @@ class Transport:
         attempt: Callable[[], T],
         idempotent: bool,
         may_retry: Callable[[E.RedcapError], bool] | None = None,
+        bounded: bool = True,
     ) -> T:
-        """Run ``attempt``; repeat it on retryable failures while count and time allow."""
-        started = time.monotonic()
-        tries = 0
-        while True:
-            try:
-                return attempt()
-            except E.RedcapError as exc:
-                delay = self._retry_delay(exc, tries, started, idempotent)
-                if delay is None or (may_retry is not None and not may_retry(exc)):
-                    raise
-                tries += 1
-                log.warning("%s failed (%s); retry %d of %d in %.2f s",
-                            ctx.label(), self._scrub(str(exc)), tries, self.retry.retries, delay)
-                time.sleep(delay)
+        """Run ``attempt``; repeat it on retryable failures while count and time allow.
 
-    def _retry_delay(self, exc: E.RedcapError, tries: int, started: float, idempotent: bool) -> float | None:
+        ``bounded`` calls (all but file transfers) end within ``call_budget``,
+        retries included: each attempt's timeouts are cut to what is left.
+        """
+        started = time.monotonic()
+        deadline = started + self.call_budget if bounded and self.call_budget else None
+        outer = getattr(self._deadline, "value", None)
+        self._deadline.value = deadline if outer is None or deadline is None else min(outer, deadline)
+        tries = 0
+        try:
+            while True:
+                try:
+                    return attempt()
+                except E.RedcapError as exc:
+                    delay = self._retry_delay(exc, tries, started, idempotent, self._deadline.value)
+                    if delay is None or (may_retry is not None and not may_retry(exc)):
+                        raise
+                    tries += 1
+                    log.warning("%s failed (%s); retry %d of %d in %.2f s",
+                                ctx.label(), self._scrub(str(exc)), tries, self.retry.retries, delay)
+                    time.sleep(delay)
+        finally:
+            self._deadline.value = outer
+
+    def _retry_delay(self, exc: E.RedcapError, tries: int, started: float, idempotent: bool,
+                     deadline: float | None = None) -> float | None:
         if not idempotent or not is_retryable(exc) or tries >= self.retry.retries:
             return None
         delay = self.retry.delay(tries)
-        if time.monotonic() - started + delay > self.retry.deadline:
+        now = time.monotonic()
+        if now - started + delay > self.retry.deadline:
             return None
+        if deadline is not None and now + delay >= deadline:
+            return None  # no time left for another attempt
         return delay
 
     def _once(self, ctx: CallContext, params: dict[str, Any] | None, **kw: Any) -> bytes:
