@@ -16,6 +16,7 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
+from typing import ClassVar
 
 import pytest
 
@@ -30,7 +31,7 @@ STALL = 4.0  # a metadata answer comes only after this: over BUDGET
 
 class _Slow(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
