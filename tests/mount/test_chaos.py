@@ -68,7 +68,7 @@ def make_cases(tmp_path: Path) -> list[Case]:
     src = tmp_path / "src"
     src.mkdir()
     cases = []
-    for i, (size_up, size_down) in enumerate(zip(sizes(rng, FILES), sizes(rng, FILES))):
+    for i, (size_up, size_down) in enumerate(zip(sizes(rng, FILES), sizes(rng, FILES), strict=True)):
         up = src / f"up{i:04d}.bin"
         up.write_bytes(rng.randbytes(size_up))
         cases.append(Case(f"c{i:04d}", up, rng.randbytes(size_down)))
@@ -126,15 +126,15 @@ def test_chaos_campaign_loses_nothing_and_serves_nothing_wrong(sandbox, mount, t
         cps = list(pool.map(lambda c: run(["cp", str(c.up), str(mnt.path / c.record / EVENT / UP_FIELD)]), cases))
         reads = list(pool.map(lambda c: run(["cat", str(mnt.path / c.record / EVENT / DOWN_FIELD
                                                          / f"down-{c.record}.bin")]), cases))
-    wrong_reads = [c.record for c, r in zip(cases, reads) if r.returncode == 0 and r.stdout != c.down]
+    wrong_reads = [c.record for c, r in zip(cases, reads, strict=True) if r.returncode == 0 and r.stdout != c.down]
     assert not wrong_reads, f"reads that exited 0 with wrong or short bytes: {wrong_reads}"
     mnt.unmount()
     faults = [row for row in faulty.calls() if row.get("fault")]
     faulty.stop()
 
     checker = sandbox("--port", port, name="chaos")
-    failed = [c for c, r in zip(cases, cps) if r.returncode != 0]
-    for case, result in zip(cases, cps):
+    failed = [c for c, r in zip(cases, cps, strict=True) if r.returncode != 0]
+    for case, result in zip(cases, cps, strict=True):
         if result.returncode == 0:
             assert server_file(checker, case.record, UP_FIELD, EVENT) == (case.up.name, case.up.read_bytes()), \
                 f"cp of {case.up.name} exited 0 but the server does not hold its bytes"
