@@ -92,16 +92,11 @@ def run(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 def warm(root: Path, cases: list[Case]) -> None:
-    """List every slot folder once (retrying faulted listings) so the campaign's cp and cat find their way."""
+    """List every slot folder once, so the campaign's cp and cat find their way without a records export."""
     for case in cases:
         for fld in (UP_FIELD, DOWN_FIELD):
-            folder = root / case.record / EVENT / fld
-            for _ in range(20):
-                try:
-                    os.listdir(folder)
-                    break
-                except OSError:
-                    continue
+            assert os.listdir(root / case.record / EVENT / fld) == ([] if fld == UP_FIELD else
+                                                                     [f"down-{case.record}.bin"])
 
 
 def fault_args(port: str) -> list[str]:
@@ -116,12 +111,12 @@ def test_chaos_campaign_loses_nothing_and_serves_nothing_wrong(sandbox, mount, t
     clean = sandbox(name="chaos")
     port = clean.url.rsplit(":", 1)[1].split("/")[0]
     seed_server(clean, cases, tmp_path)
+    mnt = mount(clean, "timeout=2", "records_ttl=3600")  # mounted before the faults: a refused mount tests nothing
+    warm(mnt.path, cases)
     clean.stop()
 
-    faulty = sandbox(*fault_args(port), name="chaos")
+    faulty = sandbox(*fault_args(port), name="chaos")  # same port and data: the mount carries on against it
     assert faulty.url == clean.url
-    mnt = mount(faulty, "timeout=2", "records_ttl=3600")
-    warm(mnt.path, cases)
     with ThreadPoolExecutor(PARALLEL) as pool:
         cps = list(pool.map(lambda c: run(["cp", str(c.up), str(mnt.path / c.record / EVENT / UP_FIELD)]), cases))
         reads = list(pool.map(lambda c: run(["cat", str(mnt.path / c.record / EVENT / DOWN_FIELD
@@ -139,11 +134,18 @@ def test_chaos_campaign_loses_nothing_and_serves_nothing_wrong(sandbox, mount, t
             assert server_file(checker, case.record, UP_FIELD, EVENT) == (case.up.name, case.up.read_bytes()), \
                 f"cp of {case.up.name} exited 0 but the server does not hold its bytes"
     entries = {(e["record"], e["name"]): e for e in unsent(mnt)}
+    # cp that could not even create the file (the slot could not be looked at) wrote nothing: nothing to keep.
+    refused = [c for c in failed if b"cannot create regular file" in cps[cases.index(c)].stderr]
+    for case in refused:
+        assert (case.record, case.up.name) not in entries
+        assert server_file(checker, case.record, UP_FIELD, EVENT) is None
+    failed = [c for c in failed if c not in refused]
     for case in failed:
         entry = entries.get((case.record, case.up.name))
         assert entry is not None, f"cp of {case.up.name} failed ({cps[cases.index(case)].stderr!r}) " \
                                   "and it is not in unsent"
         assert Path(entry["data_path"]).read_bytes() == case.up.read_bytes()
+    assert len(entries) == len(failed), "unsent holds entries no failed cp explains"
     retry = cli(mnt, "retry")
     assert retry.returncode == 0, retry.stdout + retry.stderr
     for case in failed:
@@ -153,4 +155,5 @@ def test_chaos_campaign_loses_nothing_and_serves_nothing_wrong(sandbox, mount, t
     kinds = dict(Counter(row["fault"] for row in faults))
     total = sum(c.up.stat().st_size + len(c.down) for c in cases)
     print(f"\nchaos: {len(cases)} files each way, {total} bytes, {len(faults)} faults injected {kinds}, "
-          f"{len(failed)} cp failed and were retried, {failed_reads} reads failed cleanly")
+          f"{len(failed)} cp failed and were retried, "
+          f"{len(refused)} refused at create, {failed_reads} reads failed cleanly")
