@@ -2,8 +2,9 @@
 
 Every read and write goes through the kernel, the binding and one Python call, as in redcapfs, but lands
 on a local file instead of an HTTP request: whatever redcapfs is slower than this is redcapfs's (or the
-network's), not the binding's. It mounts with the options redcapfs's mount passes (threads, big writes,
-``max_write`` 1 MiB, one-second attribute and entry timeouts, no kernel page cache across opens).
+network's), not the binding's. It mounts through redcapfs/binding.py with the options, request sizes and
+readahead redcapfs's mount uses (libfuse3 unless ``REDCAPFS_FUSE=2``; one-second attribute and entry timeouts,
+no kernel page cache across opens).
 
 Usage: python scripts/passthrough.py SOURCE MOUNTPOINT   (foreground; ``fusermount3 -u MOUNTPOINT`` ends it)
 """
@@ -13,15 +14,17 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
 from typing import Any
 
-# The binding, imported in this one place. Keep it the one redcapfs's mount uses (fusepy today;
-# for mfusepy, write `import mfusepy as binding`): the figures compare the two on the same binding.
-import fuse as binding
+# The binding redcapfs's mount uses, chosen by the same module: the figures compare the two on one binding.
+from redcapfs import binding as chooser
 
-BINDING = binding.__name__
-FUSE, FuseOSError = binding.FUSE, binding.FuseOSError
+binding = chooser.load()
+BINDING = f"{binding.__name__} on libfuse{chooser.major()}"
+FUSE, FuseOSError = chooser.fuse_class(), binding.FuseOSError
 
+BLOCK_SIZE = chooser.block_size()  # as redcapfs reports: cp sizes its buffers by it
 STAT_KEYS = ("st_mode", "st_nlink", "st_uid", "st_gid", "st_size", "st_atime", "st_mtime", "st_ctime")
 STATVFS_KEYS = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files", "f_ffree", "f_favail",
                 "f_flag", "f_namemax")
@@ -30,8 +33,16 @@ STATVFS_KEYS = ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_fil
 class Passthrough(binding.Operations):
     """Each operation is the matching ``os`` call on ``root/path``; ``OSError`` becomes the errno."""
 
-    def __init__(self, root: str) -> None:
+    use_ns = False  # times as float seconds, as os.utime takes them
+
+    def __init__(self, root: str, mountpoint: str) -> None:
         self.root = os.path.realpath(root)
+        self.mountpoint = mountpoint
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """The same request sizes and readahead as redcapfs (binding.py)."""
+        chooser.negotiate(conn)
+        threading.Thread(target=chooser.after_init, args=(self.mountpoint,), daemon=True).start()
 
     def _full(self, path: str) -> str:
         return os.path.join(self.root, path.lstrip("/"))
@@ -42,7 +53,7 @@ class Passthrough(binding.Operations):
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         st = os.fstat(fh) if fh is not None else os.lstat(self._full(path))
-        return {key: getattr(st, key) for key in STAT_KEYS}
+        return {**{key: getattr(st, key) for key in STAT_KEYS}, "st_blksize": BLOCK_SIZE}
 
     def readdir(self, path: str, fh: int) -> list[str]:
         return [".", "..", *os.listdir(self._full(path))]
@@ -60,7 +71,9 @@ class Passthrough(binding.Operations):
     def unlink(self, path: str) -> None:
         os.unlink(self._full(path))
 
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        if flags:
+            raise FuseOSError(errno.EINVAL)
         os.rename(self._full(old), self._full(new))
 
     def chmod(self, path: str, mode: int) -> None:
@@ -105,8 +118,9 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     source, mountpoint = argv
-    FUSE(Passthrough(source), mountpoint, foreground=True, nothreads=False, big_writes=True, max_write=1 << 20,
-         attr_timeout=1.0, entry_timeout=1.0, fsname="passthrough", subtype="passthrough")
+    options = chooser.mount_options(read_only=False, allow_other=False, attr_timeout=1.0, entry_timeout=1.0)
+    options.update(fsname="passthrough", subtype="passthrough")
+    FUSE(Passthrough(source, os.path.realpath(mountpoint)), mountpoint, **options)
     return 0
 
 

@@ -18,7 +18,7 @@ from .projects import Project, Slot, random_file, write_project
 from .stats import Figure, Sample
 from .tools import Curl, cp, fio, http_client, measure, settle
 
-OPTIONS = "rate=0"  # limiter lifted: curl, HttpClient and PyCap have none either
+OPTIONS = "rate=off"  # limiter lifted: curl, HttpClient and PyCap have none either
 WRITERS = ("wcurl", "wclient", "wmount")  # each rep uploads into empty slots: record WRITER + rep number
 
 

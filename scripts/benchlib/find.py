@@ -19,7 +19,7 @@ from .projects import Project, Slot, write_project
 from .stats import Figure, Sample
 from .tools import measure
 
-OPTIONS = "rate=0"
+OPTIONS = "rate=off"
 FIELDS = ["doc", *(f"field{i}" for i in range(2, 11))]
 
 

@@ -12,7 +12,7 @@ from .projects import Project, Slot, random_file, write_project
 from .stats import Figure, Sample
 from .tools import cp, settle
 
-OPTIONS = "rate=0"
+OPTIONS = "rate=off"
 
 
 def run(cfg: Config) -> list[Figure]:

@@ -22,7 +22,7 @@ from .projects import Project, Slot, small_files, write_project
 from .stats import Figure, Sample
 from .tools import PyCap, measure, run_parallel
 
-OPTIONS = "rate=0"  # the rate limit lifted: PyCap has none (at the default 5/s it binds, see PERFORMANCE.md)
+OPTIONS = "rate=off"  # the rate limit lifted: PyCap has none (at the default 5/s it binds, see PERFORMANCE.md)
 
 
 def _records(n: int) -> list[str]:
