@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from redcapfs.cache import ContentCache, Entry, Flight
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import RedcapError
+from redcapfs.errors import NotFound, RedcapError
 from redcapfs.fs.base import FileNode
 from redcapfs.fs.rules import describe
 from redcapfs.fs.slots import SlotModel
@@ -113,6 +113,9 @@ class ServerContent:
                 raise
             if node.raw == DOCUMENT_PLACEHOLDER and info.name:
                 self.slots.learned_name(slot, info.name)
+            elif info.name and info.name != node.name:  # a colleague replaced it since our listing
+                log.warning("download of %s refused: the slot now holds %r", describe(slot, node.name), info.name)
+                raise NotFound(f"replaced on the server by {info.name!r}; list the folder again")
             self.slots.learned_size(slot, node.name, out.tell())
 
         return download

@@ -97,7 +97,9 @@ class LocalFile:
         self.refs = 0  # open handles (changed under the registry's lock)
         self.mtime_ns: int | None = None
         self.mode: int | None = None
-        self.shadow_of: str | None = None  # the server name this temporary copy stands in for
+        # The (slot, server name) this temporary copy stands in for: moved to another slot, it stands in for
+        # nothing there (unlinking it must not delete that slot's file).
+        self.shadow_of: tuple[Slot, str] | None = None
         self.cached_as: str | None = None  # content-cache key sharing this file's inode after an upload
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:

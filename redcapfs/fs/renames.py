@@ -85,7 +85,7 @@ class Renames:
             raise
         attr = self.slots.attr(src.slot, src.name, local.size())
         local.mtime_ns, local.mode = attr.mtime_ns, attr.mode
-        local.shadow_of = src.name
+        local.shadow_of = (src.slot, src.name)
         replaced = self.local.add_temp(local, replace=True)
         self.slots.hide(slot, src.name)
         if replaced is not None and replaced is not local:
@@ -96,6 +96,7 @@ class Renames:
         rules.require_closed(src, path)
         rules.check_upload_name(slot, name, path)
         self.writing.check_slot(slot, name, path, moving_from=src if slot == src.slot else None)
+        self.uploader.verify(src.slot, src.name)  # the upload replaces the slot's file: it must still be src
         local = self.local.new(slot, name, FileState.NEW)  # never listed: the rename's private copy
         try:
             self.content.copy_into(src, local.fd)
@@ -107,7 +108,9 @@ class Renames:
             local.entry.remove()
         except BaseException:
             local.close()
-            raise
+            if local.entry.attempted is None:  # never sent (the download failed): nothing to keep
+                local.entry.remove()
+            raise  # a refused upload stays unsent, as any refused save
         if slot == src.slot:
             self.slots.forget_content(src.slot, src.name)
             return

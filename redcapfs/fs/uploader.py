@@ -13,7 +13,7 @@ import logging
 import time
 
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import BadRequest, BadToken, NoRights, RedcapError
+from redcapfs.errors import BadRequest, BadToken, EmptySlot, FileChanged, NoRights, NotFound, RedcapError
 from redcapfs.fs.localfiles import LocalFile
 from redcapfs.fs.rules import describe
 from redcapfs.fs.slots import SlotModel
@@ -56,8 +56,30 @@ class Uploader:
         local.cached_as = self.slots.uploaded(slot, name, size, local.mtime_ns or time.time_ns(), local.mode,
                                               str(local.entry.data_path))
 
+    def verify(self, slot: Slot, name: str) -> None:
+        """Make sure the slot holds ``name`` right now, asked of the server (one file-info call).
+
+        Delete File takes no name, and an upload replaces whatever the slot
+        holds: acting on a listing a colleague has made stale would delete or
+        overwrite their file. A different name raises FileChanged (ESTALE), an
+        empty slot NotFound (ENOENT); the listing shows the change at the next
+        records refresh (within the records TTL). A server without
+        the file-info call cannot be asked this cheaply: the check is skipped
+        there (docs/SEMANTICS.md).
+        """
+        try:
+            info = self.client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
+        except EmptySlot:
+            log.warning("%s: refused, the file is no longer on the server", describe(slot, name))
+            raise NotFound("the file was deleted on the server meanwhile") from None
+        if info is None or not info.name or info.name == name:
+            return
+        log.warning("%s: refused, the slot now holds %r (changed on the server)", describe(slot, name), info.name)
+        raise FileChanged(f"the slot now holds {info.name!r}, put there by someone else; list it again")
+
     def delete(self, slot: Slot, name: str) -> None:
-        """Delete File; the slot is empty afterwards."""
+        """Delete File of ``name``, checked first to still be what the slot holds; the slot is empty afterwards."""
+        self.verify(slot, name)
         try:
             self.client.delete_file(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
         except RedcapError as exc:

@@ -241,7 +241,7 @@ class Writing:
 
     def _unlink_temp(self, local: LocalFile) -> None:
         hidden = self.ns.slots.hidden(local.slot)
-        if local.shadow_of is not None and hidden == local.shadow_of:
+        if hidden is not None and local.shadow_of == (local.slot, hidden):
             self.uploader.delete(local.slot, hidden)  # `mv f f~; rm f~`: the user deleted f
         self._unlist(local)
 

@@ -71,8 +71,6 @@ def test_a_reader_of_an_uploaded_version_never_sees_bytes_written_after_it(mount
     tree.release(fh)
 
 
-@pytest.mark.xfail(strict=True, reason="unlink deletes whatever the slot holds now: rm of a name a colleague "
-                   "has replaced (listing not yet refreshed) deletes the colleague's file")
 def test_rm_of_a_name_a_colleague_replaced_keeps_the_colleagues_file(mount: tuple, tmp_path: Path) -> None:
     tree, client, _ = mount
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
@@ -83,8 +81,6 @@ def test_rm_of_a_name_a_colleague_replaced_keeps_the_colleagues_file(mount: tupl
     assert server_file(client, ("1", "doc", None)) == ("c.png", b"the colleague's scan")
 
 
-@pytest.mark.xfail(strict=True, reason="removing an editor's backup copy (`mv f f~; rm f~`) deletes whatever "
-                   "the slot holds now, also a file a colleague uploaded after the backup was made")
 def test_rm_of_a_backup_keeps_a_file_a_colleague_uploaded_since(mount: tuple, tmp_path: Path) -> None:
     tree, client, _ = mount
     tree.rename("/1/att/1/b.txt", "/1/att/1/.b.txt.Ab12Cd")  # rsync-style backup: b.txt hidden here
@@ -95,8 +91,6 @@ def test_rm_of_a_backup_keeps_a_file_a_colleague_uploaded_since(mount: tuple, tm
     assert server_file(client, ("1", "att", 1)) == ("a.pdf", b"the colleague's report")
 
 
-@pytest.mark.xfail(strict=True, reason="a download is of whatever the slot holds now: opening a name a colleague "
-                   "has replaced (listing not yet refreshed) serves the colleague's file under the old name")
 def test_opening_a_name_a_colleague_replaced_never_serves_the_colleagues_file(mount: tuple, tmp_path: Path) -> None:
     tree, client, _ = mount
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
@@ -107,8 +101,6 @@ def test_opening_a_name_a_colleague_replaced_never_serves_the_colleagues_file(mo
     assert code is not None or got != b"the colleague's scan", "c.png's bytes were served as a.pdf"
 
 
-@pytest.mark.xfail(strict=True, reason="a rename whose download fails (the file was deleted elsewhere) leaves its "
-                   "empty spool entry behind; once the mount ends it shows as unsent")
 def test_a_failed_rename_leaves_no_spool_entry(mount: tuple) -> None:
     tree, client, spool = mount
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
@@ -118,8 +110,6 @@ def test_a_failed_rename_leaves_no_spool_entry(mount: tuple) -> None:
     assert [(e.state, e.target.name) for e in spool.entries()] == []
 
 
-@pytest.mark.xfail(strict=True, reason="unlinking an editor's backup copy deletes the hidden server file of the "
-                   "slot it is in now, matched by name only, even when the copy came from another slot")
 def test_rm_of_a_backup_moved_from_another_slot_deletes_nothing_there(mount: tuple) -> None:
     tree, client, _ = mount
     write_file(tree, "/2/doc/a.pdf", b"record two")
