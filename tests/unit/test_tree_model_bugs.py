@@ -121,9 +121,6 @@ def test_rm_of_a_backup_moved_from_another_slot_deletes_nothing_there(mount: tup
         "record 2's file was deleted; its only copy left is the local backup a.pdf~"
 
 
-@pytest.mark.xfail(strict=True, reason="getattr with a reader's handle describes the file now at the path, not "
-                   "the version the reader reads: after an overwrite the size is the new one (the kernel then ends "
-                   "the reader's reads there), after an unlink it is ENOENT")
 def test_fstat_of_a_reader_agrees_with_its_reads_after_an_overwrite(mount: tuple) -> None:
     tree, _, _ = mount
     reader = tree.open("/1/doc/a.pdf", os.O_RDONLY)
