@@ -68,7 +68,10 @@ class Renames:
         self.writing.check_slot(slot, name, path)
         with local.lock:
             self.uploader.upload(local, slot, name)
-        if self.local.unlist(local):
+            done = self.local.renamed_onto(local, slot, name)
+            if not done:  # still open: now the real file's writer, not a temporary file
+                local.entry.retarget(local.entry.target, temp=False)
+        if done:
             local.close()
             local.entry.remove()
 

@@ -164,10 +164,34 @@ class Writing:
             self.release(fh)
 
     def _detach_from_cache(self, local: LocalFile) -> None:
-        """The cache may share this file's inode (see ContentCache.put): drop it before the bytes change."""
-        if local.cached_as is not None:
-            self.content.cache.invalidate(local.cached_as)
-            local.cached_as = None
+        """The cache may share this file's inode (see ContentCache.put): move to a copy before the bytes change.
+
+        Readers of the uploaded version hold the shared inode open; they must
+        keep reading exactly that version, and the cache keeps serving it (it
+        is what the server holds until the next upload). So the writer moves:
+        its bytes are copied to a new inode that replaces the spool file, and
+        ``dup2`` puts it under the descriptor every handle of this file uses.
+        One local copy, only when a file is written again after an upload
+        while still open. Caller holds ``local.lock``.
+        """
+        if local.cached_as is None:
+            return
+        data_path = local.entry.data_path
+        fresh = data_path.with_name(data_path.name + ".cow")
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            size = local.size()
+            copied = 0
+            while copied < size:
+                step = os.copy_file_range(local.fd, fd, size - copied, copied, copied)
+                if step == 0:
+                    break
+                copied += step
+            os.replace(fresh, data_path)
+            os.dup2(fd, local.fd)
+        finally:
+            os.close(fd)
+        local.cached_as = None
 
     # ------------------------------------------------------------ sending
     def flush(self, fh: int) -> None:

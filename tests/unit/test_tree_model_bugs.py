@@ -41,8 +41,6 @@ def write_file(tree: Tree, path: str, data: bytes) -> None:
     tree.release(fh)
 
 
-@pytest.mark.xfail(strict=True, reason="writes through a temporary file's handle after it was renamed onto the "
-                   "real name go nowhere: close() succeeds, the server keeps the older bytes, nothing is unsent")
 def test_writes_after_renaming_a_temporary_file_onto_its_real_name_are_not_lost(mount: tuple) -> None:
     tree, client, spool = mount
     fh = tree.create("/2/doc/.a.pdf.Ab12Cd", 0o100644)
@@ -56,8 +54,6 @@ def test_writes_after_renaming_a_temporary_file_onto_its_real_name_are_not_lost(
         server_file(client, ("2", "doc", None)) == ("a.pdf", b"first part second part")
 
 
-@pytest.mark.xfail(strict=True, reason="the cache keeps an upload as a hard link to the spool file, so a reader "
-                   "of the uploaded version sees bytes written later through a handle still open on that file")
 def test_a_reader_of_an_uploaded_version_never_sees_bytes_written_after_it(mount: tuple) -> None:
     tree, _, _ = mount
     fh = tree.create("/2/doc/.a.pdf.Ab12Cd", 0o100644)
