@@ -102,6 +102,7 @@ from redcapfs.fs.writing import Writing
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
+from redcapfs.trash import Trash
 
 # Names other modules and branches knew from here before the split.
 __all__ = ["WRITE_FLAGS", "FileNode", "Handle", "LocalFile", "Stat", "Tree", "TreeOptions", "stored_name"]
@@ -113,7 +114,8 @@ class Tree:
     """The filesystem's semantics over a REDCap client, its caches and the spool."""
 
     def __init__(self, client: RedcapClient, shape: ProjectShape, *, cache: ContentCache, attrs: AttrStore,
-                 spool: Spool, url: str, project_id: str, options: TreeOptions | None = None) -> None:
+                 spool: Spool, url: str, project_id: str, options: TreeOptions | None = None,
+                 trash: Trash | None = None) -> None:
         self.client = client
         self.shape = shape
         self.cache = cache
@@ -129,7 +131,7 @@ class Tree:
         self.local = LocalFiles(spool, url, project_id)
         self.handles = Handles(self.local)
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
-        self.uploader = Uploader(client, self.slots, self.records, url, project_id)
+        self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash)
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
         self.renames = Renames(self.options, self.ns, self.writing)

@@ -118,7 +118,7 @@ class Renames:
             self.slots.forget_content(src.slot, src.name)
             return
         try:
-            self.uploader.delete(src.slot, src.name)
+            self.uploader.delete(src.slot, src.name, keep=False)  # moved, not lost
         except RedcapError as exc:
             raise type(exc)(f"copied to the new place, but the original could not be deleted: {exc.message}",
                             status=exc.status, record=exc.record, field=exc.field) from exc
