@@ -228,6 +228,7 @@ class Writing:
             self._send_at_release(local)
         if not local.temp:
             self.local.unlist_writer(local)
+            self._keep_times(local)
         local.close()
         if local.temp or local.state not in KEEP_AT_CLOSE:
             local.entry.remove()
@@ -236,6 +237,17 @@ class Writing:
             local.entry.mark_unsent("closed without a successful upload")
         log.error("%s: kept as unsent (%s); see `redcapfs unsent`", rules.describe(local.slot, local.name),
                   local.entry.error or "never uploaded")
+
+    def _keep_times(self, local: LocalFile) -> None:
+        """A time or mode set through a writer that sent nothing (``touch FILE``, ``touch -d``) must stick.
+
+        A clean copy is the server's version: what was set on it belongs to
+        that version, so it goes to the attribute store before the copy goes.
+        """
+        if local.state is not FileState.CLEAN or (local.mtime_ns is None and local.mode is None):
+            return
+        self.content.slots.set_attr(local.slot, local.name, local.size(), mtime_ns=local.mtime_ns,
+                                    mode=local.mode)
 
     def _send_at_release(self, local: LocalFile) -> None:
         """An empty new file or a bare truncation: sent at the last close; a failure is kept as unsent."""

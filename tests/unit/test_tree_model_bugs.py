@@ -128,3 +128,15 @@ def test_fstat_of_a_reader_agrees_with_its_reads_after_an_overwrite(mount: tuple
     assert tree.read(reader, 100, 0) == b"original"  # the old version, whole: as on a local disk
     assert tree.getattr("/1/doc/a.pdf", reader).size == len(b"original")
     tree.release(reader)
+
+
+def test_a_time_set_through_a_handle_that_wrote_nothing_sticks(mount: tuple) -> None:
+    """``touch FILE`` / ``touch -d DATE FILE`` on an existing file: open for writing, set the time, close."""
+    tree, client, _ = mount
+    when = 1_500_000_000_123_456_789
+    fh = tree.open("/1/doc/a.pdf", os.O_WRONLY)
+    tree.utimens("/1/doc/a.pdf", when)
+    tree.flush(fh)
+    tree.release(fh)
+    assert tree.getattr("/1/doc/a.pdf").mtime_ns == when
+    assert server_file(client, ("1", "doc", None)) == ("a.pdf", b"original")
