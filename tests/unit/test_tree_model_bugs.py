@@ -9,6 +9,7 @@ names the REDCap emulator).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from treemodel_project import RecordsClock, make_client, make_tree, outcome, server_file
 
+from redcapfs.errors import errno_for
 from redcapfs.spool import Spool
 from redcapfs.tree import Tree
 
@@ -140,3 +142,23 @@ def test_a_time_set_through_a_handle_that_wrote_nothing_sticks(mount: tuple) -> 
     tree.release(fh)
     assert tree.getattr("/1/doc/a.pdf").mtime_ns == when
     assert server_file(client, ("1", "doc", None)) == ("a.pdf", b"original")
+
+
+def test_a_download_of_another_length_than_reported_is_eio_and_not_kept(mount: tuple, tmp_path: Path) -> None:
+    """Issue 10 §3: the kernel trusts the size stat reported; a body of another length is another version."""
+    tree, client, _ = mount
+    assert tree.getattr("/1/doc/a.pdf").size == len(b"original")
+    theirs = tmp_path / "a.pdf"
+    theirs.write_bytes(b"a longer version, same name")
+    client.import_file("1", "doc", str(theirs), "a.pdf")  # a colleague, through the API
+    opened: list[int] = []
+    with pytest.raises(Exception) as caught:  # at open or at the read, whichever the download's end meets
+        opened.append(tree.open("/1/doc/a.pdf", os.O_RDONLY))
+        tree.read(opened[0], 100, 0)
+    for fh in opened:
+        tree.release(fh)
+    assert errno_for(caught.value) == errno.EIO
+    fh = tree.open("/1/doc/a.pdf", os.O_RDONLY)  # asked again: the whole new version
+    assert tree.read(fh, 100, 0) == b"a longer version, same name"
+    assert tree.getattr("/1/doc/a.pdf", fh).size == len(b"a longer version, same name")
+    tree.release(fh)
