@@ -81,6 +81,9 @@ class Uploader:
             return self.client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
         except EmptySlot:
             return EMPTY
+        except RedcapError as exc:  # cannot say (a locked record, a hiccup): the caller falls back to the index
+            log.debug("%s: file-info before a change failed: %s", describe(slot, "the slot's file"), exc)
+            return None
 
     def verify(self, slot: Slot, name: str) -> FileInfo | None:
         """Make sure the slot holds ``name`` right now, asked of the server; returns what it said.
