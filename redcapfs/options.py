@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from redcapfs.tempnames import TempNames
+from redcapfs.trash import TrashSettings
 
 DAY = 86400.0
 
@@ -43,6 +44,7 @@ class MountOptions:
     temp_names: str | None = None
     ca: str | None = None  # CA bundle to trust (client.trust: else REQUESTS_CA_BUNDLE, the system's)
     insecure_http: bool = False  # allow plain http beyond loopback (the token crosses unencrypted)
+    trash: TrashSettings = field(default_factory=TrashSettings)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -126,6 +128,7 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "temp_names": _checked_temp_names,
     "ca": str,
 }
+_TRASH = ("trash", "trash_days", "trash_size")  # parsed together by TrashSettings.from_options
 _FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache",
           "insecure_http": "insecure_http"}
 
@@ -133,6 +136,7 @@ _FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_c
 def parse_options(values: list[str]) -> MountOptions:
     """Parse ``-o a,b=c`` strings; unknown options are an error (a typo must not be ignored)."""
     opts = MountOptions()
+    trash: dict[str, str] = {}
     for value in values:
         for item in filter(None, value.split(",")):
             key, _, arg = item.partition("=")
@@ -140,6 +144,8 @@ def parse_options(values: list[str]) -> MountOptions:
                 setattr(opts, _FLAGS[key], True)
             elif key == "rw" and not arg:
                 opts.read_only = False
+            elif key in _TRASH and arg:
+                trash[key] = arg
             elif key in _VALUES and arg:
                 try:
                     setattr(opts, key, _VALUES[key](arg))
@@ -147,6 +153,10 @@ def parse_options(values: list[str]) -> MountOptions:
                     raise MountError(f"bad value for -o {key}={arg}: {_why(exc)}") from None
             else:
                 raise MountError(f"unknown mount option {item!r} (see `redcapfs mount --help`)")
+    try:
+        opts.trash = TrashSettings.from_options(**trash)
+    except ValueError as exc:
+        raise MountError(f"bad value: {exc}") from None
     return opts
 
 
@@ -179,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
                "(docs/temp-names.md), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else "
                "the system trust store), insecure_http (allow http:// beyond this machine; the token crosses "
-               "unencrypted). HTTPS_PROXY/NO_PROXY are honoured (docs/TROUBLESHOOTING.md). "
+               "unencrypted), trash=on|off, trash_days=7, trash_size=2G (the local trash of replaced and deleted "
+               "versions). HTTPS_PROXY/NO_PROXY are honoured (docs/TROUBLESHOOTING.md). "
                "REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
                "(default: libfuse3 if installed). See docs/SEMANTICS.md.")
     parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")

@@ -27,6 +27,7 @@ from redcapfs.remote import Remote, RemoteRefused, open_remote
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool, pid_alive
 from redcapfs.tempnames import TempNames
+from redcapfs.trash import Trash
 from redcapfs.tree import Tree, TreeOptions
 
 log = logging.getLogger("redcapfs")
@@ -118,8 +119,10 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
                             content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
                             temp_names=TempNames.from_option(opts.temp_names))
+    trash = Trash(folder / "trash", opts.trash)
+    trash.expire()  # versions past trash_days go at every mount, not only when something new is kept
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
-                options=tree_opts)
+                options=tree_opts, trash=trash)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
     return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info=info)

@@ -89,7 +89,7 @@ from redcapfs.errors import AlreadyExists, IsADirectory
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
-from redcapfs.fs.handles import Handle, Handles, open_cached
+from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
@@ -102,6 +102,7 @@ from redcapfs.fs.writing import Writing
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
+from redcapfs.trash import Trash
 
 # Names other modules and branches knew from here before the split.
 __all__ = ["WRITE_FLAGS", "FileNode", "Handle", "LocalFile", "Stat", "Tree", "TreeOptions", "stored_name"]
@@ -113,7 +114,8 @@ class Tree:
     """The filesystem's semantics over a REDCap client, its caches and the spool."""
 
     def __init__(self, client: RedcapClient, shape: ProjectShape, *, cache: ContentCache, attrs: AttrStore,
-                 spool: Spool, url: str, project_id: str, options: TreeOptions | None = None) -> None:
+                 spool: Spool, url: str, project_id: str, options: TreeOptions | None = None,
+                 trash: Trash | None = None) -> None:
         self.client = client
         self.shape = shape
         self.cache = cache
@@ -130,7 +132,7 @@ class Tree:
         self.local = LocalFiles(spool, url, project_id)
         self.handles = Handles(self.local)
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
-        self.uploader = Uploader(client, self.slots, self.records, url, project_id)
+        self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash)
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
         self.renames = Renames(self.options, self.ns, self.writing)
@@ -140,16 +142,22 @@ class Tree:
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
         """Attributes; a file's size is exact (asked of the server or downloaded if unknown)."""
-        local = self.handles.local_of(fh)
-        if local is not None:
-            return self._local_stat(local)
+        handle = self.handles.find(fh)
+        if handle is not None and handle.local is not None:
+            return self._local_stat(handle.local)
+        if handle is not None and handle.node is not None:  # a reader: the version it reads, not the path's
+            return self._server_stat(handle.node, read_size(handle))
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             return self._dir_stat(path)
         node = self.ns.file(ref, path)
         if node.local is not None:
             return self._local_stat(node.local)
-        size = self.content.size(node)
+        return self._server_stat(node)
+
+    def _server_stat(self, node: FileNode, size: int | None = None) -> Stat:
+        if size is None:
+            size = self.content.size(node)
         attr = self.slots.attr(node.slot, node.name, size)
         mode = attr.mode if attr.mode is not None else rules.file_mode(self.options)
         return Stat(False, size, stat.S_IFREG | mode, attr.mtime_ns, self.options.uid, self.options.gid)

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from redcapfs.cache import ContentCache, Entry, Flight
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import RedcapError
+from redcapfs.errors import LocalIOError, NotFound, RedcapError
 from redcapfs.fs.base import FileNode
 from redcapfs.fs.rules import describe
 from redcapfs.fs.slots import SlotModel
@@ -103,6 +103,7 @@ class ServerContent:
     def downloader(self, node: FileNode) -> Callable[[BinaryIO], None]:
         """One Export File into the cache's file object; logs a failure once, however many readers wait."""
         slot = node.slot
+        reported = self.slots.size(slot, node.name)  # what stat already told: a different body is another version
 
         def download(out: BinaryIO) -> None:
             try:
@@ -113,6 +114,15 @@ class ServerContent:
                 raise
             if node.raw == DOCUMENT_PLACEHOLDER and info.name:
                 self.slots.learned_name(slot, info.name)
+            elif info.name and info.name != node.name:  # a colleague replaced it since our listing
+                log.warning("download of %s refused: the slot now holds %r", describe(slot, node.name), info.name)
+                raise NotFound(f"replaced on the server by {info.name!r}; list the folder again")
+            if reported is not None and out.tell() != reported:
+                self.slots.forget_content(slot, node.name)  # the next stat asks again
+                log.warning("download of %s refused: %d bytes, but %d were reported before (replaced on the "
+                            "server meanwhile)", describe(slot, node.name), out.tell(), reported)
+                raise LocalIOError(f"the file changed on the server while it was opened ({out.tell()} bytes, "
+                                   f"{reported} reported before); open it again")
             self.slots.learned_size(slot, node.name, out.tell())
 
         return download

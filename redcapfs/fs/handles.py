@@ -27,6 +27,8 @@ class Handle:
     local: LocalFile | None = None
     writable: bool = False
     flight: Flight | None = None  # the download still filling ``fd``, if any
+    node: FileNode | None = None  # the server file a cache handle reads (its fstat is that version's)
+    size: int | None = None  # that version's size as known at open, for fstat during its download
 
 
 class Handles:
@@ -53,6 +55,13 @@ class Handles:
             raise FsError("bad file handle")
         return handle
 
+    def find(self, fh: int | None) -> Handle | None:
+        """The open handle ``fh``, or None (getattr without a handle, or one already closed)."""
+        if fh is None:
+            return None
+        with self._lock:
+            return self._handles.get(fh)
+
     def local_of(self, fh: int | None) -> LocalFile | None:
         """The local file behind ``fh``, if it is an open handle on one."""
         if fh is None:
@@ -75,13 +84,22 @@ def open_cached(content: ServerContent, node: FileNode) -> Handle:
     started = content.start(node)
     if isinstance(started, Flight):
         try:  # reads are served as the bytes arrive
-            return Handle(fd=os.open(started.part, os.O_RDONLY), flight=started)
+            return Handle(fd=os.open(started.part, os.O_RDONLY), flight=started, node=node,
+                          size=content.slots.size(node.slot, node.name))
         except FileNotFoundError:  # it ended meanwhile
             started.done.wait()
             if started.entry is None:
                 raise started.error or LocalIOError("download failed") from None
             started = started.entry
-    return Handle(fd=os.open(started.path, os.O_RDONLY))
+    return Handle(fd=os.open(started.path, os.O_RDONLY), node=node)
+
+
+def read_size(handle: Handle) -> int | None:
+    """The size of the version a cache handle reads: its own file's, or during its download as known at open."""
+    flight = handle.flight
+    if flight is not None and not (flight.done.is_set() and flight.error is None):
+        return handle.size
+    return os.fstat(handle.fd).st_size
 
 
 def read(handle: Handle, size: int, offset: int) -> bytes:

@@ -69,7 +69,7 @@ _ALLOWED: dict[FileState, set[FileState]] = {
     S.CLEAN: {S.DIRTY, S.UNLINKED},
     S.DIRTY: {S.DIRTY, S.CLEAN, S.UNSENT, S.UNLINKED},
     S.UNSENT: {S.DIRTY, S.UNSENT, S.CLEAN, S.UNLINKED},
-    S.TEMP: {S.UNLINKED},
+    S.TEMP: {S.UNLINKED, S.CLEAN},  # CLEAN: renamed onto a real name while open (it is that file now)
     S.UNLINKED: {S.UNLINKED},
 }
 # What the next flush sends, and what the last close sends.
@@ -97,7 +97,9 @@ class LocalFile:
         self.refs = 0  # open handles (changed under the registry's lock)
         self.mtime_ns: int | None = None
         self.mode: int | None = None
-        self.shadow_of: str | None = None  # the server name this temporary copy stands in for
+        # The (slot, server name) this temporary copy stands in for: moved to another slot, it stands in for
+        # nothing there (unlinking it must not delete that slot's file).
+        self.shadow_of: tuple[Slot, str] | None = None
         self.cached_as: str | None = None  # content-cache key sharing this file's inode after an upload
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:
@@ -212,6 +214,25 @@ class LocalFiles:
             local.slot, local.name = slot, name
             temps[name] = local
         return replaced if replaced is not local else None
+
+    def renamed_onto(self, local: LocalFile, slot: Slot, name: str) -> bool:
+        """A temporary file was uploaded as ``name`` (caller holds ``local.lock``): out of the temporary files.
+
+        With no handle open its bytes are done with (returns True). An open
+        handle follows the file onto its new name, as on a local disk: the file
+        becomes a clean copy of that real name, never listed (the listing shows
+        the server file, which has these bytes), whose later writes are sent at
+        the next flush.
+        """
+        with self._lock:
+            self._unlist_locked(local)
+            local.slot, local.name = slot, name
+            if local.refs == 0:
+                local.to(S.UNLINKED)
+                return True
+            local.temp = False
+            local.to(S.CLEAN)
+            return False
 
     def unlist(self, local: LocalFile) -> bool:
         """Take ``local`` out of the namespace and mark it UNLINKED; True if no handle has it open."""

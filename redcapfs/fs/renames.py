@@ -68,7 +68,10 @@ class Renames:
         self.writing.check_slot(slot, name, path, renaming=True)
         with local.lock:
             self.uploader.upload(local, slot, name)
-        if self.local.unlist(local):
+            done = self.local.renamed_onto(local, slot, name)
+            if not done:  # still open: now the real file's writer, not a temporary file
+                local.entry.retarget(local.entry.target, temp=False)
+        if done:
             local.close()
             local.entry.remove()
 
@@ -85,7 +88,7 @@ class Renames:
             raise
         attr = self.slots.attr(src.slot, src.name, local.size())
         local.mtime_ns, local.mode = attr.mtime_ns, attr.mode
-        local.shadow_of = src.name
+        local.shadow_of = (src.slot, src.name)
         replaced = self.local.add_temp(local, replace=True)
         self.slots.hide(slot, src.name)
         if replaced is not None and replaced is not local:
@@ -96,6 +99,7 @@ class Renames:
         rules.require_closed(src, path)
         rules.check_upload_name(slot, name, path)
         self.writing.check_slot(slot, name, path, moving_from=src if slot == src.slot else None, renaming=True)
+        self.uploader.verify(src.slot, src.name)  # the upload replaces the slot's file: it must still be src
         local = self.local.new(slot, name, FileState.NEW)  # never listed: the rename's private copy
         try:
             self.content.copy_into(src, local.fd)
@@ -107,12 +111,14 @@ class Renames:
             local.entry.remove()
         except BaseException:
             local.close()
-            raise
+            if local.entry.attempted is None:  # never sent (the download failed): nothing to keep
+                local.entry.remove()
+            raise  # a refused upload stays unsent, as any refused save
         if slot == src.slot:
             self.slots.forget_content(src.slot, src.name)
             return
         try:
-            self.uploader.delete(src.slot, src.name)
+            self.uploader.delete(src.slot, src.name, keep=False)  # moved, not lost
         except RedcapError as exc:
             raise type(exc)(f"copied to the new place, but the original could not be deleted: {exc.message}",
                             status=exc.status, record=exc.record, field=exc.field) from exc

@@ -5,31 +5,44 @@ lock (its bytes must not change while they are sent), which blocks only
 handles of that one file. Each success is told to the
 :class:`~redcapfs.fs.slots.SlotModel` in one call; each failure is logged
 with what REDCap said, and an upload's bytes are kept as *unsent*.
+
+Before every replace and delete the version taken out of REDCap is kept in
+the local trash (``trash.py``): from the content cache when it is there, else
+downloaded first (one Export File). A version the trash cannot hold
+(``TrashFull``, ENOSPC) refuses the change; an upload so refused stays unsent.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
+from collections.abc import Callable
+from typing import BinaryIO
 
-from redcapfs.client.base import RedcapClient
-from redcapfs.errors import BadRequest, BadToken, NoRights, RedcapError
+from redcapfs.client.base import FileInfo, RedcapClient
+from redcapfs.errors import BadRequest, BadToken, EmptySlot, FileChanged, NoRights, NotFound, RedcapError
 from redcapfs.fs.localfiles import LocalFile
 from redcapfs.fs.rules import describe
 from redcapfs.fs.slots import SlotModel
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import Slot
 from redcapfs.spool import Target
+from redcapfs.trash import Left, Source, Trash
 
 log = logging.getLogger(__name__)
+
+EMPTY = FileInfo(None, 0)  # what ask() says of an empty slot
+UNASKED = FileInfo(None, -1)  # keep_old(): ask the server first
 
 
 class Uploader:
     """The network writes of the tree."""
 
     def __init__(self, client: RedcapClient, slots: SlotModel, records: RecordCache, url: str,
-                 project_id: str) -> None:
+                 project_id: str, trash: Trash | None = None) -> None:
         self.client = client
+        self.trash = trash
         self.slots = slots
         self.records = records
         self.url = url
@@ -42,6 +55,12 @@ class Uploader:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
             local.entry.retarget(target, temp=local.temp)
+        try:
+            self.keep_old(slot, "replaced", Left(name, size), UNASKED)
+        except OSError as exc:  # TrashFull, or the local disk: refused before anything was sent
+            local.entry.mark_unsent(str(exc))
+            log.error("upload of %s refused: %s; the bytes are kept (see `redcapfs unsent`)", describe(slot, name), exc)
+            raise
         local.entry.mark_sending()  # from here a crash leaves "may be on the server", checked by retry
         try:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
@@ -56,8 +75,44 @@ class Uploader:
         local.cached_as = self.slots.uploaded(slot, name, size, local.mtime_ns or time.time_ns(), local.mode,
                                               str(local.entry.data_path))
 
-    def delete(self, slot: Slot, name: str) -> None:
-        """Delete File; the slot is empty afterwards."""
+    def ask(self, slot: Slot) -> FileInfo | None:
+        """What the slot holds now, asked of the server (one file-info call): EMPTY, or None if it cannot say."""
+        try:
+            return self.client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
+        except EmptySlot:
+            return EMPTY
+        except RedcapError as exc:  # cannot say (a locked record, a hiccup): the caller falls back to the index
+            log.debug("%s: file-info before a change failed: %s", describe(slot, "the slot's file"), exc)
+            return None
+
+    def verify(self, slot: Slot, name: str) -> FileInfo | None:
+        """Make sure the slot holds ``name`` right now, asked of the server; returns what it said.
+
+        Delete File takes no name, and an upload replaces whatever the slot
+        holds: acting on a listing a colleague has made stale would delete or
+        overwrite their file. A different name raises FileChanged (ESTALE), an
+        empty slot NotFound (ENOENT); the listing shows the change at the next
+        records refresh (within the records TTL). A server without the
+        file-info call cannot be asked this cheaply: the check is skipped there
+        (docs/SEMANTICS.md).
+        """
+        info = self.ask(slot)
+        if info is EMPTY:
+            log.warning("%s: refused, the file is no longer on the server", describe(slot, name))
+            raise NotFound("the file was deleted on the server meanwhile")
+        if info is None or not info.name or info.name == name:
+            return info
+        log.warning("%s: refused, the slot now holds %r (changed on the server)", describe(slot, name), info.name)
+        raise FileChanged(f"the slot now holds {info.name!r}, put there by someone else; list it again")
+
+    def delete(self, slot: Slot, name: str, keep: bool = True) -> None:
+        """Delete File of ``name``, checked first to still be what the slot holds; the slot is empty afterwards.
+
+        ``keep``: the version goes to the trash first (not for a move's source, whose bytes live on).
+        """
+        info = self.verify(slot, name)
+        if keep:
+            self.keep_old(slot, "deleted", Left(None), info if info is not None else UNASKED)
         try:
             self.client.delete_file(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
         except RedcapError as exc:
@@ -65,6 +120,49 @@ class Uploader:
             raise
         log.info("deleted %s", describe(slot, name))
         self.slots.deleted(slot, name)
+
+    def keep_old(self, slot: Slot, why: str, left: Left, info: FileInfo | None = UNASKED) -> None:
+        """Keep the slot's server file in the trash before it is replaced or deleted (nothing there: nothing).
+
+        What the slot holds is asked of the server (``info``, unless the
+        caller just asked): the records index may not show a colleague's
+        upload yet, and that is exactly the version an upload would destroy.
+        A server without file-info falls back to the index.
+        """
+        if self.trash is None or not self.trash.settings.enabled:
+            return
+        if info is UNASKED:
+            info = self.ask(slot)
+        if info is EMPTY:
+            return
+        known = self.slots.server_file(slot, current=True)
+        if info is None or not info.name:
+            if known is None:
+                return
+            old_name = known.name or known.raw
+        else:
+            old_name = info.name
+        target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, old_name)
+        raw = known.raw if known is not None and known.name in (None, old_name) else old_name
+        cached = self.slots.cache.lookup(self.slots.content_key(slot, raw))
+        if cached is not None and (info is None or info.size is None or info.size == cached.size):
+            source: Source = cached.path
+        else:
+            source = self._downloader(slot)
+        try:
+            self.trash.keep(target, source, why, left)
+        except EmptySlot:
+            log.info("%s: already gone from the server, nothing to keep", describe(slot, old_name))
+        except RedcapError as exc:
+            raise OSError(errno.EIO, f"could not keep the old version of {describe(slot, old_name)} in the "
+                                     f"trash before it is {why}: {exc}") from exc
+
+    def _downloader(self, slot: Slot) -> Callable[[BinaryIO], object]:
+        def download(out: BinaryIO) -> object:
+            return self.client.export_file(slot.record, slot.field, out, event=slot.event,
+                                           repeat_instance=slot.instance)
+
+        return download
 
     def import_record(self, record: str, event: str | None, record_id_field: str) -> None:
         """A new record (``mkdir /ID``), in ``event`` for longitudinal projects."""

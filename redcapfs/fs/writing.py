@@ -166,10 +166,34 @@ class Writing:
             self.release(fh)
 
     def _detach_from_cache(self, local: LocalFile) -> None:
-        """The cache may share this file's inode (see ContentCache.put): drop it before the bytes change."""
-        if local.cached_as is not None:
-            self.content.cache.invalidate(local.cached_as)
-            local.cached_as = None
+        """The cache may share this file's inode (see ContentCache.put): move to a copy before the bytes change.
+
+        Readers of the uploaded version hold the shared inode open; they must
+        keep reading exactly that version, and the cache keeps serving it (it
+        is what the server holds until the next upload). So the writer moves:
+        its bytes are copied to a new inode that replaces the spool file, and
+        ``dup2`` puts it under the descriptor every handle of this file uses.
+        One local copy, only when a file is written again after an upload
+        while still open. Caller holds ``local.lock``.
+        """
+        if local.cached_as is None:
+            return
+        data_path = local.entry.data_path
+        fresh = data_path.with_name(data_path.name + ".cow")
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            size = local.size()
+            copied = 0
+            while copied < size:
+                step = os.copy_file_range(local.fd, fd, size - copied, copied, copied)
+                if step == 0:
+                    break
+                copied += step
+            os.replace(fresh, data_path)
+            os.dup2(fd, local.fd)
+        finally:
+            os.close(fd)
+        local.cached_as = None
 
     # ------------------------------------------------------------ sending
     def flush(self, fh: int) -> None:
@@ -206,6 +230,7 @@ class Writing:
             self._send_at_release(local)
         if not local.temp:
             self.local.unlist_writer(local)
+            self._keep_times(local)
         local.close()
         if local.temp or local.state not in KEEP_AT_CLOSE:
             local.entry.remove()
@@ -214,6 +239,17 @@ class Writing:
             local.entry.mark_unsent("closed without a successful upload")
         log.error("%s: kept as unsent (%s); see `redcapfs unsent`", rules.describe(local.slot, local.name),
                   local.entry.error or "never uploaded")
+
+    def _keep_times(self, local: LocalFile) -> None:
+        """A time or mode set through a writer that sent nothing (``touch FILE``, ``touch -d``) must stick.
+
+        A clean copy is the server's version: what was set on it belongs to
+        that version, so it goes to the attribute store before the copy goes.
+        """
+        if local.state is not FileState.CLEAN or (local.mtime_ns is None and local.mode is None):
+            return
+        self.content.slots.set_attr(local.slot, local.name, local.size(), mtime_ns=local.mtime_ns,
+                                    mode=local.mode)
 
     def _send_at_release(self, local: LocalFile) -> None:
         """An empty new file or a bare truncation: sent at the last close; a failure is kept as unsent."""
@@ -243,7 +279,7 @@ class Writing:
 
     def _unlink_temp(self, local: LocalFile) -> None:
         hidden = self.ns.slots.hidden(local.slot)
-        if local.shadow_of is not None and hidden == local.shadow_of:
+        if hidden is not None and local.shadow_of == (local.slot, hidden):
             self.uploader.delete(local.slot, hidden)  # `mv f f~; rm f~`: the user deleted f
         self._unlist(local)
 

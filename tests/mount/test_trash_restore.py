@@ -158,3 +158,55 @@ def test_trash_empty_and_retry_delete_report_what_they_removed(sandbox, mount, t
     assert cli(mnt, "trash", "--empty", "nope").returncode == 2
     assert cli(mnt, "trash", "--empty").returncode == 0 and trash_rows(mnt) == []
     assert {p.name for p in trash_dir(mnt).iterdir()} <= {".lock", "settings.json"}  # no bytes, no entries
+
+
+def restore(mnt: Any, row: dict[str, Any]) -> None:
+    result = cli(mnt, "restore", row["id"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cp_rm_and_an_editor_save_through_the_mount_each_keep_the_old_version(sandbox, mount,
+                                                                             tmp_path: Path) -> None:
+    sb = sandbox()
+    mnt = mount(sb)
+    first, second = os.urandom(300_000), os.urandom(120_000)
+    pycap_upload(sb, "report.txt", first, tmp_path)
+    path = mnt.path.joinpath(*SLOT) / "report.txt"
+    src = tmp_path / "second"
+    src.write_bytes(second)
+
+    assert subprocess.run(["cp", str(src), str(path)], capture_output=True).returncode == 0  # over the file
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("report.txt", second)
+    rows = trash_rows(mnt)
+    assert len(rows) == 1, mnt.log[-4000:]
+    (row,) = rows
+    assert (row["name"], row["why"], row["bytes"], row["left"]["name"]) == ("report.txt", "replaced",
+                                                                            len(first), "report.txt")
+    assert (trash_dir(mnt) / f"{row['id']}.data").read_bytes() == first
+    restore(mnt, row)
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("report.txt", first)
+
+    for row in trash_rows(mnt):  # the restore's own undo entry: out of the way
+        assert cli(mnt, "trash", "--empty", row["id"]).returncode == 0
+    os.unlink(path)
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) is None
+    (row,) = trash_rows(mnt)
+    assert (row["name"], row["why"], row["bytes"], row["left"]["name"]) == ("report.txt", "deleted",
+                                                                            len(first), None)
+    restore(mnt, row)
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("report.txt", first)
+
+    assert cli(mnt, "trash", "--empty").returncode == 0
+    text = b"line one\nthe old text\n"
+    pycap_upload(sb, "report.txt", text, tmp_path)
+    mnt = mount(sb)  # a fresh listing: this mount learnt of the restore only from the records TTL
+    path = mnt.path.joinpath(*SLOT) / "report.txt"
+    r = subprocess.run(["vim", "-es", "-u", "NONE", "-i", "NONE", "-c", "set backupskip=", "-c",
+                        "set backupcopy=no", "-c", "%s/old/new/", "-c", "wq", str(path)], capture_output=True,
+                       text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=str(path.parent))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("report.txt", b"line one\nthe new text\n")
+    (row,) = trash_rows(mnt)
+    assert (row["name"], row["why"], row["bytes"]) == ("report.txt", "replaced", len(text))
+    restore(mnt, row)
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("report.txt", text)

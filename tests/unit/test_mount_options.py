@@ -129,3 +129,15 @@ def test_missing_libfuse_names_the_debian_package(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("REDCAPFS_FUSE", "4")
     with pytest.raises(binding.BindingError, match="use 2, 3 or auto"):
         binding.find()
+
+
+def test_trash_options() -> None:
+    from redcapfs.trash import TrashSettings
+
+    assert parse_options([]).trash == TrashSettings()
+    opts = parse_options(["trash_days=3,trash_size=512M"])
+    assert opts.trash == TrashSettings(True, 3.0, 512 << 20)
+    assert parse_options(["trash=off"]).trash.enabled is False
+    for bad in ("trash=maybe", "trash_days=-1", "trash_size=lots", "trash_days=nan"):
+        with pytest.raises(MountError, match=bad.split("=")[0]):
+            parse_options([bad])

@@ -9,6 +9,7 @@ names the REDCap emulator).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from treemodel_project import RecordsClock, make_client, make_tree, outcome, server_file
 
+from redcapfs.errors import errno_for
 from redcapfs.spool import Spool
 from redcapfs.tree import Tree
 
@@ -41,8 +43,6 @@ def write_file(tree: Tree, path: str, data: bytes) -> None:
     tree.release(fh)
 
 
-@pytest.mark.xfail(strict=True, reason="writes through a temporary file's handle after it was renamed onto the "
-                   "real name go nowhere: close() succeeds, the server keeps the older bytes, nothing is unsent")
 def test_writes_after_renaming_a_temporary_file_onto_its_real_name_are_not_lost(mount: tuple) -> None:
     tree, client, spool = mount
     fh = tree.create("/2/doc/.a.pdf.Ab12Cd", 0o100644)
@@ -56,8 +56,6 @@ def test_writes_after_renaming_a_temporary_file_onto_its_real_name_are_not_lost(
         server_file(client, ("2", "doc", None)) == ("a.pdf", b"first part second part")
 
 
-@pytest.mark.xfail(strict=True, reason="the cache keeps an upload as a hard link to the spool file, so a reader "
-                   "of the uploaded version sees bytes written later through a handle still open on that file")
 def test_a_reader_of_an_uploaded_version_never_sees_bytes_written_after_it(mount: tuple) -> None:
     tree, _, _ = mount
     fh = tree.create("/2/doc/.a.pdf.Ab12Cd", 0o100644)
@@ -71,8 +69,6 @@ def test_a_reader_of_an_uploaded_version_never_sees_bytes_written_after_it(mount
     tree.release(fh)
 
 
-@pytest.mark.xfail(strict=True, reason="unlink deletes whatever the slot holds now: rm of a name a colleague "
-                   "has replaced (listing not yet refreshed) deletes the colleague's file")
 def test_rm_of_a_name_a_colleague_replaced_keeps_the_colleagues_file(mount: tuple, tmp_path: Path) -> None:
     tree, client, _ = mount
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
@@ -83,8 +79,6 @@ def test_rm_of_a_name_a_colleague_replaced_keeps_the_colleagues_file(mount: tupl
     assert server_file(client, ("1", "doc", None)) == ("c.png", b"the colleague's scan")
 
 
-@pytest.mark.xfail(strict=True, reason="removing an editor's backup copy (`mv f f~; rm f~`) deletes whatever "
-                   "the slot holds now, also a file a colleague uploaded after the backup was made")
 def test_rm_of_a_backup_keeps_a_file_a_colleague_uploaded_since(mount: tuple, tmp_path: Path) -> None:
     tree, client, _ = mount
     tree.rename("/1/att/1/b.txt", "/1/att/1/.b.txt.Ab12Cd")  # rsync-style backup: b.txt hidden here
@@ -95,8 +89,6 @@ def test_rm_of_a_backup_keeps_a_file_a_colleague_uploaded_since(mount: tuple, tm
     assert server_file(client, ("1", "att", 1)) == ("a.pdf", b"the colleague's report")
 
 
-@pytest.mark.xfail(strict=True, reason="a download is of whatever the slot holds now: opening a name a colleague "
-                   "has replaced (listing not yet refreshed) serves the colleague's file under the old name")
 def test_opening_a_name_a_colleague_replaced_never_serves_the_colleagues_file(mount: tuple, tmp_path: Path) -> None:
     tree, client, _ = mount
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
@@ -107,8 +99,6 @@ def test_opening_a_name_a_colleague_replaced_never_serves_the_colleagues_file(mo
     assert code is not None or got != b"the colleague's scan", "c.png's bytes were served as a.pdf"
 
 
-@pytest.mark.xfail(strict=True, reason="a rename whose download fails (the file was deleted elsewhere) leaves its "
-                   "empty spool entry behind; once the mount ends it shows as unsent")
 def test_a_failed_rename_leaves_no_spool_entry(mount: tuple) -> None:
     tree, client, spool = mount
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
@@ -118,8 +108,6 @@ def test_a_failed_rename_leaves_no_spool_entry(mount: tuple) -> None:
     assert [(e.state, e.target.name) for e in spool.entries()] == []
 
 
-@pytest.mark.xfail(strict=True, reason="unlinking an editor's backup copy deletes the hidden server file of the "
-                   "slot it is in now, matched by name only, even when the copy came from another slot")
 def test_rm_of_a_backup_moved_from_another_slot_deletes_nothing_there(mount: tuple) -> None:
     tree, client, _ = mount
     write_file(tree, "/2/doc/a.pdf", b"record two")
@@ -131,9 +119,6 @@ def test_rm_of_a_backup_moved_from_another_slot_deletes_nothing_there(mount: tup
         "record 2's file was deleted; its only copy left is the local backup a.pdf~"
 
 
-@pytest.mark.xfail(strict=True, reason="getattr with a reader's handle describes the file now at the path, not "
-                   "the version the reader reads: after an overwrite the size is the new one (the kernel then ends "
-                   "the reader's reads there), after an unlink it is ENOENT")
 def test_fstat_of_a_reader_agrees_with_its_reads_after_an_overwrite(mount: tuple) -> None:
     tree, _, _ = mount
     reader = tree.open("/1/doc/a.pdf", os.O_RDONLY)
@@ -145,3 +130,35 @@ def test_fstat_of_a_reader_agrees_with_its_reads_after_an_overwrite(mount: tuple
     assert tree.read(reader, 100, 0) == b"original"  # the old version, whole: as on a local disk
     assert tree.getattr("/1/doc/a.pdf", reader).size == len(b"original")
     tree.release(reader)
+
+
+def test_a_time_set_through_a_handle_that_wrote_nothing_sticks(mount: tuple) -> None:
+    """``touch FILE`` / ``touch -d DATE FILE`` on an existing file: open for writing, set the time, close."""
+    tree, client, _ = mount
+    when = 1_500_000_000_123_456_789
+    fh = tree.open("/1/doc/a.pdf", os.O_WRONLY)
+    tree.utimens("/1/doc/a.pdf", when)
+    tree.flush(fh)
+    tree.release(fh)
+    assert tree.getattr("/1/doc/a.pdf").mtime_ns == when
+    assert server_file(client, ("1", "doc", None)) == ("a.pdf", b"original")
+
+
+def test_a_download_of_another_length_than_reported_is_eio_and_not_kept(mount: tuple, tmp_path: Path) -> None:
+    """Issue 10 §3: the kernel trusts the size stat reported; a body of another length is another version."""
+    tree, client, _ = mount
+    assert tree.getattr("/1/doc/a.pdf").size == len(b"original")
+    theirs = tmp_path / "a.pdf"
+    theirs.write_bytes(b"a longer version, same name")
+    client.import_file("1", "doc", str(theirs), "a.pdf")  # a colleague, through the API
+    opened: list[int] = []
+    with pytest.raises(Exception) as caught:  # at open or at the read, whichever the download's end meets
+        opened.append(tree.open("/1/doc/a.pdf", os.O_RDONLY))
+        tree.read(opened[0], 100, 0)
+    for fh in opened:
+        tree.release(fh)
+    assert errno_for(caught.value) == errno.EIO
+    fh = tree.open("/1/doc/a.pdf", os.O_RDONLY)  # asked again: the whole new version
+    assert tree.read(fh, 100, 0) == b"a longer version, same name"
+    assert tree.getattr("/1/doc/a.pdf", fh).size == len(b"a longer version, same name")
+    tree.release(fh)

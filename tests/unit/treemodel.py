@@ -112,6 +112,8 @@ class Model(FileRules):
             copy.slot, copy.name = dst, dname
             copy.renamed_onto = True
             self.drop(copy)
+            if copy.refs:
+                copy.state = "open"  # an open handle follows it: the real file's writer, never listed
         return None
 
     def rename_to_temp(self, node: Node, src: SlotT, dst: SlotT, dname: str, observed: int | None,

@@ -107,6 +107,12 @@ class FileRules(ModelState):
     def flush(self, handle: Handle, observed: int | None, what: str) -> None:
         """Every close: upload a copy that was written to and not yet sent; the rest succeeds."""
         copy = handle.copy
+        if copy is not None and handle.writable and copy.changed_after_rename:
+            # The handle follows the file onto its real name: its new bytes are that file's next version.
+            self.upload(copy, copy.slot, copy.name, observed, what)
+            if observed is None:
+                copy.changed_after_rename = False
+            return None
         if copy is None or not handle.writable or copy.temp or copy.unlinked:
             return allow(observed, None, what=what)
         if copy.dirty and copy.wrote:
@@ -133,7 +139,10 @@ class FileRules(ModelState):
                 copy.dirty = False
         if not copy.temp:
             self.forget_writer(copy)
-        if copy.temp or not copy.dirty or copy.unlinked:
+        if copy.changed_after_rename:  # its last upload failed: kept, never lost
+            copy.state = "unsent"
+            self.kept.append(copy)
+        elif copy.temp or not copy.dirty or copy.unlinked:
             copy.state = "gone"
         else:
             copy.state = "unsent"

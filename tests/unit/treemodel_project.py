@@ -67,7 +67,7 @@ def make_client() -> Any:
         return InProcessClient.from_project(project)
 
 
-def make_tree(client: Any, root: Path, mount: int) -> tuple[Tree, Spool]:
+def make_tree(client: Any, root: Path, mount: int, trash: Any = None) -> tuple[Tree, Spool]:
     """A mount of the project: its own cache, the state folder's spool (kept across mounts).
 
     The records index is refreshed only when the test moves its clock (``RecordsClock``).
@@ -77,7 +77,7 @@ def make_tree(client: Any, root: Path, mount: int) -> tuple[Tree, Spool]:
     spool = Spool(root / "spool")
     tree = Tree(client, shape, cache=ContentCache(root / f"cache-{mount}", 1 << 24, 1e9), attrs=AttrStore(None),
                 spool=spool, url="model://", project_id="1",
-                options=TreeOptions(records_ttl=RECORDS_TTL, content_ttl=1e9))
+                options=TreeOptions(records_ttl=RECORDS_TTL, content_ttl=1e9), trash=trash)
     return tree, spool
 
 
