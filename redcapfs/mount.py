@@ -39,7 +39,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         opts, mountpoint, notice = _checks(args)
-        token = read_token_from_fd(args.token_fd) if args.token_fd is not None else read_token(args.token_file)
+        token_file = args.token_file or opts.token_file
+        token = read_token_from_fd(args.token_fd) if args.token_fd is not None else read_token(token_file)
     except (MountError, CredentialError) as exc:
         return _fail(str(exc), args.ready_fd)
     if notice:
@@ -52,6 +53,7 @@ def main(argv: list[str]) -> int:
 def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
     """Everything that can be refused without the token or the server, in the order a user fixes them."""
     opts = parse_options(args.options)
+    notices = _long_flags(args, opts)
     check_url(args.url)
     notice = recover(args.mountpoint)
     mountpoint = check_mountpoint(args.mountpoint)
@@ -62,7 +64,19 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
         state_root()  # after the FUSE checks: a refused mount leaves no state behind
     except UnsafeDirectoryError as exc:
         raise MountError(f"the state folder is unsafe: {exc}") from None
-    return opts, mountpoint, notice
+    return opts, mountpoint, "\n".join(filter(None, [*notices, notice]))
+
+
+def _long_flags(args: argparse.Namespace, opts: MountOptions) -> list[str]:
+    """--read-only, --allow-other, -o debug; the umask=077 default of allow_other, said at mount."""
+    opts.read_only = opts.read_only or args.read_only
+    opts.allow_other = opts.allow_other or args.allow_other
+    args.debug = args.debug or opts.debug
+    if opts.allow_other and opts.umask is None:
+        opts.umask = 0o077
+        return ["allow_other without umask: using umask=077 (files 0600, folders 0700) so that other "
+                "local users cannot read them; give -o umask=022 to let them"]
+    return []
 
 
 def _fail(message: str, ready_fd: int | None = None) -> int:
@@ -73,7 +87,7 @@ def _fail(message: str, ready_fd: int | None = None) -> int:
 
 
 def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
-    level = logging.DEBUG if args.debug else logging.INFO
+    level = logging.DEBUG if args.debug else getattr(logging, (args.log_level or "info").upper())
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +172,8 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     try:
         fuse_class(ops, str(mountpoint), **binding.mount_options(
             read_only=opts.read_only, allow_other=opts.allow_other, attr_timeout=opts.attr_timeout,
-            entry_timeout=opts.entry_timeout))
+            entry_timeout=opts.entry_timeout, fsname=_fsname(args.url, opts, session),
+            flags=tuple(opts.kernel_flags)))
     except RuntimeError as exc:
         log.error("FUSE failed: %s", exc)
         where = f"see {log_path}" if log_path is not None else "libfuse's message is above"
@@ -171,6 +186,13 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
             writer.stop()
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _fsname(url: str, opts: MountOptions, session: Session) -> str:
+    """What df and mount show in the source column: -o fsname, else redcapfs:HOST/PROJECT_ID."""
+    from redcapfs.mount8 import default_fsname
+
+    return opts.fsname or default_fsname(url, session.tree.project_id)
 
 
 def _stderr_to(path: Path) -> None:

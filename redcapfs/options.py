@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from redcapfs import mount8
 from redcapfs.tempnames import TempNames
 
 DAY = 86400.0
@@ -30,6 +31,14 @@ class MountOptions:
 
     read_only: bool = False
     allow_other: bool = False
+    # mount(8)/fstab and other FUSE filesystems' options (redcapfs/mount8.py)
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+    fsname: str | None = None
+    token_file: str | None = None
+    debug: bool = False
+    kernel_flags: list[str] = field(default_factory=list)
     cache_size: int = 2 << 30
     records_ttl: float = 15.0
     content_ttl: float = 300.0
@@ -143,9 +152,18 @@ def parse_options(values: list[str]) -> MountOptions:
                     setattr(opts, key, _VALUES[key](arg))
                 except ValueError as exc:
                     raise MountError(f"bad value for -o {key}={arg}: {_why(exc)}") from None
+            elif _mount8(opts, key, arg):
+                pass
             else:
                 raise MountError(f"unknown mount option {item!r} (see `redcapfs mount --help`)")
     return opts
+
+
+def _mount8(opts: MountOptions, key: str, arg: str) -> bool:
+    try:
+        return mount8.apply(opts, key, arg)
+    except ValueError as exc:
+        raise MountError(f"bad value for -o {key}={arg}: {_why(exc)}") from None
 
 
 def _why(exc: ValueError) -> str:
@@ -176,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
                "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
                "(docs/temp-names.md), ca=PATH (CA bundle). REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
-               "(default: libfuse3 if installed). See docs/SEMANTICS.md.")
+               "(default: libfuse3 if installed). See docs/SEMANTICS.md. Also: " + mount8.MOUNT8_HELP + ".")
     parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
@@ -185,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log debug detail (never the token)")
     parser.add_argument("--log-file", help="log here (default: stderr in the foreground, "
                                            "the journal under systemd, else STATE/mount.log)")
+    parser.add_argument("--read-only", action="store_true", help="the same as -o ro")
+    parser.add_argument("--allow-other", action="store_true",
+                        help="the same as -o allow_other: other local users may enter (modes default to umask=077)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="how much the log says (default info; --debug or -o debug = debug)")
     parser.add_argument("--token-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return parser

@@ -54,6 +54,16 @@ class Session:
             self.client.close()
 
 
+def _owner(tree_opts: TreeOptions, opts: MountOptions) -> None:
+    """-o uid, gid, umask (redcapfs/mount8.py): who the files seem to belong to, and their modes."""
+    if opts.uid is not None:
+        tree_opts.uid = opts.uid
+    if opts.gid is not None:
+        tree_opts.gid = opts.gid
+    if opts.umask is not None:
+        tree_opts.umask = opts.umask
+
+
 def connect(url: str, token: str, opts: MountOptions) -> tuple[HttpClient, dict]:
     """One call (project info) tells a wrong token, a wrong URL and a dead server apart."""
     verify: bool | str = opts.ca or True
@@ -136,6 +146,7 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
                             content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm,
                             temp_names=TempNames.from_option(opts.temp_names))
+    _owner(tree_opts, opts)
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
                 options=tree_opts)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
