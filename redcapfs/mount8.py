@@ -53,7 +53,8 @@ def _name(text: str) -> str:
     return text
 
 
-_VALUES: dict[str, Callable[[str], object]] = {"uid": _id, "gid": _id, "umask": _octal, "fsname": _name, "token_file": str}
+_VALUES: dict[str, Callable[[str], object]] = {
+    "uid": _id, "gid": _id, "umask": _octal, "fsname": _name, "token_file": str}
 
 
 def apply(opts: MountOptions, key: str, arg: str) -> bool:
