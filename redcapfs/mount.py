@@ -20,18 +20,22 @@ from pathlib import Path
 
 from redcapfs import binding, status
 from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
-from redcapfs.daemon import pidfile, ready, report, start_background
+from redcapfs.daemon import StatusNotifier, pidfile, ready, report, start_background
 from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
-from redcapfs.session import Session, open_session
+from redcapfs.session import Session, TokenRefused, open_session
 from redcapfs.unmount import unmount_main
 
 __all__ = ["MountError", "build_parser", "check_mountpoint", "main", "parse_options", "parse_size",
            "unmount_main"]
 
 log = logging.getLogger("redcapfs")
+
+# The exit status of a mount whose token REDCap refused (or that could not read its token): a restart cannot
+# fix it, so the systemd units stop instead of restarting (RestartPreventExitStatus=77; docs/TROUBLESHOOTING.md).
+EXIT_TOKEN = 77
 
 
 def main(argv: list[str]) -> int:
@@ -42,7 +46,7 @@ def main(argv: list[str]) -> int:
         token_file = args.token_file or opts.token_file
         token = read_token_from_fd(args.token_fd) if args.token_fd is not None else read_token(token_file)
     except (MountError, CredentialError) as exc:
-        return _fail(str(exc), args.ready_fd)
+        return _fail(str(exc), args.ready_fd, EXIT_TOKEN if isinstance(exc, CredentialError) else 1)
     if notice:
         print(f"redcapfs mount: {notice}", file=sys.stderr)
     if args.foreground or args.ready_fd is not None:
@@ -79,11 +83,11 @@ def _long_flags(args: argparse.Namespace, opts: MountOptions) -> list[str]:
     return []
 
 
-def _fail(message: str, ready_fd: int | None = None) -> int:
+def _fail(message: str, ready_fd: int | None = None, code: int = 1) -> int:
     if ready_fd is not None:
         report(ready_fd, message)
     print(f"redcapfs mount: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
@@ -114,7 +118,7 @@ def _log_path(args: argparse.Namespace) -> Path | None:
 
 
 def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, session: Session,
-            notice: str, writers: list[status.StatusWriter]) -> None:
+            notice: str, writers: list[status.StatusWriter], notifier: StatusNotifier) -> None:
     """Once the kernel has the answer to init: raise the readahead, start the status file, report ready.
 
     libfuse's init runs before the kernel takes its answer, so this runs in a
@@ -135,6 +139,7 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
     except Exception:
         log.exception("the status file could not be started")
     ready(args.ready_fd, notice)
+    notifier.start()  # STATUS= lines for systemctl status, from the status file just started
 
 
 def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, token: str) -> int:
@@ -156,7 +161,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         session = open_session(args.url, token, opts)
     except (MountError, binding.BindingError, UnsafeDirectoryError) as exc:
         log.error("mount refused: %s", exc)
-        return _fail(str(exc), args.ready_fd)
+        return _fail(str(exc), args.ready_fd, EXIT_TOKEN if isinstance(exc, TokenRefused) else 1)
     except Exception as exc:
         log.exception("mount failed")
         return _fail(f"the mount failed: {type(exc).__name__}: {exc}", args.ready_fd)
@@ -165,8 +170,9 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
               "see `redcapfs unsent`") if session.unsent else ""
     writers: list[status.StatusWriter] = []
-    ops.on_init = lambda: threading.Thread(target=_settle, args=(args, opts, mountpoint, session, notice, writers),
-                                           name="ready", daemon=True).start()
+    notifier = StatusNotifier(lambda: status.read_private_json(status.status_path(mountpoint)))
+    ops.on_init = lambda: threading.Thread(target=_settle, name="ready", daemon=True,
+                                           args=(args, opts, mountpoint, session, notice, writers, notifier)).start()
     pid_path.write_text(str(os.getpid()))
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:
@@ -180,6 +186,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         cause = fuse_problem(allow_other=opts.allow_other) or f"libfuse failed ({exc}); {where}"
         return _fail(f"FUSE could not mount {mountpoint}: {cause}", args.ready_fd)
     finally:
+        notifier.stop()
         session.close()
         pid_path.unlink(missing_ok=True)
         for writer in writers:

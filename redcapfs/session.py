@@ -64,6 +64,10 @@ def _owner(tree_opts: TreeOptions, opts: MountOptions) -> None:
         tree_opts.umask = opts.umask
 
 
+class TokenRefused(MountError):
+    """REDCap refused the token: restarting the mount cannot help (exit status 77, see mount.EXIT_TOKEN)."""
+
+
 def connect(url: str, token: str, opts: MountOptions) -> tuple[HttpClient, dict]:
     """One call (project info) tells a wrong token, a wrong URL and a dead server apart."""
     verify: bool | str = opts.ca or True
@@ -73,6 +77,8 @@ def connect(url: str, token: str, opts: MountOptions) -> tuple[HttpClient, dict]
         return client, client.project_info()
     except BaseException as exc:
         client.close()
+        if isinstance(exc, E.BadToken):
+            raise TokenRefused(_connect_message(url, exc)) from None
         if isinstance(exc, E.RedcapError):
             raise MountError(_connect_message(url, exc)) from None
         raise
