@@ -78,21 +78,42 @@ def test_mount_t_fuse_redcapfs(sandbox: Any, load: Any, tmp_path: Path) -> None:
     assert (got["unmount_rc"], got["still_mounted"]) == (0, False)
 
 
-def test_fstab_line(sandbox: Any, load: Any, tmp_path: Path) -> None:
-    """The README's fstab line, read by mount(8) from a file (-T) instead of /etc/fstab."""
+def readme_fstab_line() -> str:
+    """The fstab line README.md gives (the one line naming fuse.redcapfs that starts with its example URL)."""
+    lines = [line for line in (REPO / "README.md").read_text().splitlines()
+             if line.startswith("https://redcap.example.edu/api/") and " fuse.redcapfs " in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_readme_fstab_line(sandbox: Any, load: Any, tmp_path: Path) -> None:
+    """README's fstab line, with the sandbox's URL, a temp mountpoint and token file, read by mount -T."""
     sb = sandbox()
     mp = tmp_path / "mnt"
     mp.mkdir()
+    _url, _mountpoint, fstype, options, *rest = readme_fstab_line().split()
+    assert (fstype, rest) == ("fuse.redcapfs", ["0", "0"])
+    options = options.replace("token_file=/etc/redcapfs/study1.token", f"token_file={token_file(tmp_path, sb.token)}")
     fstab = tmp_path / "fstab"
-    fstab.write_text(f"{sb.url}  {mp}  fuse.redcapfs  noauto,_netdev,nofail,ro,allow_other,"
-                     f"token_file={token_file(tmp_path, sb.token)},rate=200,fsname=study1  0  0\n")
+    fstab.write_text(f"{sb.url}  {mp}  {fstype}  {options},rate=200  0  0\n")
     got = drive(tmp_path, mp, "-T", str(fstab), str(mp))
     assert got["rc"] == 0, got["stderr"]
     assert "umask=077" in got["stderr"]  # allow_other without umask: said at mount
-    fstype, source, mount_opts = got["mountinfo"]
-    assert (fstype, source) == ("fuse.redcapfs", "study1")
-    assert "ro" in mount_opts.split(",")
-    assert (got["mode"], got["dir_mode"]) == (0o400, 0o500)
-    assert got["write"] != "allowed"
+    assert got["mountinfo"][:2] == ["fuse.redcapfs", "study1"]
+    assert (got["uid"], got["gid"], got["mode"], got["dir_mode"]) == (1000, 1000, 0o600, 0o700)
     assert bytes.fromhex(got["bytes"]) == pycap_bytes(sb.url, sb.token, expected_files(load(None))[got["path"]])
+    assert (got["unmount_rc"], got["still_mounted"]) == (0, False)
+
+
+def test_read_only_by_mount8(sandbox: Any, load: Any, tmp_path: Path) -> None:
+    """-o ro through mount(8): the kernel mount is ro, modes drop their write bits, a write is refused."""
+    sb = sandbox()
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    got = drive(tmp_path, mp, "-t", "fuse.redcapfs", "-o", f"ro,token_file={token_file(tmp_path, sb.token)},rate=200",
+                sb.url, str(mp))
+    assert got["rc"] == 0, got["stderr"]
+    assert "ro" in got["mountinfo"][2].split(",")
+    assert (got["mode"], got["dir_mode"]) == (0o444, 0o555)
+    assert got["write"] != "allowed"
     assert (got["unmount_rc"], got["still_mounted"]) == (0, False)
