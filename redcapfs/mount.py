@@ -25,6 +25,7 @@ from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
+from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
 from redcapfs.session import Session, TokenRefused, open_session
 from redcapfs.unmount import unmount_main
 
@@ -59,7 +60,12 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
     opts = parse_options(args.options)
     notices = _long_flags(args, opts)
     check_url(args.url)
-    notice = recover(args.mountpoint)
+    try:
+        check_remote(args.url, opts.ca, opts.insecure_http)  # before the token is read or anything contacted
+    except RemoteRefused as exc:
+        raise MountError(str(exc)) from None
+    notice = "; ".join(filter(None, [plain_http_notice(args.url) if opts.insecure_http else "",
+                                     recover(args.mountpoint)]))
     mountpoint = check_mountpoint(args.mountpoint)
     problem = fuse_problem(allow_other=opts.allow_other)  # the libfuse of binding.py included
     if problem:
@@ -68,7 +74,7 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
         state_root()  # after the FUSE checks: a refused mount leaves no state behind
     except UnsafeDirectoryError as exc:
         raise MountError(f"the state folder is unsafe: {exc}") from None
-    return opts, mountpoint, "\n".join(filter(None, [*notices, notice]))
+    return opts, mountpoint, "; ".join(filter(None, [*notices, notice]))
 
 
 def _long_flags(args: argparse.Namespace, opts: MountOptions) -> list[str]:
@@ -135,7 +141,7 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
         writers.append(status.start_writer(
             mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
             options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
-            log_file=_log_path(args)))
+            log_file=_log_path(args), extra=session.remote.status_facts() if session.remote else None))
     except Exception:
         log.exception("the status file could not be started")
     ready(args.ready_fd, notice)
