@@ -63,9 +63,7 @@ def apply(opts: MountOptions, key: str, arg: str) -> bool:
     A bad value raises ValueError, which the caller words as a refusal naming the option.
     """
     item = f"{key}={arg}" if arg else key
-    if not arg and (key in IGNORED or item.startswith(IGNORED_PREFIXES)):
-        return True
-    if item.startswith(IGNORED_PREFIXES):
+    if (not arg and key in IGNORED) or item.startswith(IGNORED_PREFIXES):
         return True
     if not arg and key in KERNEL_FLAGS:
         if key not in opts.kernel_flags:
