@@ -90,7 +90,7 @@ def major() -> int:
 
 
 def mount_options(*, read_only: bool, allow_other: bool, attr_timeout: float,
-                  entry_timeout: float) -> dict[str, Any]:
+                  entry_timeout: float, fsname: str = "redcapfs", flags: tuple[str, ...] = ()) -> dict[str, Any]:
     """The keyword options for ``mfusepy.FUSE`` on this libfuse.
 
     hard_remove: libfuse would otherwise rename a file unlinked while open to
@@ -101,7 +101,8 @@ def mount_options(*, read_only: bool, allow_other: bool, attr_timeout: float,
     """
     opts: dict[str, Any] = dict(foreground=True, nothreads=False, ro=read_only, allow_other=allow_other,
                                 default_permissions=True, hard_remove=True, attr_timeout=attr_timeout,
-                                entry_timeout=entry_timeout, fsname="redcapfs", subtype="redcapfs")
+                                entry_timeout=entry_timeout, fsname=fsname, subtype="redcapfs")
+    opts.update(dict.fromkeys(flags, True))  # nosuid, noexec, ... from -o (redcapfs/mount8.py)
     if major() == 2:
         opts.update(atomic_o_trunc=True, big_writes=True, max_write=MAX_REQUEST)
     return opts

@@ -1,74 +1,122 @@
-"""The ``redcapfs`` command. Subcommands are dispatched to the module that owns them."""
+"""The ``redcapfs`` command: one table of subcommands, each dispatched to the module that owns its parser.
+
+Subcommands keep their own argparse parsers (they are imported only when
+used, so ``redcapfs status`` does not load FUSE). This module adds what holds
+the tree together: ``--help`` listing every command, ``--version``,
+``help CMD`` (the same text as ``CMD --help``), ``completion bash``, and the
+form mount.fuse3(8) uses for ``mount -t fuse.redcapfs`` and fstab lines:
+``redcapfs URL MOUNTPOINT -o OPTIONS`` with no subcommand.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
+from typing import NamedTuple
 
-USAGE = """usage: redcapfs COMMAND [ARGS]
 
-commands:
-  mount URL MOUNTPOINT [-o OPTIONS]  mount a REDCap project (token from REDCAP_API_TOKEN,
-                                     --token-file or a prompt); see docs/SEMANTICS.md
-  unmount MOUNTPOINT                 unmount it
-  demo [MOUNTPOINT]                  run the sandbox with the demo project and mount it
-  unsent                             list files written through a mount that never reached REDCap
-  retry [ID ...]                     send them again (--incomplete ID, --force ID, --delete ID; see --help)
-  trash [--empty [ID ...]]           list (or empty) the versions that replaces and deletes removed
-  restore ID                         put a version from the trash back
-  status [MOUNTPOINT] [--json]       what each mount is doing: transfers, unsent files, API calls, cache
-  serve webdav URL [--addr H:P]      serve the project as a WebDAV share (docs/webdav.md)
-  sandbox [PROJECT] [options]        run the REDCap-compatible sandbox API server (docs/sandbox.md)
-"""
+class Command(NamedTuple):
+    module: str
+    function: str
+    usage: str
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "mount": Command("redcapfs.mount", "main", "URL MOUNTPOINT [-o OPTIONS]",
+                     "mount a REDCap project (token from REDCAP_API_TOKEN, --token-file, -o token_file "
+                     "or a prompt)"),
+    "unmount": Command("redcapfs.mount", "unmount_main", "MOUNTPOINT",
+                       "unmount it, after the uploads in flight (alias: umount)"),
+    "demo": Command("redcapfs.demo", "main", "[MOUNTPOINT]", "run the sandbox with the demo project and mount it"),
+    "unsent": Command("redcapfs.unsent", "main_unsent", "",
+                      "list files written through a mount that never reached REDCap"),
+    "retry": Command("redcapfs.unsent", "main_retry", "[ID ...]",
+                     "send them again (--incomplete ID, --force ID, --delete ID)"),
+    "trash": Command("redcapfs.trashcli", "main_trash", "[--empty [ID ...]]",
+                     "list (or empty) the versions that replaces and deletes removed"),
+    "restore": Command("redcapfs.trashcli", "main_restore", "ID", "put a version from the trash back"),
+    "status": Command("redcapfs.status_cli", "main", "[MOUNTPOINT] [--json]",
+                      "what each mount is doing: transfers, unsent files, API calls, cache"),
+    "serve": Command("redcapfs.webdav.command", "main", "webdav URL [--addr H:P]",
+                     "serve the project as a WebDAV share (docs/webdav.md)"),
+    "sandbox": Command("redcapfs.sandbox.cli", "main", "[PROJECT] [options]",
+                       "run the REDCap-compatible sandbox API server (docs/sandbox.md)"),
+    "help": Command("redcapfs.cli", "help_main", "[COMMAND]", "this list, or a command's own --help"),
+    "completion": Command("redcapfs.completion", "main", "bash", "print a bash completion script"),
+}
+ALIASES = {"umount": "unmount"}
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("redcapfs")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def usage() -> str:
+    lines = ["usage: redcapfs COMMAND [ARGS]      (redcapfs help COMMAND, or COMMAND --help, for its options)",
+             "       redcapfs URL MOUNTPOINT -o OPTIONS   (as mount -t fuse.redcapfs and fstab run it)",
+             "       redcapfs --version", "", "commands:"]
+    for name, cmd in COMMANDS.items():
+        left = f"  {name} {cmd.usage}".rstrip()
+        lines.append(f"{left:<38} {cmd.summary}" if len(left) < 38 else f"{left}\n{'':<38} {cmd.summary}")
+    return "\n".join(lines) + "\n"
+
+
+def _entry(name: str) -> Callable[[list[str]], int]:
+    cmd = COMMANDS[name]
+    return getattr(importlib.import_module(cmd.module), cmd.function)
+
+
+def help_main(argv: list[str]) -> int:
+    """``redcapfs help [CMD]``: the same text as ``redcapfs CMD --help``."""
+    if not argv:
+        print(usage(), end="")
+        return 0
+    name = ALIASES.get(argv[0], argv[0])
+    if name not in COMMANDS:
+        print(f"redcapfs: unknown command {argv[0]!r}\n{usage()}", end="", file=sys.stderr)
+        return 2
+    if name == "help":
+        print(usage(), end="")
+        return 0
+    return _run(name, ["--help"])
+
+
+def _run(name: str, rest: list[str]) -> int:
+    if name == "serve" and rest[:1] != ["webdav"] and rest[:1] not in (["-h"], ["--help"]):
+        print("usage: redcapfs serve webdav URL [--addr HOST:PORT] (see redcapfs help serve)", file=sys.stderr)
+        return 2
+    if name == "serve":
+        rest = rest[1:] if rest[:1] == ["webdav"] else rest
+    try:
+        return _entry(name)(rest)
+    except SystemExit as exc:  # argparse's --help and usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         return 0
-    command, rest = args[0], args[1:]
-    if command == "sandbox":
-        from .sandbox.cli import main as sandbox_main
-
-        return sandbox_main(rest)
-    if command == "serve":
-        if rest[:1] != ["webdav"]:
-            print("usage: redcapfs serve webdav URL [--addr HOST:PORT] (see --help)", file=sys.stderr)
-            return 2
-        from .webdav.command import main as webdav_main
-
-        return webdav_main(rest[1:])
-    if command == "mount":
-        from .mount import main as mount_main
-
-        return mount_main(rest)
-    if command in ("unmount", "umount"):
-        from .mount import unmount_main
-
-        return unmount_main(rest)
-    if command == "demo":
-        from .demo import main as demo_main
-
-        return demo_main(rest)
-    if command == "unsent":
-        from .unsent import main_unsent
-
-        return main_unsent(rest)
-    if command == "status":
-        from .status_cli import main as status_main
-
-        return status_main(rest)
-    if command == "retry":
-        from .unsent import main_retry
-
-        return main_retry(rest)
-    if command in ("trash", "restore"):
-        from .trashcli import main_restore, main_trash
-
-        return main_trash(rest) if command == "trash" else main_restore(rest)
-    print(f"redcapfs: unknown command {command!r}\n{USAGE}", end="", file=sys.stderr)
-    return 2
+    if args[0] in ("-V", "--version"):
+        print(f"redcapfs {version()}")
+        return 0
+    if "://" in args[0]:  # mount.fuse3: redcapfs URL MOUNTPOINT -o OPTIONS
+        return _run("mount", args)
+    name = ALIASES.get(args[0], args[0])
+    if name not in COMMANDS:
+        print(f"redcapfs: unknown command {args[0]!r}\n{usage()}", end="", file=sys.stderr)
+        return 2
+    return _run(name, args[1:])
 
 
 if __name__ == "__main__":

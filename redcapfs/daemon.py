@@ -17,7 +17,9 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from redcapfs.locations import private_dir, state_root, state_root_path
@@ -52,7 +54,10 @@ def start_background(argv: list[str], token: str) -> int:
             print(f"redcapfs mount: {notice}", file=sys.stderr)
         return 0
     print(f"redcapfs mount: {message}", file=sys.stderr)
-    return 1
+    try:  # the child's own status (77 for a refused token, mount.EXIT_TOKEN); it exits right after the message
+        return proc.wait(10) or 1
+    except subprocess.TimeoutExpired:
+        return 1
 
 
 def wait_ready(fd: int, proc: subprocess.Popen) -> str:
@@ -111,8 +116,12 @@ def ready(fd: int | None, notice: str = "") -> None:
     notify_systemd()
 
 
-def notify_systemd() -> None:
-    """``Type=notify`` units (systemd/redcapfs@.service) start once the mount is usable."""
+def notify_systemd(message: str = "READY=1") -> None:
+    """``Type=notify`` units (systemd/redcapfs@.service) start once the mount is usable.
+
+    Also carries ``STATUS=`` lines (:func:`status_line`), which ``systemctl
+    status`` shows: the mount state and how many files are unsent.
+    """
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
@@ -120,9 +129,55 @@ def notify_systemd() -> None:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"READY=1", address)
+            sock.sendto(message.encode("utf-8", "replace"), address)
     except OSError as exc:
         log.warning("could not notify systemd: %s", exc)
+
+
+def status_line(doc: dict, state: str = "mounted") -> str:
+    """``STATUS=mounted https://host/api/ project 12 at /mnt; 1 upload in flight; 3 unsent (redcapfs unsent)``."""
+    parts = [f"{state} {doc.get('url', '')} project {doc.get('project_id', '')} at {doc.get('mountpoint', '')}"]
+    flying = [t for t in doc.get("in_flight", []) if t.get("kind") == "upload"]
+    if flying:
+        parts.append(f"{len(flying)} upload(s) in flight")
+    unsent = int(doc.get("unsent", 0) or 0)
+    parts.append(f"{unsent} unsent file(s) (see redcapfs unsent)" if unsent else "nothing unsent")
+    return "STATUS=" + "; ".join(parts)
+
+
+class StatusNotifier:
+    """Sends ``STATUS=`` to systemd when the mount's status file says something new (every few seconds)."""
+
+    def __init__(self, read: Callable[[], dict | None], interval: float = 5.0) -> None:
+        self.read = read
+        self.interval = interval
+        self._stop = threading.Event()
+        self._last = ""
+        self._thread = threading.Thread(target=self._run, name="redcapfs-notify", daemon=True)
+
+    def start(self) -> StatusNotifier:
+        if os.environ.get("NOTIFY_SOCKET"):
+            self.send()
+            self._thread.start()
+        return self
+
+    def send(self, state: str = "mounted") -> None:
+        doc = self.read()
+        line = status_line(doc, state) if doc else f"STATUS={state}"
+        if line != self._last:
+            self._last = line
+            notify_systemd(line)
+
+    def stop(self) -> None:
+        """Say the mount is going away (systemd shows it while uploads finish)."""
+        self._stop.set()
+        if os.environ.get("NOTIFY_SOCKET"):
+            self.send("unmounting")
+            notify_systemd("STOPPING=1")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.send()
 
 
 def pidfile(mountpoint: Path, create: bool = True) -> Path:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from redcapfs import binding, status
 from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
-from redcapfs.daemon import pidfile, ready, report, start_background
+from redcapfs.daemon import StatusNotifier, pidfile, ready, report, start_background
 from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
 from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
-from redcapfs.session import Session, open_session
+from redcapfs.session import Session, TokenRefused, open_session
 from redcapfs.unmount import unmount_main
 
 __all__ = ["MountError", "build_parser", "check_mountpoint", "main", "parse_options", "parse_size",
@@ -34,15 +34,20 @@ __all__ = ["MountError", "build_parser", "check_mountpoint", "main", "parse_opti
 
 log = logging.getLogger("redcapfs")
 
+# The exit status of a mount whose token REDCap refused (or that could not read its token): a restart cannot
+# fix it, so the systemd units stop instead of restarting (RestartPreventExitStatus=77; docs/TROUBLESHOOTING.md).
+EXIT_TOKEN = 77
+
 
 def main(argv: list[str]) -> int:
     """``redcapfs mount``."""
     args = build_parser().parse_args(argv)
     try:
         opts, mountpoint, notice = _checks(args)
-        token = read_token_from_fd(args.token_fd) if args.token_fd is not None else read_token(args.token_file)
+        token_file = args.token_file or opts.token_file
+        token = read_token_from_fd(args.token_fd) if args.token_fd is not None else read_token(token_file)
     except (MountError, CredentialError) as exc:
-        return _fail(str(exc), args.ready_fd)
+        return _fail(str(exc), args.ready_fd, EXIT_TOKEN if isinstance(exc, CredentialError) else 1)
     if notice:
         print(f"redcapfs mount: {notice}", file=sys.stderr)
     if args.foreground or args.ready_fd is not None:
@@ -53,6 +58,7 @@ def main(argv: list[str]) -> int:
 def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
     """Everything that can be refused without the token or the server, in the order a user fixes them."""
     opts = parse_options(args.options)
+    notices = _long_flags(args, opts)
     check_url(args.url)
     try:
         check_remote(args.url, opts.ca, opts.insecure_http)  # before the token is read or anything contacted
@@ -68,18 +74,30 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
         state_root()  # after the FUSE checks: a refused mount leaves no state behind
     except UnsafeDirectoryError as exc:
         raise MountError(f"the state folder is unsafe: {exc}") from None
-    return opts, mountpoint, notice
+    return opts, mountpoint, "; ".join(filter(None, [*notices, notice]))
 
 
-def _fail(message: str, ready_fd: int | None = None) -> int:
+def _long_flags(args: argparse.Namespace, opts: MountOptions) -> list[str]:
+    """--read-only, --allow-other, -o debug; the umask=077 default of allow_other, said at mount."""
+    opts.read_only = opts.read_only or args.read_only
+    opts.allow_other = opts.allow_other or args.allow_other
+    args.debug = args.debug or opts.debug
+    if opts.allow_other and opts.umask is None:
+        opts.umask = 0o077
+        return ["allow_other without umask: using umask=077 (files 0600, folders 0700) so that other "
+                "local users cannot read them; give -o umask=022 to let them"]
+    return []
+
+
+def _fail(message: str, ready_fd: int | None = None, code: int = 1) -> int:
     if ready_fd is not None:
         report(ready_fd, message)
     print(f"redcapfs mount: {message}", file=sys.stderr)
-    return 1
+    return code
 
 
 def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
-    level = logging.DEBUG if args.debug else logging.INFO
+    level = logging.DEBUG if args.debug else getattr(logging, (args.log_level or "info").upper())
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +124,7 @@ def _log_path(args: argparse.Namespace) -> Path | None:
 
 
 def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, session: Session,
-            notice: str, writers: list[status.StatusWriter]) -> None:
+            notice: str, writers: list[status.StatusWriter], notifier: StatusNotifier) -> None:
     """Once the kernel has the answer to init: raise the readahead, start the status file, report ready.
 
     libfuse's init runs before the kernel takes its answer, so this runs in a
@@ -127,6 +145,7 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
     except Exception:
         log.exception("the status file could not be started")
     ready(args.ready_fd, notice)
+    notifier.start()  # STATUS= lines for systemctl status, from the status file just started
 
 
 def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, token: str) -> int:
@@ -148,7 +167,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         session = open_session(args.url, token, opts)
     except (MountError, binding.BindingError, UnsafeDirectoryError) as exc:
         log.error("mount refused: %s", exc)
-        return _fail(str(exc), args.ready_fd)
+        return _fail(str(exc), args.ready_fd, EXIT_TOKEN if isinstance(exc, TokenRefused) else 1)
     except Exception as exc:
         log.exception("mount failed")
         return _fail(f"the mount failed: {type(exc).__name__}: {exc}", args.ready_fd)
@@ -157,26 +176,36 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
               "see `redcapfs unsent`") if session.unsent else ""
     writers: list[status.StatusWriter] = []
-    ops.on_init = lambda: threading.Thread(target=_settle, args=(args, opts, mountpoint, session, notice, writers),
-                                           name="ready", daemon=True).start()
+    notifier = StatusNotifier(lambda: status.read_private_json(status.status_path(mountpoint)))
+    ops.on_init = lambda: threading.Thread(target=_settle, name="ready", daemon=True,
+                                           args=(args, opts, mountpoint, session, notice, writers, notifier)).start()
     pid_path.write_text(str(os.getpid()))
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:
         fuse_class(ops, str(mountpoint), **binding.mount_options(
             read_only=opts.read_only, allow_other=opts.allow_other, attr_timeout=opts.attr_timeout,
-            entry_timeout=opts.entry_timeout))
+            entry_timeout=opts.entry_timeout, fsname=_fsname(args.url, opts, session),
+            flags=tuple(opts.kernel_flags)))
     except RuntimeError as exc:
         log.error("FUSE failed: %s", exc)
         where = f"see {log_path}" if log_path is not None else "libfuse's message is above"
         cause = fuse_problem(allow_other=opts.allow_other) or f"libfuse failed ({exc}); {where}"
         return _fail(f"FUSE could not mount {mountpoint}: {cause}", args.ready_fd)
     finally:
+        notifier.stop()
         session.close()
         pid_path.unlink(missing_ok=True)
         for writer in writers:
             writer.stop()
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def _fsname(url: str, opts: MountOptions, session: Session) -> str:
+    """What df and mount show in the source column: -o fsname, else redcapfs:HOST/PROJECT_ID."""
+    from redcapfs.mount8 import default_fsname
+
+    return opts.fsname or default_fsname(url, session.tree.project_id)
 
 
 def _stderr_to(path: Path) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from redcapfs import mount8
 from redcapfs.tempnames import TempNames
 from redcapfs.trash import TrashSettings
 
@@ -31,6 +32,14 @@ class MountOptions:
 
     read_only: bool = False
     allow_other: bool = False
+    # mount(8)/fstab and other FUSE filesystems' options (redcapfs/mount8.py)
+    uid: int | None = None
+    gid: int | None = None
+    umask: int | None = None
+    fsname: str | None = None
+    token_file: str | None = None
+    debug: bool = False
+    kernel_flags: list[str] = field(default_factory=list)
     cache_size: int = 2 << 30
     records_ttl: float = 15.0
     content_ttl: float = 300.0
@@ -151,6 +160,8 @@ def parse_options(values: list[str]) -> MountOptions:
                     setattr(opts, key, _VALUES[key](arg))
                 except ValueError as exc:
                     raise MountError(f"bad value for -o {key}={arg}: {_why(exc)}") from None
+            elif _mount8(opts, key, arg):
+                pass
             else:
                 raise MountError(f"unknown mount option {item!r} (see `redcapfs mount --help`)")
     try:
@@ -158,6 +169,13 @@ def parse_options(values: list[str]) -> MountOptions:
     except ValueError as exc:
         raise MountError(f"bad value: {exc}") from None
     return opts
+
+
+def _mount8(opts: MountOptions, key: str, arg: str) -> bool:
+    try:
+        return mount8.apply(opts, key, arg)
+    except ValueError as exc:
+        raise MountError(f"bad value for -o {key}={arg}: {_why(exc)}") from None
 
 
 def _why(exc: ValueError) -> str:
@@ -192,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                "unencrypted), trash=on|off, trash_days=7, trash_size=2G (the local trash of replaced and deleted "
                "versions). HTTPS_PROXY/NO_PROXY are honoured (docs/TROUBLESHOOTING.md). "
                "REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
-               "(default: libfuse3 if installed). See docs/SEMANTICS.md.")
+               "(default: libfuse3 if installed). See docs/SEMANTICS.md. Also: " + mount8.MOUNT8_HELP + ".")
     parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
@@ -201,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="log debug detail (never the token)")
     parser.add_argument("--log-file", help="log here (default: stderr in the foreground, "
                                            "the journal under systemd, else STATE/mount.log)")
+    parser.add_argument("--read-only", action="store_true", help="the same as -o ro")
+    parser.add_argument("--allow-other", action="store_true",
+                        help="the same as -o allow_other: other local users may enter (modes default to umask=077)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="how much the log says (default info; --debug or -o debug = debug)")
     parser.add_argument("--token-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     return parser

@@ -58,6 +58,20 @@ class Session:
             self.client.close()
 
 
+def _owner(tree_opts: TreeOptions, opts: MountOptions) -> None:
+    """-o uid, gid, umask (redcapfs/mount8.py): who the files seem to belong to, and their modes."""
+    if opts.uid is not None:
+        tree_opts.uid = opts.uid
+    if opts.gid is not None:
+        tree_opts.gid = opts.gid
+    if opts.umask is not None:
+        tree_opts.umask = opts.umask
+
+
+class TokenRefused(MountError):
+    """REDCap refused the token: restarting the mount cannot help (exit status 77, see mount.EXIT_TOKEN)."""
+
+
 def connect(url: str, token: str, opts: MountOptions) -> tuple[Remote, dict]:
     """One call (project info) tells a wrong token, a wrong URL, a TLS failure and a dead server apart."""
     try:
@@ -69,6 +83,8 @@ def connect(url: str, token: str, opts: MountOptions) -> tuple[Remote, dict]:
         return remote, remote.client.project_info()
     except BaseException as exc:
         remote.client.close()
+        if isinstance(exc, E.BadToken):
+            raise TokenRefused(remote.refusal(exc)) from None
         if isinstance(exc, E.RedcapError):
             raise MountError(remote.refusal(exc)) from None
         raise
@@ -121,6 +137,7 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
                             temp_names=TempNames.from_option(opts.temp_names))
     trash = Trash(folder / "trash", opts.trash)
     trash.expire()  # versions past trash_days go at every mount, not only when something new is kept
+    _owner(tree_opts, opts)
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
                 options=tree_opts, trash=trash)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`

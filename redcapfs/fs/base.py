@@ -27,6 +27,7 @@ class TreeOptions:
     timeout: float | None = None  # longest wait for a records refresh a decision needs (-o timeout)
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
+    umask: int = 0o022  # -o umask: bits taken away from every file's and folder's mode
     temp_names: TempNames = field(default_factory=TempNames)
 
 

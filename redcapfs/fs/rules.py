@@ -95,8 +95,8 @@ def first_event(shape: ProjectShape, arm: int | None) -> str | None:
 
 
 def file_mode(options: TreeOptions) -> int:
-    return 0o444 if options.read_only else 0o644
+    return (0o444 if options.read_only else 0o666) & ~options.umask
 
 
 def dir_mode(options: TreeOptions) -> int:
-    return 0o555 if options.read_only else 0o755
+    return (0o555 if options.read_only else 0o777) & ~options.umask
