@@ -1,72 +1,126 @@
 """The FUSE layer: kernel calls in, ``Tree`` calls out, and the one place errors become errno values.
 
 Nothing here decides what an operation means (that is ``tree.py``); this module
-adapts fusepy's calling conventions and turns every exception into
-``FuseOSError(errno_for(exc))`` so no error can ever reach the kernel as
-success, or as fusepy's catch-all ``EINVAL``.
+adapts mfusepy's calling conventions. Every operation is wrapped by
+:func:`operation`, which turns any exception into ``FuseOSError(errno_for(exc))``
+so no error can reach the kernel as success, or as mfusepy's catch-all
+``EINVAL`` (mfusepy 3 ignores ``Operations.__call__``, where fusepy let one
+method do this for all). Which libfuse is underneath is binding.py's business.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import stat
+import threading
+from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from fuse import FuseOSError, Operations
-
-from redcapfs.errors import RedcapError, errno_for
+from redcapfs import binding
+from redcapfs.errors import AlreadyExists, RedcapError, errno_for
 from redcapfs.tree import Stat, Tree
+
+_fuse = binding.load()
+FuseOSError: Any = _fuse.FuseOSError
+Operations: Any = _fuse.Operations
+_BLOCK_SIZE = binding.block_size()
 
 log = logging.getLogger(__name__)
 
 # Errors that are part of normal use (a shell probing for a file) log at debug only.
 _QUIET = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOTEMPTY}
 
+# renameat2(2) flags as the kernel passes them (linux/fs.h).
+RENAME_NOREPLACE = 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operation(method: F) -> F:
+    """Map every exception of one FUSE operation through the one errno table (errors.py)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except FuseOSError:
+            raise
+        except Exception as exc:
+            raise FuseOSError(_report(method.__name__, args, exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _report(op: str, args: tuple[Any, ...], exc: Exception) -> int:
+    """Log one failed operation at the level it deserves and return its errno."""
+    code = errno_for(exc)
+    path = args[0] if args and isinstance(args[0], str) else ""
+    name = errno.errorcode.get(code, code)
+    if code in _QUIET:
+        log.debug("%s %r: %s", op, path, exc)
+    elif isinstance(exc, (RedcapError, OSError)) or hasattr(exc, "message"):
+        log.warning("%s %r: %s (errno %s)", op, path, exc, name)
+    else:
+        log.exception("%s %r: unexpected error (reported as errno %s)", op, path, name)
+    return code
+
+
+class RequestSizes:
+    """How large the kernel's read and write requests really are (logged at unmount, read by tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reads: Counter[int] = Counter()
+        self.writes: Counter[int] = Counter()
+
+    def count(self, counter: Counter[int], size: int) -> None:
+        with self._lock:
+            counter[size] += 1
+
+    def summary(self) -> str:
+        with self._lock:
+            return f"read sizes {_top(self.reads)}; write sizes {_top(self.writes)}"
+
+
+def _top(counter: Counter[int]) -> str:
+    if not counter:
+        return "none"
+    return ", ".join(f"{size}x{n}" for size, n in counter.most_common(4)) + f" (max {max(counter)})"
+
 
 class RedcapOperations(Operations):
-    """fusepy operations over a :class:`Tree`."""
+    """mfusepy operations over a :class:`Tree`."""
 
     use_ns = True  # times in nanoseconds: rsync compares them exactly
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree
         self.on_init = on_init
-
-    def __call__(self, op: str, *args: Any) -> Any:
-        method = getattr(self, op, None)
-        if method is None:
-            raise FuseOSError(errno.ENOSYS)
-        try:
-            return method(*args)
-        except FuseOSError:
-            raise
-        except Exception as exc:
-            code = errno_for(exc)
-            path = args[0] if args and isinstance(args[0], str) else ""
-            if code in _QUIET:
-                log.debug("%s %r: %s", op, path, exc)
-            elif isinstance(exc, (RedcapError, OSError)) or hasattr(exc, "message"):
-                log.warning("%s %r: %s (errno %s)", op, path, exc, errno.errorcode.get(code, code))
-            else:
-                log.exception("%s %r: unexpected error (reported as errno %s)", op, path,
-                              errno.errorcode.get(code, code))
-            raise FuseOSError(code) from None
+        self.sizes = RequestSizes()
 
     # ------------------------------------------------------------ lifecycle
-    def init(self, path: str) -> None:
-        """The kernel connection is up: the mount is ready for use."""
+    @operation
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        """The kernel connection is up: agree on request sizes, then the mount is ready for use."""
+        agreed = binding.negotiate(conn)
+        log.info("libfuse%d: %s", binding.major(), ", ".join(f"{k}={v}" for k, v in agreed.items()))
         if self.on_init is not None:
             self.on_init()
 
+    @operation
     def destroy(self, path: str) -> None:
+        log.info("%s", self.sizes.summary())
         self.tree.shutdown()
 
     # ------------------------------------------------------------ lookups
+    @operation
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         return _stat_dict(self.tree.getattr(path, fh))
 
+    @operation
     def readdir(self, path: str, fh: int) -> list[Any]:
         entries: list[Any] = [".", ".."]
         for name, is_dir in self.tree.readdir(path):
@@ -74,71 +128,123 @@ class RedcapOperations(Operations):
             entries.append((name, {"st_mode": stat.S_IFDIR if is_dir else stat.S_IFREG}, 0))
         return entries
 
+    @operation
     def access(self, path: str, amode: int) -> int:
         self.tree.check_exists(path)
         return 0
 
+    @operation
     def statfs(self, path: str) -> dict[str, int]:
         return self.tree.statfs()
 
     # ------------------------------------------------------------ files
+    @operation
     def open(self, path: str, flags: int) -> int:
         return self.tree.open(path, flags)
 
+    @operation
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         return self.tree.create(path, mode)
 
+    @operation
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
+        self.sizes.count(self.sizes.reads, size)
         return self.tree.read(fh, size, offset)
 
+    @operation
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+        self.sizes.count(self.sizes.writes, len(data))
         return self.tree.write(fh, data, offset)
 
+    @operation
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         self.tree.truncate(path, length, fh)
 
+    @operation
     def flush(self, path: str, fh: int) -> None:
         self.tree.flush(fh)
 
+    @operation
     def fsync(self, path: str, datasync: int, fh: int) -> None:
         self.tree.fsync(fh)
 
+    @operation
     def release(self, path: str, fh: int) -> None:
         self.tree.release(fh)
 
+    @operation
     def unlink(self, path: str) -> None:
         self.tree.unlink(path)
 
-    def rename(self, old: str, new: str) -> None:
-        self.tree.rename(old, new)
+    @operation
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        """``flags`` come only with libfuse3 (binding.py); libfuse2 makes the kernel answer EINVAL itself.
+
+        RENAME_NOREPLACE is checked here because Tree.rename takes no flags: EEXIST
+        when ``new`` exists. A free name in a slot that holds another file is a
+        different refusal, and tools read EEXIST under NOREPLACE as "the name
+        exists" (mv then reports nonsense), so that one is EINVAL: renameat2's
+        callers (gnulib, emacs) then fall back to a plain rename, which gives the
+        slot's own EEXIST. Exchange and whiteout are not supported.
+        """
+        if flags & ~RENAME_NOREPLACE:
+            raise FuseOSError(errno.EINVAL)
+        if not flags & RENAME_NOREPLACE:
+            self.tree.rename(old, new)
+            return
+        if self._exists(new):
+            raise FuseOSError(errno.EEXIST)
+        try:
+            self.tree.rename(old, new)
+        except AlreadyExists:
+            log.debug("rename %r -> %r with RENAME_NOREPLACE: the slot is taken; EINVAL for a plain retry", old, new)
+            raise FuseOSError(errno.EINVAL) from None
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self.tree.getattr(path, None)
+        except Exception as exc:
+            if errno_for(exc) == errno.ENOENT:
+                return False
+            raise
+        return True
 
     # ------------------------------------------------------------ directories
+    @operation
     def mkdir(self, path: str, mode: int) -> None:
         self.tree.mkdir(path, mode)
 
+    @operation
     def rmdir(self, path: str) -> None:
         self.tree.rmdir(path)
 
     # ------------------------------------------------------------ attributes
+    @operation
     def chmod(self, path: str, mode: int) -> None:
         self.tree.chmod(path, mode)
 
+    @operation
     def chown(self, path: str, uid: int, gid: int) -> None:
         self.tree.check_exists(path)  # accepted so cp -a/rsync -a work; owner is always the mounting user
 
+    @operation
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         self.tree.utimens(path, times[1] if times else None)
 
     # Refused explicitly, so the errno is a clear one rather than ENOSYS.
+    @operation
     def symlink(self, target: str, source: str) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @operation
     def link(self, target: str, source: str) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @operation
     def mknod(self, path: str, mode: int, dev: int) -> None:
         raise FuseOSError(errno.EPERM)
 
+    @operation
     def readlink(self, path: str) -> str:
         raise FuseOSError(errno.EINVAL)
 
@@ -154,5 +260,5 @@ def _stat_dict(st: Stat) -> dict[str, Any]:
         "st_ctime": st.mtime_ns,
         "st_atime": st.mtime_ns,
         "st_blocks": (st.size + 511) // 512,
-        "st_blksize": 128 * 1024,
+        "st_blksize": _BLOCK_SIZE,
     }

@@ -1,6 +1,6 @@
 """Why a FUSE mount cannot work on this machine, in words a user can act on.
 
-libfuse reports a failed mount to its caller only as a number (fusepy raises
+libfuse reports a failed mount to its caller only as a number (mfusepy raises
 ``RuntimeError(1)``) and prints the real cause on a stderr that a background
 mount has already closed. So the mount command asks these questions itself,
 before it starts the daemon, and the tests skip real mounts with the same
@@ -9,7 +9,6 @@ answer. Each answer names the cause and what to do about it.
 
 from __future__ import annotations
 
-import ctypes.util
 import grp
 import os
 import shutil
@@ -81,10 +80,15 @@ def _helper_problem(device: str) -> str | None:
 
 
 def _library_problem(device: str) -> str | None:
+    """The libfuse binding.py would load (libfuse3, else libfuse2, or what REDCAPFS_FUSE asks for)."""
     del device
-    if ctypes.util.find_library("fuse") is None:
-        return ("libfuse 2 is missing (Debian 12: sudo apt-get install libfuse2; "
-                "Ubuntu 24.04 and later: libfuse2t64; Fedora: fuse-libs; Arch: fuse2)")
+    from redcapfs.binding import BindingError, find
+
+    try:
+        find()
+    except BindingError as exc:
+        return (f"{exc}; on Ubuntu 24.04 and later libfuse2 is libfuse2t64, on Fedora fuse3-libs or "
+                "fuse-libs, on Arch fuse3 or fuse2")
     return None
 
 

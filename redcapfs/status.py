@@ -182,7 +182,8 @@ def fuse_binding() -> str | None:
         except (AttributeError, OSError, ValueError):
             number = None
         if number:
-            text += f", libfuse {number // 10}.{number % 10}" if number < 100 else f", libfuse {number}"
+            major, minor = divmod(number, 10 if number < 100 else 100)  # 29 is 2.9, 314 is 3.14
+            text += f", libfuse {major}.{minor}"
         path = getattr(module, "_libfuse_path", None)
         if path:
             text += f" ({os.path.basename(str(path))})"

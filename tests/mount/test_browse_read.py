@@ -101,6 +101,7 @@ def test_second_rsync_copies_nothing_even_after_a_remount(sandbox, mount, tmp_pa
     assert third.strip() == "", third
 
 
+@pytest.mark.smoke  # also run on the libfuse2 binding (scripts/test)
 @pytest.mark.parametrize("fileinfo", [True, False], ids=["fileinfo", "no-fileinfo"])
 def test_sizes_are_exact_and_listing_downloads_nothing(fileinfo: bool, sandbox, mount, load) -> None:
     sb = sandbox() if fileinfo else sandbox("--no-fileinfo")

@@ -102,6 +102,7 @@ def create(path: Path) -> None:
 # ------------------------------------------------------------------ cp, >, >>, stat
 
 
+@pytest.mark.smoke  # also run on the libfuse2 binding (scripts/test)
 def test_cp_in_out_overwrite_append(sandbox: Any, mount: Any, tmp_path: Path) -> None:
     sb = sandbox()
     m = mount(sb)
@@ -154,6 +155,7 @@ def test_cp_in_out_overwrite_append(sandbox: Any, mount: Any, tmp_path: Path) ->
     assert list(slot.iterdir()) == []
 
 
+@pytest.mark.smoke  # also run on the libfuse2 binding (scripts/test)
 def test_pwrite_truncate_rm(sandbox: Any, mount: Any) -> None:
     sb = sandbox()
     m = mount(sb)
@@ -181,6 +183,7 @@ def test_pwrite_truncate_rm(sandbox: Any, mount: Any) -> None:
     assert len(sb.calls(at_least=1, content="file", action="delete")) == 1
 
 
+@pytest.mark.smoke  # also run on the libfuse2 binding (scripts/test)
 def test_mv_within_and_between_slots(sandbox: Any, mount: Any, tmp_path: Path) -> None:
     sb = sandbox()
     m = mount(sb)

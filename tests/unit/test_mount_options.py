@@ -10,6 +10,8 @@ import pytest
 pytest.importorskip("redcapfs.spool")
 from redcapfs.attrs import AttrStore
 from redcapfs.mount import MountError, check_mountpoint, parse_options, parse_size
+from redcapfs.options import check_url
+from redcapfs.session import tls_cause
 from redcapfs.shape import Slot
 
 
@@ -61,3 +63,69 @@ def test_attr_store_keeps_times_across_reopen(tmp_path: Path) -> None:
     assert again.epoch_ns == epoch
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
     assert b"patient-x" not in path.read_bytes() and b"a.pdf" not in path.read_bytes()
+
+
+@pytest.mark.parametrize("bad", [
+    "cache_size=inf", "cache_size=-1", "cache_size=nan", "cache_size=100T", "records_ttl=nan", "records_ttl=-1",
+    "content_ttl=-1", "attr_timeout=1e308", "entry_timeout=inf", "batch=-3", "batch=1.5", "rate=0", "rate=-2",
+    "rate=nan", "rate=inf", "timeout=0", "timeout=-5", "timeout=1e9", "arm=0",
+])
+def test_values_out_of_range_are_refused_with_the_option_named(bad: str) -> None:
+    key = bad.split("=")[0]
+    with pytest.raises(MountError, match=rf"^bad value for -o {key}=") as refused:
+        parse_options([bad])
+    message = str(refused.value)
+    assert "Traceback" not in message and "could not convert" not in message and len(message) < 200
+
+
+def test_rate_off_means_no_limit_and_ranges_accept_their_ends() -> None:
+    assert parse_options(["rate=off"]).rate is None
+    assert parse_options(["rate=OFF"]).rate is None
+    assert parse_options([]).rate == 5.0
+    opts = parse_options(["cache_size=0,records_ttl=0,content_ttl=0,attr_timeout=0,entry_timeout=0,batch=0,"
+                          "timeout=0.5,rate=0.5"])
+    assert (opts.cache_size, opts.records_ttl, opts.content_ttl, opts.batch, opts.timeout, opts.rate) == (
+        0, 0, 0, 0, 0.5, 0.5)
+
+
+def test_a_word_where_a_number_belongs_is_said_plainly() -> None:
+    with pytest.raises(MountError, match="not a number"):
+        parse_options(["records_ttl=soon"])
+
+
+@pytest.mark.parametrize("url", ["redcap.example.edu/api/", "ftp://redcap.example.edu/api/", "https://", "api"])
+def test_urls_that_are_not_http_are_refused(url: str) -> None:
+    with pytest.raises(MountError, match="must start with https://"):
+        check_url(url)
+    assert check_url("https://redcap.example.edu/api/") == "https://redcap.example.edu/api/"
+
+
+def test_a_url_password_is_not_echoed() -> None:
+    with pytest.raises(MountError) as refused:
+        check_url("ftp://user:s3cret@host/api/")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_tls_cause_is_named_once() -> None:
+    message = ("TLS failure talking to https://127.0.0.1:4443/api/: SSLError: HTTPSConnectionPool(host='127.0.0.1', "
+               "port=4443): Max retries exceeded with url: /api/ (Caused by SSLError(SSLError(1, '[SSL: "
+               "WRONG_VERSION_NUMBER] wrong version number (_ssl.c:992)')))")
+    assert tls_cause(message) == "wrong version number (WRONG_VERSION_NUMBER)"
+
+
+def test_missing_libfuse_names_the_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """find_library is the system's own lookup; with no library found the message says what to install."""
+    import ctypes.util
+
+    from redcapfs import binding
+
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    monkeypatch.setenv("REDCAPFS_FUSE", "3")
+    with pytest.raises(binding.BindingError, match="libfuse3-3"):
+        binding.find()
+    monkeypatch.setenv("REDCAPFS_FUSE", "auto")
+    with pytest.raises(binding.BindingError, match="libfuse3-3 or libfuse2"):
+        binding.find()
+    monkeypatch.setenv("REDCAPFS_FUSE", "4")
+    with pytest.raises(binding.BindingError, match="use 2, 3 or auto"):
+        binding.find()

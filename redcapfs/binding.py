@@ -1,0 +1,174 @@
+"""The one place that picks the FUSE binding: mfusepy over libfuse3, libfuse2 as the fallback.
+
+mfusepy chooses its C library once, when it is imported, and on its own it
+prefers libfuse2. libfuse3 is what we want: it hands rename flags through
+(``RENAME_NOREPLACE``), lets ``init`` negotiate 1 MiB requests, and is the
+version distributions keep maintaining. So this module finds the library
+itself and points mfusepy at it before the import; ``REDCAPFS_FUSE=2`` or
+``REDCAPFS_FUSE=3`` forces one (the tests run a smoke subset on libfuse2).
+
+The mount options differ between the two: libfuse3 dropped ``big_writes`` and
+``atomic_o_trunc`` (always on, or a capability set in ``init``) and moved
+``hard_remove`` into its config struct (mfusepy sets that for us). Everything
+version-specific about options and capabilities lives here, so fuse_ops.py
+and the mount code never branch on the version.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+from types import ModuleType
+from typing import Any
+
+ENV = "REDCAPFS_FUSE"
+MAX_REQUEST = 1 << 20  # 1 MiB reads and writes where the kernel allows (its max_pages limit)
+
+# Debian's package for each library, named in the message when it is missing.
+_LIBRARIES = {3: ("fuse3", "libfuse3-3"), 2: ("fuse", "libfuse2")}
+
+# A capability bit of struct fuse_conn_info (fuse_common.h).
+CAP_ATOMIC_O_TRUNC = 1 << 3
+
+_loaded: ModuleType | None = None
+
+
+class BindingError(Exception):
+    """No usable libfuse: the message names the package to install."""
+
+
+def _order(environ: dict[str, str] | os._Environ[str]) -> list[int]:
+    wanted = environ.get(ENV, "").strip()
+    if wanted in ("", "auto"):
+        return [3, 2]
+    if wanted in ("2", "3"):
+        return [int(wanted)]
+    raise BindingError(f"{ENV}={wanted!r}: use 2, 3 or auto")
+
+
+def find() -> tuple[int, str]:
+    """The libfuse major version to use and the library's path, or :class:`BindingError`."""
+    order = _order(os.environ)
+    for major in order:
+        path = ctypes.util.find_library(_LIBRARIES[major][0])
+        if path:
+            return major, path
+    packages = " or ".join(_LIBRARIES[m][1] for m in order)
+    forced = f" ({ENV} asks for libfuse{order[0]})" if len(order) == 1 else ""
+    raise BindingError(f"libfuse is missing{forced}: install the Debian package {packages} "
+                       f"(apt-get install {_LIBRARIES[order[0]][1]} {'fuse3' if order[0] == 3 else 'fuse'})")
+
+
+def load() -> ModuleType:
+    """mfusepy, bound to the chosen libfuse (imported once per process)."""
+    global _loaded
+    if _loaded is not None:
+        return _loaded
+    major, path = find()
+    previous = os.environ.get("FUSE_LIBRARY_PATH")
+    os.environ["FUSE_LIBRARY_PATH"] = path  # read by mfusepy at import time only
+    try:
+        import mfusepy
+    except (OSError, AttributeError) as exc:
+        raise BindingError(f"libfuse{major} at {path} cannot be used: {exc}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("FUSE_LIBRARY_PATH", None)
+        else:
+            os.environ["FUSE_LIBRARY_PATH"] = previous
+    if mfusepy.fuse_version_major != major:
+        raise BindingError(f"mfusepy loaded libfuse{mfusepy.fuse_version_major}, not libfuse{major} "
+                           "(it was imported before redcapfs chose)")
+    _loaded = mfusepy
+    return mfusepy
+
+
+def major() -> int:
+    """The libfuse major version in use (loads the binding)."""
+    return int(load().fuse_version_major)
+
+
+def mount_options(*, read_only: bool, allow_other: bool, attr_timeout: float,
+                  entry_timeout: float) -> dict[str, Any]:
+    """The keyword options for ``mfusepy.FUSE`` on this libfuse.
+
+    hard_remove: libfuse would otherwise rename a file unlinked while open to
+    .fuse_hiddenNNN, which in a one-file slot is a second, refused name (vim
+    deletes its open swap file). atomic_o_trunc: O_TRUNC arrives with the open
+    instead of a separate truncate that would upload an empty file; libfuse3
+    has it as a capability (see :func:`negotiate`), not an option.
+    """
+    opts: dict[str, Any] = dict(foreground=True, nothreads=False, ro=read_only, allow_other=allow_other,
+                                default_permissions=True, hard_remove=True, attr_timeout=attr_timeout,
+                                entry_timeout=entry_timeout, fsname="redcapfs", subtype="redcapfs")
+    if major() == 2:
+        opts.update(atomic_o_trunc=True, big_writes=True, max_write=MAX_REQUEST)
+    return opts
+
+
+def negotiate(conn: Any) -> dict[str, int]:
+    """Ask for what the mount needs in ``init``; return what was agreed, for the log.
+
+    libfuse3 derives the kernel's ``max_pages`` from ``max_write`` and caps it
+    at its own buffer (1 MiB); reads are then limited by ``max_pages`` and the
+    kernel's readahead. libfuse2 caps both at 128 KiB whatever is asked.
+    """
+    if conn is None:
+        return {}
+    if major() == 3:  # libfuse2 takes all of this from its options (mount_options)
+        if conn.capable & CAP_ATOMIC_O_TRUNC:
+            conn.want |= CAP_ATOMIC_O_TRUNC
+        conn.max_write = MAX_REQUEST
+        conn.max_readahead = MAX_REQUEST  # the kernel keeps the lower of this and its own (128 KiB)
+        conn.max_read = 0  # no limit of our own: the kernel's max_pages decides
+    return {"max_write": int(conn.max_write), "max_readahead": int(conn.max_readahead),
+            "want": int(conn.want), "capable": int(conn.capable)}
+
+
+def raise_readahead(device: str) -> str:
+    """Let reads reach us as 1 MiB requests: raise the mount's readahead (libfuse3 only).
+
+    The kernel caps readahead at 128 KiB for a FUSE mount (what ``init`` can ask
+    for is only ever lowered), so a cold ``cp`` out arrives in 128-256 KiB reads
+    whatever max_pages allows. Its bdi's ``read_ahead_kb`` can be raised by root
+    only; for anyone else this says so and changes nothing.
+    """
+    if major() != 3:
+        return "readahead left at the kernel's default (libfuse2 splits reads at 128 KiB)"
+    path = f"/sys/class/bdi/{device}/read_ahead_kb"
+    try:
+        with open(path, "w") as out:
+            out.write(str(MAX_REQUEST >> 10))
+    except OSError as exc:
+        return f"readahead left at the kernel's default ({path}: {exc.strerror})"
+    return f"readahead {MAX_REQUEST >> 10} KiB"
+
+
+def block_size() -> int:
+    """The ``st_blksize`` to report: cp, rsync and most tools size their buffers by it.
+
+    With libfuse3 a whole 1 MiB write then reaches us in one request (cp's
+    default 128 KiB would split it into eight); libfuse2 splits at 128 KiB anyway.
+    """
+    return MAX_REQUEST if major() == 3 else 128 << 10
+
+
+def fuse_class() -> Any:
+    """``mfusepy.FUSE`` handing rename flags and ftruncate's handle to the operations (mfusepy 3.1 drops both)."""
+    mfusepy = load()
+
+    class Fuse(mfusepy.FUSE):  # type: ignore[name-defined]
+        if mfusepy.fuse_version_major == 3:
+            def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
+                ops = self.operations
+                return int(ops.rename(old.decode(self.encoding, self.errors),
+                                      new.decode(self.encoding, self.errors), flags) or 0)
+
+            def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+                # libfuse3 has no ftruncate: an ftruncate arrives here with the handle,
+                # which mfusepy 3.1 drops; the tree must apply it to that open file.
+                fh = fip.contents.fh if fip else None
+                name = None if path is None else path.decode(self.encoding, self.errors)
+                return int(self.operations.truncate(name, length, fh) or 0)
+
+    return Fuse

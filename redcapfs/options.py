@@ -1,0 +1,190 @@
+"""The ``redcapfs mount`` command line: ``-o`` options parsed and checked before anything is contacted.
+
+Every value is checked here, so a typo or a nonsense number is refused with a
+message naming the option, instead of a traceback (``cache_size=inf``) or a
+silently odd mount (``records_ttl=nan``, ``batch=-3``). Ranges are wide: they
+keep out values that cannot be meant (a negative time, a one-year timeout),
+not unusual ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from redcapfs.tempnames import TempNames
+
+DAY = 86400.0
+
+
+class MountError(Exception):
+    """A refusal, with the message the user sees."""
+
+
+@dataclass
+class MountOptions:
+    """The ``-o`` options (mount(8) style)."""
+
+    read_only: bool = False
+    allow_other: bool = False
+    cache_size: int = 2 << 30
+    records_ttl: float = 15.0
+    content_ttl: float = 300.0
+    attr_timeout: float = 1.0
+    entry_timeout: float = 1.0
+    rate: float | None = 5.0  # requests per second; None is ``rate=off``
+    timeout: float = 120.0
+    batch: int = 0
+    arm: int | None = None
+    keep_cache: bool = False
+    temp_names: str | None = None
+    ca: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MAX_CACHE = 64 << 40  # 64 TiB: more than any disk the cache could sit on
+
+
+def parse_size(text: str) -> int:
+    """``512M``, ``2G``, ``1048576``: a finite, non-negative number of bytes."""
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS and not text[-1:].isdigit() else ""
+    number = float(text[: len(text) - len(unit)])
+    if not math.isfinite(number):
+        raise ValueError("a size must be a finite number such as 512M or 2G")
+    if number < 0:
+        raise ValueError("a size cannot be negative")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def _number(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """A parser for a finite number in [low, high] (or (low, high] with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        if value < low or (low_open and value == low) or value > high:
+            left = "(" if low_open else "["
+            raise ValueError(f"must be in {left}{low:g}, {high:g}]")
+        return value
+
+    return parse
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    """A parser for a whole number in [low, high]."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> float | None:
+    """Requests per second, or ``off`` for no limit (0 is refused: it would mean no requests at all)."""
+    if text.strip().lower() == "off":
+        return None
+    value = float(text)
+    if not math.isfinite(value) or value <= 0 or value > 10000:
+        raise ValueError("must be a number of requests per second in (0, 10000], or off for no limit")
+    return value
+
+
+def _cache_size(text: str) -> int:
+    value = parse_size(text)
+    if value > MAX_CACHE:
+        raise ValueError("more than 64T")
+    return value
+
+
+def _checked_temp_names(value: str) -> str:
+    """Parse now, so a bad list is refused before anything is mounted."""
+    TempNames.from_option(value)
+    return value
+
+
+# name -> (parser, attribute)
+_VALUES: dict[str, Callable[[str], object]] = {
+    "cache_size": _cache_size,
+    "records_ttl": _number(0, DAY),
+    "content_ttl": _number(0, 30 * DAY),
+    "attr_timeout": _number(0, 3600),
+    "entry_timeout": _number(0, 3600),
+    "rate": _rate,
+    "timeout": _number(0, 3600, low_open=True),
+    "batch": _whole(0, 1_000_000),
+    "arm": _whole(1, 1_000_000),
+    "temp_names": _checked_temp_names,
+    "ca": str,
+}
+_FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache"}
+
+
+def parse_options(values: list[str]) -> MountOptions:
+    """Parse ``-o a,b=c`` strings; unknown options are an error (a typo must not be ignored)."""
+    opts = MountOptions()
+    for value in values:
+        for item in filter(None, value.split(",")):
+            key, _, arg = item.partition("=")
+            if key in _FLAGS and not arg:
+                setattr(opts, _FLAGS[key], True)
+            elif key == "rw" and not arg:
+                opts.read_only = False
+            elif key in _VALUES and arg:
+                try:
+                    setattr(opts, key, _VALUES[key](arg))
+                except ValueError as exc:
+                    raise MountError(f"bad value for -o {key}={arg}: {_why(exc)}") from None
+            else:
+                raise MountError(f"unknown mount option {item!r} (see `redcapfs mount --help`)")
+    return opts
+
+
+def _why(exc: ValueError) -> str:
+    """float()/int()'s own wording is for programmers; say what a value must look like."""
+    text = str(exc)
+    if text.startswith(("could not convert", "invalid literal")):
+        return "not a number"
+    return text
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host, checked before any token is read or any process started."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        shown = url.split("@")[-1] if "@" in url else url  # never echo a user:password part
+        raise MountError(f"the REDCap API URL must start with https:// (or http://) and name a host, "
+                         f"e.g. https://redcap.example.edu/api/; got {shown!r}")
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``redcapfs mount``'s arguments (the token is never one of them)."""
+    parser = argparse.ArgumentParser(
+        prog="redcapfs mount",
+        description="Mount a REDCap project's files. The token comes from REDCAP_API_TOKEN, "
+                    "--token-file (mode 0600) or a hidden prompt; never from an argument.",
+        epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, attr_timeout=1, "
+               "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
+               "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
+               "(docs/temp-names.md), ca=PATH (CA bundle). REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
+               "(default: libfuse3 if installed). See docs/SEMANTICS.md.")
+    parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
+    parser.add_argument("mountpoint")
+    parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
+    parser.add_argument("--token-file", help="file holding the token (must not be group/world readable)")
+    parser.add_argument("-f", "--foreground", action="store_true", help="stay in the foreground")
+    parser.add_argument("--debug", action="store_true", help="log debug detail (never the token)")
+    parser.add_argument("--log-file", help="log here (default: stderr in the foreground, "
+                                           "the journal under systemd, else STATE/mount.log)")
+    parser.add_argument("--token-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    return parser

@@ -1,0 +1,196 @@
+"""The one place that builds a mount's parts: client, project shape, caches, spool and tree.
+
+``open_session`` makes the calls that tell a wrong token, a wrong URL, a dead
+server and a token without export rights apart, so each is refused with its own
+message before anything is mounted. Folders left by dead mounts are swept here
+too: content caches (``cache-<pid>``) hold clinical files and must not outlive
+the mount that downloaded them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redcapfs import errors as E
+from redcapfs.attrs import AttrStore
+from redcapfs.cache import ContentCache
+from redcapfs.client.http import HttpClient
+from redcapfs.locations import UnsafeDirectoryError, private_dir, project_dir
+from redcapfs.options import MountError, MountOptions
+from redcapfs.shape import ProjectShape
+from redcapfs.spool import Spool, pid_alive
+from redcapfs.tempnames import TempNames
+from redcapfs.tree import Tree, TreeOptions
+
+log = logging.getLogger("redcapfs")
+
+_CACHE_DIR = re.compile(r"cache-(\d+)")
+
+
+@dataclass
+class Session:
+    """Everything one mount owns, closed in order at the end."""
+
+    client: HttpClient
+    tree: Tree
+    cache: ContentCache
+    attrs: AttrStore
+    keep_cache: bool
+    unsent: int = 0
+    info: dict = field(default_factory=dict)  # project info (title, id) for `redcapfs status`
+
+    def close(self) -> None:
+        try:
+            self.tree.shutdown()
+        finally:
+            if not self.keep_cache:
+                self.cache.wipe()
+            self.attrs.close()
+            self.client.close()
+
+
+def connect(url: str, token: str, opts: MountOptions) -> tuple[HttpClient, dict]:
+    """One call (project info) tells a wrong token, a wrong URL and a dead server apart."""
+    verify: bool | str = opts.ca or True
+    client = HttpClient(url, token, timeout=(10, opts.timeout), verify=verify, rate_limit=opts.rate,
+                        retries=2, retry_deadline=30)
+    try:
+        return client, client.project_info()
+    except BaseException as exc:
+        client.close()
+        if isinstance(exc, E.RedcapError):
+            raise MountError(_connect_message(url, exc)) from None
+        raise
+
+
+def _connect_message(url: str, exc: E.RedcapError) -> str:
+    if isinstance(exc, E.BadToken):
+        return f"the API token was refused by {url}: {exc.message}"
+    if isinstance(exc, E.NoRights):
+        return f"the API token has no rights here: {exc.message}"
+    if isinstance(exc, E.TLSError):
+        return f"TLS failure talking to {url}: {tls_cause(exc.message)} (use -o ca=PATH for a private CA)"
+    if isinstance(exc, E.ProtocolError):
+        return f"{url} is not a REDCap API (did you mean the URL ending in /api/?): {exc.message}"
+    if isinstance(exc, E.TransportError):  # RequestTimeout included
+        return f"cannot connect to {url}: {exc.message}"
+    if exc.status in (301, 302, 400, 404, 405, 501):
+        return f"{url} is not a REDCap API (HTTP {exc.status}: {exc.message}); the URL usually ends in /api/"
+    return f"{url} answered with an error: {exc}"
+
+
+def tls_cause(message: str) -> str:
+    """The innermost reason of a TLS failure, once.
+
+    requests nests it: "TLS failure talking to URL: SSLError: HTTPSConnectionPool(…):
+    Max retries exceeded … (Caused by SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER]
+    wrong version number (_ssl.c:992)')))"; the user needs the last part.
+    """
+    found = re.findall(r"\[SSL: ([A-Z0-9_]+)\] ([^'\"()]*)", message)
+    if found:
+        code, text = found[-1]
+        return f"{text.strip()} ({code})"
+    reason = message.rsplit("Caused by ", 1)[-1]
+    return reason.split(": ", 1)[-1].strip(" ()") or message
+
+
+def load_shape(client: HttpClient, info: dict) -> ProjectShape:
+    """The structure calls, made once per mount."""
+    return ProjectShape.from_api(info, client.metadata(), client.arms(), client.events(),
+                                 client.form_event_mapping(), client.repeating_forms_events())
+
+
+def open_session(url: str, token: str, opts: MountOptions) -> Session:
+    """Connect, read the project's structure, open the local stores; every refusal is a MountError."""
+    client, info = connect(url, token, opts)
+    try:
+        return _build(client, info, url, opts)
+    except E.RedcapError as exc:
+        client.close()
+        raise MountError(f"reading the project failed: {exc}") from None
+    except UnsafeDirectoryError as exc:
+        client.close()
+        raise MountError(str(exc)) from None
+    except BaseException:
+        client.close()
+        raise
+
+
+def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Session:
+    shape = load_shape(client, info)
+    if opts.arm is not None and opts.arm not in shape.arms():
+        raise MountError(f"-o arm={opts.arm}: the project has arms {shape.arms()}")
+    project_id = str(info.get("project_id", ""))
+    folder = project_dir(url, project_id)
+    sweep_dead_caches(folder.parent)
+    spool = Spool(folder / "spool")
+    unsent = _report_unsent(spool)
+    cache_root = folder / ("cache" if opts.keep_cache else f"cache-{os.getpid()}")
+    cache = ContentCache(private_dir(cache_root), opts.cache_size, opts.content_ttl)
+    attrs = AttrStore(folder / "attrs.sqlite")
+    tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
+                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm,
+                            temp_names=TempNames.from_option(opts.temp_names))
+    tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
+                options=tree_opts)
+    with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
+        pass
+    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info)
+
+
+def _owner_alive(pid: int) -> bool:
+    """A live redcapfs process: a pid reused by another program does not keep a cache alive."""
+    if pid == os.getpid():
+        return True
+    if not pid_alive(pid, None):
+        return False
+    try:
+        return b"redcapfs" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _dead_caches(project: Path) -> list[Path]:
+    try:
+        children = list(project.iterdir())
+    except OSError:
+        return []
+    return [child for child in children
+            if (match := _CACHE_DIR.fullmatch(child.name)) and not child.is_symlink() and child.is_dir()
+            and not _owner_alive(int(match.group(1)))]
+
+
+def sweep_dead_caches(root: Path) -> int:
+    """Remove ``cache-<pid>`` folders of mounts that died (kill -9, crash), partial downloads included.
+
+    Every project folder under the state root is swept, not only the one being
+    mounted: a dead mount of another project left clinical files too.
+    """
+    removed = 0
+    try:
+        projects = [p for p in root.iterdir() if not p.is_symlink() and p.is_dir()]
+    except OSError:
+        return 0
+    for project in projects:
+        for folder in _dead_caches(project):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += not folder.exists()
+    if removed:
+        log.info("removed %d content cache folder(s) left by mounts that died", removed)
+    return removed
+
+
+def _report_unsent(spool: Spool) -> int:
+    dropped = spool.drop_dead_temps()
+    if dropped:
+        log.info("removed %d temporary files left by an earlier mount", dropped)
+    unsent = spool.unsent()
+    if unsent:
+        log.warning("%d file(s) written through an earlier mount never reached REDCap; "
+                    "list them with `redcapfs unsent`, send them with `redcapfs retry`", len(unsent))
+    return len(unsent)

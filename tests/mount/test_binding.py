@@ -1,0 +1,150 @@
+"""The FUSE binding through a real mount: errno values, rename flags, request sizes, which libfuse.
+
+Every test here is marked ``smoke``: ``scripts/test`` runs them a second time
+with ``REDCAPFS_FUSE=2`` (the libfuse2 fallback). Expectations that differ
+between the bindings read the one in force from the environment, the same
+variable the mount reads.
+
+Demo slots (see test_write.py): ``1001/baseline_arm_1/radiology_report`` is
+empty, ``1001/screening_arm_1/consent_form`` holds ``consent_1001.pdf``,
+``1003/baseline_arm_1/mri_upload`` holds ``mri_02.png``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+redcap = pytest.importorskip("redcap")
+
+pytestmark = pytest.mark.smoke
+
+LIBFUSE = 2 if os.environ.get("REDCAPFS_FUSE") == "2" else 3
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+EMPTY = ("1001", "baseline_arm_1", "radiology_report")
+FILLED = ("1001", "screening_arm_1", "consent_form", "consent_1001.pdf")
+
+
+def server_name(sb: Any, record: str, event: str, field: str) -> str | None:
+    """The file name PyCap sees in a slot; None for an empty slot."""
+    try:
+        _, headers = redcap.Project(sb.url, sb.token).export_file(record=record, field=field, event=event)
+    except redcap.RedcapError as exc:
+        if "no file" in str(exc).lower():
+            return None
+        raise
+    return str(headers["name"])
+
+
+def errno_of(call: Any, *args: Any) -> int:
+    """The errno a real system call gets (0 if it succeeds)."""
+    try:
+        call(*args)
+    except OSError as exc:
+        return exc.errno or 0
+    return 0
+
+
+def renameat2(old: Path, new: Path, flags: int) -> int:
+    """renameat2(2) through libc: 0 or the errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    at_fdcwd = -100
+    result = libc.renameat2(at_fdcwd, str(old).encode(), at_fdcwd, str(new).encode(), flags)
+    return ctypes.get_errno() if result != 0 else 0
+
+
+def test_the_preferred_binding_is_the_one_in_use(sandbox: Any, mount: Any) -> None:
+    mnt = mount(sandbox())
+    assert f"libfuse{LIBFUSE}" in mnt.log, mnt.log
+    mnt.unmount()
+
+
+def test_errno_values_reach_the_caller_unchanged(sandbox: Any, mount: Any) -> None:
+    """The one table in errors.py, through the kernel: missing stays ENOENT, a taken slot EEXIST, …"""
+    sb = sandbox()
+    mnt = mount(sb)
+    root = mnt.path
+    empty = root.joinpath(*EMPTY)
+    filled = root.joinpath(*FILLED[:3])
+    assert errno_of(os.stat, root / "no-such-record") == errno.ENOENT
+    assert errno_of(os.stat, empty / "missing.pdf") == errno.ENOENT
+    assert errno_of(os.open, filled / "second.pdf", os.O_WRONLY | os.O_CREAT) == errno.EEXIST
+    assert errno_of(os.open, filled / FILLED[3], os.O_WRONLY | os.O_CREAT | os.O_EXCL) == errno.EEXIST
+    assert errno_of(os.listdir, filled / FILLED[3]) == errno.ENOTDIR
+    assert errno_of(os.open, empty, os.O_WRONLY) == errno.EISDIR
+    assert errno_of(os.symlink, "x", empty / "link") == errno.EPERM
+    assert errno_of(os.rmdir, root / "1001") == errno.EPERM  # records are not removed through the mount
+    assert errno_of(os.open, root / "1001" / "no_such_event" / "x", os.O_WRONLY | os.O_CREAT) == errno.ENOENT
+    assert "EINVAL" not in mnt.log  # nothing fell through to mfusepy's catch-all
+    mnt.unmount()
+    ro = mount(sb, "ro")
+    assert errno_of(os.open, ro.path.joinpath(*EMPTY) / "new.txt", os.O_WRONLY | os.O_CREAT) == errno.EROFS
+    ro.unmount()
+
+
+def test_rename_flags(sandbox: Any, mount: Any) -> None:
+    """RENAME_NOREPLACE is honoured where the binding passes flags (libfuse3); EINVAL where it cannot."""
+    sb = sandbox()
+    mnt = mount(sb)
+    slot = mnt.path.joinpath(*EMPTY)
+    (slot / "draft.txt").write_bytes(b"first version\n")
+    assert server_name(sb, EMPTY[0], EMPTY[1], EMPTY[2]) == "draft.txt"
+    filled = mnt.path.joinpath(*FILLED)
+    assert renameat2(slot / "draft.txt", filled, RENAME_EXCHANGE) == errno.EINVAL
+    if LIBFUSE == 3:
+        assert renameat2(slot / "draft.txt", slot / "draft.txt", RENAME_NOREPLACE) == errno.EEXIST
+        assert renameat2(slot / "draft.txt", slot / "final.txt", RENAME_NOREPLACE) == 0
+        assert os.listdir(slot) == ["final.txt"]
+        assert server_name(sb, EMPTY[0], EMPTY[1], EMPTY[2]) == "final.txt"
+    else:
+        assert renameat2(slot / "draft.txt", slot / "final.txt", RENAME_NOREPLACE) == errno.EINVAL
+        assert os.listdir(slot) == ["draft.txt"]
+    # mv asks renameat2 for NOREPLACE first; a slot that is taken must still read "File exists".
+    other = mnt.path / "1003" / "baseline_arm_1" / "mri_upload"
+    moved = subprocess.run(["mv", str(next(slot.iterdir())), str(other) + "/"], capture_output=True, text=True,
+                           env=dict(os.environ, LC_ALL="C"))
+    assert moved.returncode != 0 and "File exists" in moved.stderr, moved.stderr
+    mnt.unmount()
+
+
+def _sizes(log: str, kind: str) -> dict[int, int]:
+    """``{request size: count}`` from the summary line the mount logs at unmount."""
+    line = re.search(rf"{kind} sizes ([^;\n]*)", log)
+    assert line, log
+    return {int(size): int(n) for size, n in re.findall(r"(\d+)x(\d+)", line.group(1))}
+
+
+def test_request_sizes_that_arrive(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    """libfuse3: cp's writes and reads reach the daemon as 1 MiB requests; libfuse2 splits them at 128 KiB.
+
+    Reads need the mount's readahead raised, which only root may do; the log says whether it was.
+    """
+    sb = sandbox()
+    mnt = mount(sb)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(8 << 20))
+    target = mnt.path.joinpath(*EMPTY) / "big.bin"
+    subprocess.run(["cp", str(source), str(target)], check=True)
+    mnt.unmount()
+    again = mount(sb, mountpoint=mnt.path)  # a new daemon: the read is a cold one, from the server
+    subprocess.run(["cp", str(target), str(tmp_path / "back.bin")], check=True)
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+    again.unmount()
+    writes, reads = _sizes(mnt.log, "write"), _sizes(again.log, "read")
+    expected = 1 << 20 if LIBFUSE == 3 else 128 << 10
+    assert max(writes) == expected, writes
+    assert sum(size * n for size, n in writes.items()) == 8 << 20
+    if LIBFUSE == 3 and "readahead 1024 KiB" in again.log:
+        assert max(reads) == 1 << 20, reads
+    else:
+        assert max(reads) <= 256 << 10, reads
