@@ -207,6 +207,45 @@ class RecordCache:
         if self.on_refresh is not None:
             self.on_refresh()
 
+    def files_of(self, records: list[str]) -> dict[Slot, str]:
+        """Every filled slot of ``records`` with its stored name, from the current index (no I/O)."""
+        with self.current() as index:
+            return {slot: name for slot, name in index.slots_with_files() if slot.record in records}
+
+    def replace_records(self, records: list[str], rows: list[dict], started: float) -> None:
+        """The change feed re-read ``records`` (one filtered export): put them in the index as the server has them.
+
+        A record missing from ``rows`` was deleted. Our own changes made since
+        the export ``started`` (monotonic) are re-applied over the new rows, as
+        after a full refresh; older ones are in those rows already.
+        """
+        partial = self.shape.index(rows)
+        with self._lock:
+            if self._index is None:
+                return
+            for record in records:
+                if partial.has_record(record):
+                    self._index._records[record] = partial._records[record]
+                else:
+                    self._index._records.pop(record, None)
+            self._changes = [(t, fn) for t, fn in self._changes if t >= started - 1.0]
+            for _, apply in self._changes:
+                try:
+                    apply(self._index)
+                except Exception as exc:
+                    log.debug("dropping a local change over a partial refresh: %s", exc)
+            for record, event, field, instance in self._local_instances:
+                if record in records:
+                    try:
+                        self._index.add_instance(record, event, field, instance)
+                    except Exception as exc:
+                        log.debug("dropping local instance %s: %s", instance, exc)
+
+    def keep_fresh(self) -> None:
+        """With the change feed, the index is as fresh as the last poll: no TTL refreshes."""
+        self.ttl = float("inf")
+        self._fresh_until = float("inf")
+
     def _export(self) -> list[dict]:
         fields = self.shape.export_fields()
         if self.batch > 0:

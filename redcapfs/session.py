@@ -21,6 +21,7 @@ from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.http import HttpClient
 from redcapfs.locations import UnsafeDirectoryError, private_dir, project_dir
+from redcapfs.manifest import Manifest
 from redcapfs.options import MountError, MountOptions
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool, pid_alive
@@ -43,6 +44,7 @@ class Session:
     keep_cache: bool
     unsent: int = 0
     info: dict = field(default_factory=dict)  # project info (title, id) for `redcapfs status`
+    feed_notice: str = ""  # why the change feed is off, said once at mount ("" when it is on or not asked for)
 
     def close(self) -> None:
         try:
@@ -51,6 +53,7 @@ class Session:
             if not self.keep_cache:
                 self.cache.wipe()
             self.attrs.close()
+            self.tree.manifest.close()
             self.client.close()
 
 
@@ -133,14 +136,17 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     cache_root = folder / ("cache" if opts.keep_cache else f"cache-{os.getpid()}")
     cache = ContentCache(private_dir(cache_root), opts.cache_size, opts.content_ttl)
     attrs = AttrStore(folder / "attrs.sqlite")
+    manifest = Manifest(folder / "manifest.sqlite")
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
-                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm,
+                            content_ttl=opts.content_ttl, poll=opts.poll, poll_idle=opts.poll_idle,
+                            batch=opts.batch, arm=opts.arm,
                             temp_names=TempNames.from_option(opts.temp_names))
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
-                options=tree_opts)
+                options=tree_opts, manifest=manifest)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
-    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info)
+    notice = tree.start_feed()  # the gap since the last mount, before anything is served
+    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info, notice)
 
 
 def _owner_alive(pid: int) -> bool:

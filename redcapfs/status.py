@@ -294,6 +294,7 @@ def start_writer(
     stats: ClientStats,
     cache_dir: Path,
     log_file: Path | None = None,
+    change_feed: str = "ttl",
 ) -> StatusWriter:
     """Start the status file of the mount at ``mountpoint`` (call once FUSE is up)."""
     project_id = str(info.get("project_id", ""))
@@ -307,6 +308,7 @@ def start_writer(
         "pid": pid, "pid_start": process_start(pid), "started": _iso(started), "started_epoch": round(started, 3),
         "binding": fuse_binding(), "redcapfs_version": __version__, "state_dir": str(folder),
         "log_file": str(log_file) if log_file else None, "cache_limit": options.get("cache_size"),
+        "change_feed": change_feed,  # "log": REDCap's log tells changes; "ttl": records_ttl/content_ttl
     }
 
     def measure() -> dict[str, Any]:

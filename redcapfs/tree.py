@@ -89,6 +89,7 @@ from redcapfs.errors import AlreadyExists, IsADirectory
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
+from redcapfs.fs.feed import ChangeFeed
 from redcapfs.fs.handles import Handle, Handles, open_cached
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
@@ -99,6 +100,7 @@ from redcapfs.fs.rules import stored_name
 from redcapfs.fs.slots import SlotModel
 from redcapfs.fs.uploader import Uploader
 from redcapfs.fs.writing import Writing
+from redcapfs.manifest import Manifest
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
@@ -113,7 +115,8 @@ class Tree:
     """The filesystem's semantics over a REDCap client, its caches and the spool."""
 
     def __init__(self, client: RedcapClient, shape: ProjectShape, *, cache: ContentCache, attrs: AttrStore,
-                 spool: Spool, url: str, project_id: str, options: TreeOptions | None = None) -> None:
+                 spool: Spool, url: str, project_id: str, options: TreeOptions | None = None,
+                 manifest: Manifest | None = None) -> None:
         self.client = client
         self.shape = shape
         self.cache = cache
@@ -123,13 +126,17 @@ class Tree:
         self.project_id = project_id
         self.options = options or TreeOptions()
         self.records = RecordCache(client, shape, self.options.records_ttl, self.options.batch)
-        self.slots = SlotModel(self.records, attrs, cache, url, self.options.content_ttl)
+        self.manifest = manifest if manifest is not None else Manifest(None)
+        self.slots = SlotModel(self.records, attrs, cache, url, self.options.content_ttl, self.manifest)
         self.records.on_refresh = self.slots.refreshed
         self.content = ServerContent(client, cache, self.slots)
         self.local = LocalFiles(spool, url, project_id)
+        self.local.seq = self.slots.seq
         self.handles = Handles(self.local)
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
-        self.uploader = Uploader(client, self.slots, self.records, url, project_id)
+        self.feed = ChangeFeed(client, shape, self.records, self.slots, self.manifest, self.options.poll,
+                               self.options.poll_idle)
+        self.uploader = Uploader(client, self.slots, self.records, url, project_id, on_write=self.feed.note_ours)
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
         self.renames = Renames(self.options, self.ns, self.writing)
@@ -139,6 +146,7 @@ class Tree:
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
         """Attributes; a file's size is exact (asked of the server or downloaded if unknown)."""
+        self.feed.touch()
         local = self.handles.local_of(fh)
         if local is not None:
             return self._local_stat(local)
@@ -155,6 +163,7 @@ class Tree:
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
+        self.feed.touch()
         return self.ns.readdir(path)
 
     def statfs(self) -> dict[str, int]:
@@ -256,16 +265,24 @@ class Tree:
             return
         self.slots.set_attr(node.slot, node.name, self.content.size(node), mtime_ns=when)
 
+    # ================================================================ the change feed
+    def start_feed(self) -> str:
+        """At mount: REDCap's log as change feed when ``poll`` is set; the line to say if it is not usable."""
+        if self.options.poll <= 0:
+            return ""
+        return self.feed.start()
+
     # ================================================================ shutdown
     def shutdown(self) -> None:
         """At unmount: close what is open; temporary files go, unsent data stays."""
+        self.feed.stop()
         for fh in self.handles.all():
             try:
                 self.release(fh)
             except Exception as exc:  # never let one handle stop the cleanup
                 log.warning("closing a handle at unmount: %s", exc)
         for local in self.local.clear_temps():
-            if local.entry.state == "unsent":  # renamed onto a real name, refused: the newest save
+            if local.entry.state in ("unsent", "conflict"):  # renamed onto a real name, refused: the newest save
                 local.close()
                 log.warning("%s: kept as unsent at unmount", rules.describe(local.slot, local.entry.target.name))
             else:

@@ -22,6 +22,8 @@ class TreeOptions:
     read_only: bool = False
     records_ttl: float = 15.0
     content_ttl: float = 300.0
+    poll: float = 0.0  # change-feed poll (seconds; 0: no feed, TTL refreshes); the mount's default is 30
+    poll_idle: float = 600.0
     batch: int = 0
     arm: int | None = None
     uid: int = field(default_factory=os.getuid)

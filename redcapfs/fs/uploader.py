@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import BadRequest, BadToken, NoRights, RedcapError
+from redcapfs.errors import BadRequest, BadToken, FileChanged, NoRights, RedcapError
 from redcapfs.fs.localfiles import LocalFile
 from redcapfs.fs.rules import describe
 from redcapfs.fs.slots import SlotModel
@@ -28,8 +29,9 @@ class Uploader:
     """The network writes of the tree."""
 
     def __init__(self, client: RedcapClient, slots: SlotModel, records: RecordCache, url: str,
-                 project_id: str) -> None:
+                 project_id: str, on_write: Callable[[Slot], None] | None = None) -> None:
         self.client = client
+        self.on_write = on_write  # told before each upload or delete (the change feed: not a colleague's)
         self.slots = slots
         self.records = records
         self.url = url
@@ -42,7 +44,10 @@ class Uploader:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
             local.entry.retarget(target, temp=local.temp)
+        self._check_conflict(local, slot, name)
         local.entry.mark_sending()  # from here a crash leaves "may be on the server", checked by retry
+        if self.on_write is not None:
+            self.on_write(slot)
         try:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
                                     event=slot.event, repeat_instance=slot.instance)
@@ -56,8 +61,24 @@ class Uploader:
         local.cached_as = self.slots.uploaded(slot, name, size, local.mtime_ns or time.time_ns(), local.mode,
                                               str(local.entry.data_path))
 
+    def _check_conflict(self, local: LocalFile, slot: Slot, name: str) -> None:
+        """Refuse to replace a version someone else uploaded after this copy was opened (the last poll shows it).
+
+        Best effort: REDCap has no conditional import, so the window is the poll
+        interval. The bytes stay as ``conflict`` (``redcapfs retry --force ID``).
+        """
+        if self.slots.version(slot) <= local.opened_version:
+            return
+        why = ("someone else changed this file on the server after it was opened here; "
+               "your version is kept (`redcapfs unsent`, send it anyway with `redcapfs retry --force ID`)")
+        local.entry.mark_conflict(why)
+        log.error("not uploading %s: %s", describe(slot, name), why)
+        raise FileChanged(why, describe(slot, name))
+
     def delete(self, slot: Slot, name: str) -> None:
         """Delete File; the slot is empty afterwards."""
+        if self.on_write is not None:
+            self.on_write(slot)
         try:
             self.client.delete_file(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
         except RedcapError as exc:

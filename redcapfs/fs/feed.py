@@ -1,0 +1,245 @@
+"""REDCap's log as the mount's change feed: one logging export per poll tells which records changed.
+
+At mount and every ``poll`` seconds while the mount is in use (``poll_idle``
+once nothing has touched it for ``IDLE_AFTER`` seconds), one ``content=log``
+export from the cursor says which records changed. Only those records are
+re-read, all in one filtered records export, and only their changed files lose
+their size, manifest entry, cached body and time (``SlotModel.changed_elsewhere``).
+With the feed, the records index is never refreshed by TTL.
+
+The cursor is the newest log minute seen, with the fingerprints of that
+minute's rows (the next poll asks from that minute again, inclusive, so a row
+written later in the same minute is not missed and one already seen is not
+applied twice). The first mount of a project starts the cursor now; a remount
+reads from its stored cursor, so the manifest's sizes stay trusted. When the
+log cannot be read (no Logging right: 403) the mount falls back to TTL
+refreshes and the manifest's sizes are not used (``mode`` says "ttl").
+
+Our own uploads and deletes are never taken for a colleague's: each is noted
+with its slot and time, and a log row of that record, field, event and
+instance within a minute of it is ours (and teaches our user name; rows of
+another user are never ours). Same user in the web page in the same minute on
+the same slot stays ambiguous (docs/SEMANTICS.md).
+
+Lock: ``_lock`` guards the pending uploads, the user name and the activity
+time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
+two exports (only the poller thread and the mount's first poll take it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from redcapfs import errors as E
+from redcapfs.client.base import RedcapClient
+from redcapfs.fs import logrows
+from redcapfs.fs.slots import SlotModel
+from redcapfs.manifest import Manifest
+from redcapfs.recordcache import RecordCache
+from redcapfs.shape import ProjectShape, Slot
+
+log = logging.getLogger(__name__)
+
+IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
+FIRST_LOOKBACK = 86400.0  # the first cursor's probe: a day covers any difference of time zones
+OUR_WINDOW = 180.0  # seconds a noted upload of ours waits for its log row
+
+
+@dataclass
+class _Ours:
+    slot: Slot
+    when: float
+    done: bool = False
+
+
+class ChangeFeed:
+    """The poller. ``start()`` at mount decides the mode; ``touch()`` on every use keeps polls at ``poll``."""
+
+    def __init__(self, client: RedcapClient, shape: ProjectShape, records: RecordCache, slots: SlotModel,
+                 manifest: Manifest, poll: float, poll_idle: float) -> None:
+        self.client = client
+        self.shape = shape
+        self.records = records
+        self.slots = slots
+        self.manifest = manifest
+        self.poll = poll
+        self.poll_idle = max(poll_idle, poll)
+        self.mode = "ttl"
+        self.polls = 0
+        self.on_design_change: list = []  # callables, told (outside every lock) when the design changed
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._ours: list[_Ours] = []
+        self._user: str | None = manifest.meta("user")
+        self._used = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> str:
+        """The first poll (the gap since the stored cursor); the one line to say at mount, or ""."""
+        try:
+            with self._poll_lock:
+                if self.manifest.meta("cursor") is None:
+                    self._first_cursor()
+                else:
+                    self._poll_locked()
+        except E.NoRights as exc:
+            return self._fallback(f"the token has no Logging right ({exc.message})")
+        except E.RedcapError as exc:
+            return self._fallback(f"the log could not be read ({exc})")
+        self.mode = "log"
+        self.records.keep_fresh()
+        self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
+        self._thread.start()
+        return ""
+
+    def _fallback(self, why: str) -> str:
+        self.mode = "ttl"
+        self.manifest.trusted_since = None
+        log.warning("change feed off: %s; changes made elsewhere show after records_ttl/content_ttl", why)
+        return (f"note: {why}; changes made elsewhere show after records_ttl/content_ttl, "
+                "and file sizes are asked again")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def touch(self) -> None:
+        """The mount was used: polls stay at ``poll`` (a float store, no lock)."""
+        self._used = time.monotonic()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval()):
+            try:
+                self.poll_now()
+            except Exception as exc:  # the cursor stays: the next poll covers the gap
+                log.warning("change feed poll failed: %s", exc)
+
+    def _interval(self) -> float:
+        idle = time.monotonic() - self._used > IDLE_AFTER
+        return self.poll_idle if idle else self.poll
+
+    # ------------------------------------------------------------ our own writes
+    def note_ours(self, slot: Slot) -> None:
+        """Our upload or delete in ``slot`` succeeded: its log row is not a colleague's."""
+        with self._lock:
+            now = time.time()
+            self._ours = [o for o in self._ours if not o.done and now - o.when < OUR_WINDOW]
+            self._ours.append(_Ours(slot, now))
+
+    def _is_ours(self, change: logrows.Change, field: str) -> bool:
+        with self._lock:
+            if self._user is not None and change.username != self._user:
+                return False
+            for ours in self._ours:
+                s = ours.slot
+                if (not ours.done and s.record == change.record and s.field == field
+                        and (change.event is None or s.event is None or change.event == s.event)
+                        and (change.instance is None or change.instance == (s.instance or 1))
+                        and logrows.near(change.stamp, ours.when)):
+                    ours.done = True
+                    learned = self._user is None
+                    self._user = change.username
+                    break
+            else:
+                return False
+        if learned:
+            self.manifest.set_meta("user", change.username)
+        return True
+
+    # ------------------------------------------------------------ polling
+    def poll_now(self) -> int:
+        """One poll; the number of records re-read."""
+        with self._poll_lock:
+            return self._poll_locked()
+
+    def _first_cursor(self) -> None:
+        """No cursor yet: start it at the log's newest row (what is there now is in the index already)."""
+        began = time.time()
+        rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
+        stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
+        cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
+        self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
+                                    if str(r.get("timestamp", ""))[:16] == cursor])
+        self.manifest.set_meta("trusted_since", repr(began))
+        self.manifest.trusted_since = began
+        self.polls += 1
+
+    def _poll_locked(self) -> int:
+        cursor = self.manifest.meta("cursor") or logrows.minute(time.time())
+        seen = set(json.loads(self.manifest.meta("cursor_seen") or "[]"))
+        rows = self.client.export_log(cursor)
+        self.polls += 1
+        fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
+        changes = logrows.parse(fresh)
+        redone = self._apply(changes) if changes else 0
+        self._advance(cursor, seen, rows)
+        if self.manifest.trusted_since is None:
+            since = self.manifest.meta("trusted_since")
+            self.manifest.trusted_since = float(since) if since else time.time()
+            if not since:
+                self.manifest.set_meta("trusted_since", repr(self.manifest.trusted_since))
+        return redone
+
+    def _advance(self, cursor: str, seen: set[str], rows: list[dict]) -> None:
+        stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
+        newest = max([cursor, *stamps])
+        prints = [logrows.fingerprint(r) for r in rows if str(r.get("timestamp", ""))[:16] == newest]
+        if newest == cursor:
+            prints = sorted(seen | set(prints))
+        self._store_cursor(newest, prints)
+
+    def _store_cursor(self, cursor: str, prints: list[str]) -> None:
+        self.manifest.set_meta("cursor", cursor)
+        self.manifest.set_meta("cursor_seen", json.dumps(sorted(set(prints))))
+
+    def _apply(self, changes: list[logrows.Change]) -> int:
+        """Re-read the changed records (one export) and tell the slot model which files changed."""
+        if any(c.design for c in changes):
+            log.info("the project's design changed (log); reloading it")
+            for listener in self.on_design_change:
+                listener()
+        touched: dict[str, list[logrows.Change]] = {}
+        for change in changes:
+            if change.record:
+                touched.setdefault(change.record, []).append(change)
+        if not touched:
+            return 0
+        records = sorted(touched)
+        before = self.records.files_of(records)
+        started = time.monotonic()
+        rows = self.client.export_records(records=records, fields=self.shape.export_fields())
+        self.records.replace_records(records, rows, started)
+        after = self.records.files_of(records)
+        for slot in set(before) | set(after):
+            self._slot_changed(slot, before.get(slot), after.get(slot), touched[slot.record])
+        log.debug("change feed: %d record(s) re-read", len(records))
+        return len(records)
+
+    def _slot_changed(self, slot: Slot, old: str | None, new: str | None,
+                      changes: list[logrows.Change]) -> None:
+        mine = [c for c in changes if self._names_slot(c, slot)]
+        theirs = [c for c in mine if not self._is_ours(c, slot.field)]
+        if mine and not theirs:
+            return  # only our own upload or delete: the slot model has it already
+        if not theirs and old == new:
+            return  # a change elsewhere in the record (a text field): the file stayed
+        when = max((c.stamp for c in theirs), default="")
+        self.slots.changed_elsewhere(slot, old, new, logrows.stamp_ns(when) if when else None)
+
+    def _names_slot(self, change: logrows.Change, slot: Slot) -> bool:
+        """Whether the row may be about this slot's file (unnamed details: any file of the record)."""
+        if change.fields:
+            if slot.field not in change.fields:
+                return False
+        elif not change.upload:
+            return False
+        if change.event is not None and slot.event is not None and change.event != slot.event:
+            return False
+        return change.instance is None or change.instance == (slot.instance or 1)
