@@ -75,6 +75,10 @@ class ChangeFeed:
         self._poll_lock = threading.Lock()
         self._ours: list[_Ours] = []
         self._user: str | None = manifest.meta("user")
+        # This mount's own cursor (another mount of the project may share the manifest): loaded at start,
+        # stored after every poll for the next mount.
+        self._cursor: str | None = manifest.meta("cursor")
+        self._seen: set[str] = set(json.loads(manifest.meta("cursor_seen") or "[]"))
         self._used = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -84,7 +88,7 @@ class ChangeFeed:
         """The first poll (the gap since the stored cursor); the one line to say at mount, or ""."""
         try:
             with self._poll_lock:
-                if self.manifest.meta("cursor") is None:
+                if self._cursor is None:
                     self._first_cursor()
                 else:
                     self._poll_locked()
@@ -172,8 +176,8 @@ class ChangeFeed:
         self.polls += 1
 
     def _poll_locked(self) -> int:
-        cursor = self.manifest.meta("cursor") or logrows.minute(time.time())
-        seen = set(json.loads(self.manifest.meta("cursor_seen") or "[]"))
+        cursor = self._cursor or logrows.minute(time.time())
+        seen = self._seen
         rows = self.client.export_log(cursor)
         self.polls += 1
         fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
@@ -196,6 +200,7 @@ class ChangeFeed:
         self._store_cursor(newest, prints)
 
     def _store_cursor(self, cursor: str, prints: list[str]) -> None:
+        self._cursor, self._seen = cursor, set(prints)
         self.manifest.set_meta("cursor", cursor)
         self.manifest.set_meta("cursor_seen", json.dumps(sorted(set(prints))))
 
