@@ -26,6 +26,7 @@ import mimetypes
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .jsondir_team import load_team
 from .metarows import METADATA_KEYS, metadata_row
 from .project import ProjectDef, StoredFile
 
@@ -216,7 +217,7 @@ def load_json_dir(root: Path) -> ProjectDef:
     locked: list[Any] | None = _read_json(root / "locked.json", list)
     if locked is not None and not all(isinstance(x, str) for x in locked):
         raise ValueError(f"{root / 'locked.json'}: must be a list of record names (strings)")
-    return ProjectDef(
+    project = ProjectDef(
         info=info,
         metadata=metadata,
         instruments=_instruments(root / "instruments.json", metadata),
@@ -228,3 +229,5 @@ def load_json_dir(root: Path) -> ProjectDef:
         files=files,
         locked=set(locked or []),
     )
+    load_team(root, project, _rows)  # users.json, dags.json, repository/… (all optional)
+    return project

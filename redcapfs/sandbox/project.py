@@ -29,6 +29,16 @@ class StoredFile:
 
 
 @dataclass
+class RepositoryFile:
+    """One File Repository document; ``folder`` is a ``/``-separated folder path ("" = top level)."""
+
+    name: str
+    source: str
+    folder: str = ""
+    mime: str = "application/octet-stream"
+
+
+@dataclass
 class ProjectDef(Structure):
     """A whole project: the structure tables (see ``Structure``), records and files.
 
@@ -42,11 +52,24 @@ class ProjectDef(Structure):
     * ``records``: flat export rows (file fields may hold the file name or "").
     * ``files``: the stored files.
     * ``locked``: record names whose writes are refused.
+    * ``users``, ``roles``, ``dags``: ``content=user`` / ``userRole`` / ``dag`` rows (partial rows are
+      completed with REDCap's defaults; a user row may carry ``unique_role_name`` and
+      ``data_access_group``).
+    * ``record_dags``: record name -> unique DAG name.
+    * ``repository``: File Repository entries (``RepositoryFile``); folders named in them are created.
+    * ``log``: the project's log history, newest first (``username``, ``action``, ``details``,
+      ``record``, ``kind``), stamped with the load time.
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
     files: list[StoredFile] = field(default_factory=list)
     locked: set[str] = field(default_factory=set)
+    users: list[dict[str, Any]] = field(default_factory=list)
+    roles: list[dict[str, Any]] = field(default_factory=list)
+    dags: list[dict[str, Any]] = field(default_factory=list)
+    record_dags: dict[str, str] = field(default_factory=dict)
+    repository: list[RepositoryFile] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def longitudinal(self) -> bool:

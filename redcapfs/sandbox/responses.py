@@ -6,8 +6,6 @@ content type and by body shape (``{"error": …}``, ``ERROR: …``, ``<error>``)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,12 +81,19 @@ def rows_response(
 
 def to_csv(rows: Sequence[dict[str, Any]], header: Sequence[str] | None = None) -> str:
     cols = list(header) if header is not None else (list(rows[0].keys()) if rows else [])
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
+    lines = [",".join(csv_cell(c) for c in cols)]
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else row.get(c) for c in cols])
-    return buf.getvalue()
+        lines.append(",".join(csv_cell(row.get(c)) for c in cols))
+    return "".join(line + "\n" for line in lines)
+
+
+def csv_cell(value: Any) -> str:
+    """REDCap's CSV quoting: a value with a space, comma, quote or line break is quoted (PyCap's doctest
+    shows ``1,"Event 1",,1,Yes``), quotes doubled; everything else bare."""
+    text = "" if value is None else str(value)
+    if any(c in text for c in ' ,"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def to_xml(rows: Sequence[dict[str, Any]], root: str) -> str:

@@ -39,7 +39,7 @@ def row_key(schema: Schema, row: dict[str, Any]) -> RowKey:
         raise _invalid(f"The record ID field ('{schema.record_id}') is missing or blank in the data.")
     event = ""
     if schema.longitudinal:
-        event = str(row.get("redcap_event_name") or "")
+        event = str(row.get("redcap_event_name") or "") or default_event(schema)
         if not schema.valid_event(event):
             raise _invalid(
                 f"The value of redcap_event_name ('{event}') is not a valid unique event name "
@@ -58,6 +58,17 @@ def row_key(schema: Schema, row: dict[str, Any]) -> RowKey:
     if event in schema.repeating_events:
         return (record, event, "", int(raw_inst) if raw_inst.isdigit() and int(raw_inst) > 0 else 1)
     return (record, event, "", 0)
+
+
+def default_event(schema: Schema) -> str:
+    """Where a row without ``redcap_event_name`` goes: the first event, when the project has one arm.
+
+    REDCap puts such a row in the first event (PyCap issue #142: a row without it was checked
+    against the first event's forms; PyCap's doctest imports one). With several arms the sandbox
+    refuses it: which arm's first event REDCap would pick is not shown by any public source.
+    """
+    arms = {schema.event_arm[e] for e in schema.events}
+    return schema.events[0] if len(arms) == 1 and schema.events else ""
 
 
 def rows_to_writes(schema: Schema, rows: Sequence[dict[str, Any]]) -> list[RowWrite]:

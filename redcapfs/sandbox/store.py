@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .extras import initialise_extras
 from .project import ProjectDef
 from .rows import RowKey, RowWrite, rows_to_writes
 from .schema import Schema, Structure
@@ -189,6 +190,7 @@ class Store:
                 self._initial_file(schema, stored)
             for record in project.locked:
                 db.execute("UPDATE records SET locked=1 WHERE record=?", (record,))
+            initialise_extras(self, project)  # users, DAGs, repository, log history
             db.execute("INSERT OR REPLACE INTO kv VALUES ('initialised', ?)", (json.dumps(time.time()),))
         log.info("store initialised: %d records, %d files", len(self.record_names()), len(project.files))
 

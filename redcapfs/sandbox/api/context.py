@@ -6,11 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import SandboxConfig, TokenGrant
+from ..repository_store import Repository
 from ..responses import ApiError, ApiResponse
 from ..schema import Schema
 from ..store import Store
+from ..team import Team
 from . import messages as M
 from .request import ApiRequest
+from .rights import Caller, resolve
 
 
 @dataclass
@@ -19,6 +22,20 @@ class Context:
 
     store: Store
     config: SandboxConfig
+
+    def __post_init__(self) -> None:
+        self.team = Team(self.store)
+        self.repository = Repository(self.store)
+
+    def caller(self, grant: TokenGrant) -> Caller:
+        """The token's user with their current rights; a token whose user left the project is refused."""
+        caller = resolve(self.team, grant)
+        if caller is None:
+            raise ApiError(403, M.BAD_TOKEN)
+        return caller
+
+    def log(self, grant: TokenGrant, action: str, details: str, record: str = "", kind: str = "manage") -> None:
+        self.store.add_log(grant.username, action, details, record, kind)
 
     @property
     def schema(self) -> Schema:
@@ -32,7 +49,7 @@ class Context:
 
     def write_guard(self, grant: TokenGrant, cleanup_message: str) -> None:
         """Import rights first, then the project status (the doc's order)."""
-        if not grant.can_import:
+        if not grant.can_import or not self.caller(grant).api_import:
             raise ApiError(403, M.NO_IMPORT)
         if self.config.analysis_cleanup:
             raise ApiError(403, cleanup_message)
@@ -41,6 +58,15 @@ class Context:
         """Record data and files need more than "No Access" export rights."""
         if not grant.can_export_data:
             raise ApiError(403, M.NO_ACCESS)
+        if not self.caller(grant).api_export:
+            raise ApiError(403, M.NO_EXPORT)
+
+    def right_guard(self, grant: TokenGrant, right: str) -> Caller:
+        """A project right (``user_rights``, ``design``, ``file_repository``, ...) the call needs."""
+        caller = self.caller(grant)
+        if not caller.right(right):
+            raise ApiError(403, M.NO_RIGHT.format(right=M.RIGHT_NAMES.get(right, right)))
+        return caller
 
     def record_missing(self, record: str) -> ApiError:
         """Record-not-found on file export and delete (older servers quote it differently)."""

@@ -60,6 +60,20 @@ def _check_file_field(ctx: Context, field_name: str) -> None:
         raise ApiError(400, M.NOT_FILE_FIELD.format(field=field_name))
 
 
+def _dag_visible(ctx: Context, grant: TokenGrant, record: str) -> bool:
+    """A DAG member reaches only their DAG's records: others answer as if they did not exist."""
+    return ctx.caller(grant).sees_record(ctx.team.record_dag(record))
+
+
+def _form_rights(ctx: Context, grant: TokenGrant, field_name: str, write: bool) -> None:
+    """The field's instrument must be exportable (reads) or editable (writes) for this user."""
+    caller, form = ctx.caller(grant), ctx.schema.form_of(field_name) or ""
+    if write and caller.edit_level(form) in (0, 2):
+        raise ApiError(403, M.NO_FORM_EDIT.format(form=form, field=field_name))
+    if not write and caller.export_level(form) == 0:
+        raise ApiError(403, M.NO_FORM_EXPORT.format(form=form, field=field_name))
+
+
 def _log_details(slot: Slot, doc_id: int) -> str:
     event = f", event = '{slot.key[1]}'" if slot.key[1] else ""
     return f"{slot.field} = '{doc_id}'{event}, instance = {slot.instance}"
@@ -69,9 +83,10 @@ def export_file(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse
     """The bytes as a stream (or, with the fileinfo param, only name and size as JSON)."""
     ctx.export_guard(grant)
     slot = _resolve_slot(ctx, req)
-    if not ctx.store.record_in_event(slot.record, slot.key[1]):
+    if not ctx.store.record_in_event(slot.record, slot.key[1]) or not _dag_visible(ctx, grant, slot.record):
         raise ctx.record_missing(slot.record)
     _check_file_field(ctx, slot.field)
+    _form_rights(ctx, grant, slot.field, write=False)
     if ctx.config.fileinfo and req.has(ctx.config.fileinfo_param):
         doc = ctx.store.get_file(slot.key, slot.field)
         if doc is None:
@@ -90,9 +105,10 @@ def import_file(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse
     """Store the spooled upload in the slot under REDCap's cleaned name (``redcapnames``)."""
     ctx.write_guard(grant, M.CLEANUP)
     slot = _resolve_slot(ctx, req)
-    if not ctx.store.record_exists(slot.record):
+    if not ctx.store.record_exists(slot.record) or not _dag_visible(ctx, grant, slot.record):
         raise ApiError(400, M.RECORD_MISSING_UPLOAD.format(record=slot.record))
     _check_file_field(ctx, slot.field)
+    _form_rights(ctx, grant, slot.field, write=True)
     if ctx.schema.is_signature(slot.field):
         raise ApiError(400, M.SIGNATURE.format(field=slot.field))
     if ctx.store.is_locked(slot.record):
@@ -121,9 +137,10 @@ def _mime_for(upload: Upload, name: str) -> str:
 def delete_file(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
     ctx.write_guard(grant, M.CLEANUP)
     slot = _resolve_slot(ctx, req)
-    if not ctx.store.record_exists(slot.record):
+    if not ctx.store.record_exists(slot.record) or not _dag_visible(ctx, grant, slot.record):
         raise ctx.record_missing(slot.record)
     _check_file_field(ctx, slot.field)
+    _form_rights(ctx, grant, slot.field, write=True)
     if ctx.store.is_locked(slot.record):
         raise ApiError(400, M.LOCKED_DELETE.format(record=slot.record))
     old = ctx.store.delete_file(slot.key, slot.field)

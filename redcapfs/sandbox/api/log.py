@@ -16,11 +16,16 @@ LOG_TYPES = {
     "record_add": {"record_add"},
     "record_edit": {"record_edit"},
     "record_delete": {"record_delete"},
+    "manage": {"manage"},
+    "user": {"user"},
+    "lock_record": {"lock_record"},
+    "page_view": {"page_view"},
 }
 
 
 def export_logging(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
     """Rows ``timestamp`` (server local time, minutes), ``username``, ``action``, ``details``, ``record``."""
+    ctx.right_guard(grant, "logging")
     logtype = req.get("logtype") or ""
     want_kinds = LOG_TYPES.get(logtype)
     user, record = req.get("user") or "", req.get("record") or ""

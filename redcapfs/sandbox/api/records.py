@@ -6,18 +6,21 @@ The row layout rules live in ``sandbox.records`` (export) and ``sandbox.rows``
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from typing import Any
+from xml.sax.saxutils import escape
 
 from ..config import TokenGrant
-from ..records import auto_number, export_rows
-from ..responses import ApiError, ApiResponse, json_response, rows_response, text_response
+from ..records import auto_number
+from ..responses import XML_DATA_TYPE, ApiError, ApiResponse, json_response, rows_response, text_response
 from ..rows import rows_to_writes
 from . import messages as M
+from .common import import_rows
 from .context import Context
+from .record_delete import delete_records
+from .record_export import eav_rows, flat_export, header_labels, labelled
 from .request import ApiRequest
+from .rights import Caller
+
+XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>'
 
 
 def record(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
@@ -34,57 +37,67 @@ def record(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
 
 def export_records(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
     ctx.export_guard(grant)
-    header, rows = export_rows(
-        ctx.store,
-        records=req.array("records"),
-        fields=req.array("fields"),
-        forms=req.array("forms"),
-        events=req.array("events"),
-        legacy_document_values=ctx.config.legacy_document_values,
-    )
+    caller = ctx.caller(grant)
+    if not caller.any_export(ctx.schema.forms):
+        raise ApiError(403, M.NO_ACCESS)
+    header, rows = flat_export(ctx, req, caller)
+    if (req.get("rawOrLabel") or "raw").lower() == "label":
+        rows = labelled(ctx, req, header, rows)
+    if (req.get("type") or "flat").lower() == "eav":
+        return rows_response(eav_rows(ctx.schema, rows), req.format)
+    if req.format == "csv" and (req.get("rawOrLabelHeaders") or "raw").lower() == "label":
+        labels = header_labels(ctx.schema, header)
+        rows = [{labels[i]: row.get(h, "") for i, h in enumerate(header)} for row in rows]
+        header = labels
     return rows_response(rows, req.format, header=header)
 
 
 def import_records(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
     ctx.write_guard(grant, M.CLEANUP_RECORDS)
-    rows = _parse_import_data(req)
+    caller = ctx.caller(grant)
+    rows = import_rows(req)
     mapping: dict[str, str] = {}
     if (req.get("forceAutoNumber") or "").lower() == "true":
         rows, mapping = auto_number(ctx.store, ctx.schema, rows)
     writes = rows_to_writes(ctx.schema, rows)
+    dags = ctx.team.load()["record_dags"]
+    new_records = []
     for write in writes:
-        if ctx.store.is_locked(write.key[0]):
-            raise ApiError(400, M.LOCKED_RECORD.format(record=write.key[0]))
+        record = write.key[0]
+        if ctx.store.is_locked(record):
+            raise ApiError(400, M.LOCKED_RECORD.format(record=record))
+        if ctx.store.record_exists(record):
+            if not caller.sees_record(dags.get(record, "")):
+                raise ApiError(400, M.OTHER_DAG.format(record=record))
+        elif record not in new_records:
+            if not caller.right("record_create"):
+                raise ApiError(403, M.NO_CREATE)
+            new_records.append(record)
+        _check_edit_rights(ctx, caller, write.values)
     overwrite = (req.get("overwriteBehavior") or "normal").lower() == "overwrite"
     touched = ctx.store.apply_row_writes(writes, overwrite=overwrite, username=grant.username)
+    for record in new_records:  # a record created by a DAG member joins the member's DAG
+        if caller.dag:
+            ctx.team.set_record_dag(record, caller.dag)
     return _import_answer(req, touched, mapping)
 
 
-def _parse_import_data(req: ApiRequest) -> list[dict[str, Any]]:
-    data = req.get("data")
-    if data is None:
-        raise ApiError(400, M.NO_DATA)
-    fmt = (req.get("format") or "xml").lower()
-    try:
-        if fmt == "csv":
-            return list(csv.DictReader(io.StringIO(data)))
-        if fmt == "json":
-            rows = json.loads(data)
-            if isinstance(rows, dict):
-                rows = [rows]
-            if isinstance(rows, list):
-                return rows
-    except (ValueError, csv.Error):
-        pass
-    if fmt not in ("csv", "json"):
-        raise ApiError(400, M.IMPORT_FORMATS)
-    raise ApiError(400, M.BAD_DATA)
+def _check_edit_rights(ctx: Context, caller: Caller, values: dict[str, str]) -> None:
+    """Values for an instrument the user may not edit ("no access" or read only) are refused."""
+    column_form = ctx.schema.column_form()
+    for column in values:
+        form = column_form.get(column, "")
+        if form and caller.edit_level(form) in (0, 2):
+            raise ApiError(403, M.NO_FORM_EDIT.format(form=form, field=column))
 
 
 def _import_answer(req: ApiRequest, touched: list[str], mapping: dict[str, str]) -> ApiResponse:
-    """``returnContent``: count (default), ids, auto_ids (``new,old``) or nothing."""
+    """``returnContent``: count (default), ids, auto_ids (``new,old``) or nothing, in ``returnFormat``.
+
+    The answer's format is ``returnFormat`` when given, else ``format`` (json unless csv or xml).
+    """
     kind = (req.get("returnContent") or "count").lower()
-    fmt = (req.get("format") or "xml").lower()
+    fmt = (req.get("returnFormat") or req.get("format") or "json").lower()
     if kind == "ids":
         ids = touched
     elif kind == "auto_ids":
@@ -93,23 +106,29 @@ def _import_answer(req: ApiRequest, touched: list[str], mapping: dict[str, str])
     elif kind == "nothing":
         return ApiResponse(200, "text/html; charset=utf-8", b"")
     else:
-        return json_response({"count": len(touched)}) if fmt != "csv" else text_response(str(len(touched)))
+        if fmt == "csv":
+            return text_response(str(len(touched)))
+        if fmt == "xml":
+            return _xml(f"<count>{len(touched)}</count>")
+        return json_response({"count": len(touched)})
     if fmt == "csv":
         return text_response("id\n" + "".join(f"{i}\n" for i in ids))
+    if fmt == "xml":
+        return _xml("<ids>" + "".join(f"<id>{escape(i)}</id>" for i in ids) + "</ids>")
     return json_response(ids)
 
 
-def delete_records(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
-    """All named records must exist, else nothing is deleted; answers the count."""
-    ctx.write_guard(grant, M.CLEANUP_RECORDS)
-    names = req.array("records")
-    missing = [r for r in names if not ctx.store.record_exists(r)]
-    if missing:
-        raise ApiError(400, M.DELETE_MISSING + ", ".join(missing))
-    for name in names:
-        ctx.store.delete_record(name, grant.username)
-    return text_response(str(len(names)))
+def _xml(body: str) -> ApiResponse:
+    return ApiResponse(200, XML_DATA_TYPE, (XML_HEAD + body).encode())
 
 
 def generate_next_record_name(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
-    return text_response(ctx.store.next_record_name())
+    """Highest number + 1; for a DAG member REDCap prefixes the DAG's id: ``<group_id>-<n>``."""
+    caller = ctx.caller(grant)
+    if not caller.dag:
+        return text_response(ctx.store.next_record_name())
+    group = next(d for d in ctx.team.load()["dags"] if d["unique_group_name"] == caller.dag)
+    prefix = f"{group['data_access_group_id']}-"
+    numbers = [int(r[len(prefix):]) for r in ctx.store.record_names()
+               if r.startswith(prefix) and r[len(prefix):].isdigit()]
+    return text_response(f"{prefix}{max(numbers, default=0) + 1}")
