@@ -196,3 +196,25 @@ def test_two_mounts_one_file_the_later_close_is_estale(sandbox: Any, mount: Any,
     entries = [e for e in json.loads(r.stdout) if e["name"] == "shared.txt"]
     assert [e["state"] for e in entries] == ["conflict"], r.stdout
     assert Path(entries[0]["data_path"]).read_bytes() == b"alice's edit\n"
+
+
+def test_without_the_logging_right_the_mount_falls_back_to_ttls(sandbox: Any, mount: Any) -> None:
+    carol = "C3" * 16
+    sb = sandbox("--token", f"{ALICE}:full:alice", "--token", f"{carol}:full:carol")
+    redcap.Project(sb.url, carol).export_version()  # carol joins the project
+    redcap.Project(sb.url, ALICE).import_users([{"username": "carol", "logging": 0}])
+    m = mount(sb, "poll=1", env={"REDCAP_API_TOKEN": carol})
+    assert "no Logging right" in m.stderr, m.describe()
+    status = json.loads(subprocess.run([sys.executable, "-m", "redcapfs", "status", str(m.path), "--json"],
+                                       capture_output=True, text=True, cwd=str(REPO), env=m.env,
+                                       timeout=30).stdout)
+    doc = status[0] if isinstance(status, list) else status
+    assert doc["change_feed"] == "ttl"
+    run("ls", "-lR", str(m.path))
+    m.unmount()
+    mark = time.time()
+    m2 = mount(sb, "poll=1", env={"REDCAP_API_TOKEN": carol})
+    run("ls", "-lR", str(m2.path))
+    settle(lambda: len(sb.calls()))
+    # Without the log nothing vouches for the stored sizes: they are asked again, never trusted blindly.
+    assert file_calls(after(sb, mark)), "sizes from an earlier mount were trusted without the change feed"
