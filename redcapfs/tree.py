@@ -76,10 +76,12 @@ current index, and only a slot-empty check waits for a refresh past the TTL.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 
 from redcapfs import names
 from redcapfs.attrs import AttrStore
@@ -94,6 +96,7 @@ from redcapfs.fs.handles import Handle, Handles, open_cached
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
+from redcapfs.fs.prefetch import SizePrefetch
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
 from redcapfs.fs.rules import stored_name
@@ -102,7 +105,7 @@ from redcapfs.fs.uploader import Uploader
 from redcapfs.fs.writing import Writing
 from redcapfs.manifest import Manifest
 from redcapfs.recordcache import RecordCache
-from redcapfs.shape import ProjectShape
+from redcapfs.shape import DOCUMENT_PLACEHOLDER, ProjectShape
 from redcapfs.spool import Spool
 
 # Names other modules and branches knew from here before the split.
@@ -139,6 +142,7 @@ class Tree:
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, on_write=self.feed.note_ours)
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
+        self.ahead = SizePrefetch(self._sizes_ahead, self.options.sizes_ahead)
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
@@ -156,6 +160,7 @@ class Tree:
         node = self.ns.file(ref, path)
         if node.local is not None:
             return self._local_stat(node.local)
+        self.ahead.stat(path)
         size = self.content.size(node)
         attr = self.slots.attr(node.slot, node.name, size)
         mode = attr.mode if attr.mode is not None else rules.file_mode(self.options)
@@ -164,7 +169,9 @@ class Tree:
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
         self.feed.touch()
-        return self.ns.readdir(path)
+        entries = self.ns.readdir(path)
+        self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
+        return entries
 
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""
@@ -276,6 +283,7 @@ class Tree:
     def shutdown(self) -> None:
         """At unmount: close what is open; temporary files go, unsent data stays."""
         self.feed.stop()
+        self.ahead.close()
         for fh in self.handles.all():
             try:
                 self.release(fh)
@@ -289,6 +297,17 @@ class Tree:
                 self.local.drop(local)
 
     # ================================================================ internals
+    def _sizes_ahead(self, path: str) -> list[Callable[[], object]]:
+        """Size lookups of the record's other server files whose size is unknown (from memory, no I/O)."""
+        record = path.strip("/").split("/", 1)[0]
+        if not self.ahead.first_time(record):
+            return []
+        jobs: list[Callable[[], object]] = []
+        for slot, raw in self.records.files_of([record]).items():
+            if raw != DOCUMENT_PLACEHOLDER and self.slots.size(slot, raw) is None:
+                jobs.append(functools.partial(self.content.size, FileNode(slot, raw, raw)))
+        return jobs
+
     def _file_at(self, path: str) -> FileNode:
         ref = self.ns.resolve(path)
         if ref.kind != "file":
