@@ -38,7 +38,13 @@ piece              job                                                         s
 ``recorddirs``     mkdir/rmdir of records, events, instances                   none
 ``handles``        fh -> handle, reads                                         the handle table
 ``recordcache``    the records index, refreshed in the background              the index
+``feed``           REDCap's log as change feed (polls; ``logrows`` reads rows)  the cursor (in
+                                                                               ``manifest.py``)
+``prefetch``       sizes asked ahead once a stat follows a listing             listed directories
 =================  ==========================================================  ==================
+
+``SlotModel`` keeps sizes across mounts in the manifest (``manifest.py``), and
+uses one only while the change feed vouches for it.
 
 Locking model
 -------------
@@ -60,7 +66,8 @@ ones above it):
    ``TTLCache`` tables, which are not thread-safe alone). A leaf for data.
 4. ``RecordCache._lock``: the records index and our pending changes; a leaf
    (code inside ``with records.view()`` calls nothing).
-5. Leaves of their own modules: ``Handles._lock`` (fh table),
+5. Leaves of their own modules: ``Handles._lock`` (fh table), ``ChangeFeed._lock``
+   (our pending uploads), ``SizePrefetch._lock``, ``Manifest._lock`` (its SQLite),
    ``LocalFile._state_lock``, ``ServerContent._lock`` (the size-lock table),
    ``ContentCache._lock`` and ``Flight``'s condition, ``AttrStore._lock``
    (its one SQLite connection; writes do not fsync, ``synchronous=NORMAL``).
@@ -72,6 +79,9 @@ flight), and the content cache's flights. ``RecordCache._refresh_lock`` is
 held across the records export by the background refresher (or the very first
 load, when there is nothing to show); every other caller keeps reading the
 current index, and only a slot-empty check waits for a refresh past the TTL.
+``ChangeFeed._poll_lock`` makes polls one at a time and is held across the
+poll's logging export and its filtered records export (by the poller thread,
+or at mount); nobody else waits on it.
 """
 
 from __future__ import annotations

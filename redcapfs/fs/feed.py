@@ -119,15 +119,18 @@ class ChangeFeed:
         self._used = time.monotonic()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval()):
+        """Tick every ``poll`` seconds; an idle mount polls only every ``poll_idle``, a used one at once."""
+        last = time.monotonic()
+        while not self._stop.wait(self.poll):
+            now = time.monotonic()
+            idle = now - self._used > IDLE_AFTER
+            if idle and now - last < self.poll_idle:
+                continue
+            last = now
             try:
                 self.poll_now()
             except Exception as exc:  # the cursor stays: the next poll covers the gap
                 log.warning("change feed poll failed: %s", exc)
-
-    def _interval(self) -> float:
-        idle = time.monotonic() - self._used > IDLE_AFTER
-        return self.poll_idle if idle else self.poll
 
     # ------------------------------------------------------------ our own writes
     def note_ours(self, slot: Slot) -> None:
