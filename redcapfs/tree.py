@@ -90,6 +90,7 @@ import functools
 import logging
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 
@@ -114,6 +115,7 @@ from redcapfs.fs.slots import SlotModel
 from redcapfs.fs.uploader import Uploader
 from redcapfs.fs.writing import Writing
 from redcapfs.manifest import Manifest
+from redcapfs.paths import PathModel
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import DOCUMENT_PLACEHOLDER, ProjectShape
 from redcapfs.spool import Spool
@@ -149,6 +151,8 @@ class Tree:
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
         self.feed = ChangeFeed(client, shape, self.records, self.slots, self.manifest, self.options.poll,
                                self.options.poll_idle)
+        self.feed.on_design_change.append(self.reload_design)
+        self._design_timer = threading.Event()
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, on_write=self.feed.note_ours)
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
@@ -285,14 +289,40 @@ class Tree:
     # ================================================================ the change feed
     def start_feed(self) -> str:
         """At mount: REDCap's log as change feed when ``poll`` is set; the line to say if it is not usable."""
-        if self.options.poll <= 0:
-            return ""
-        return self.feed.start()
+        notice = self.feed.start() if self.options.poll > 0 else ""
+        if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
+            threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),
+                             name="design-reload", daemon=True).start()
+        return notice
+
+    def reload_design(self) -> None:
+        """The design changed (the log says so, or ``metadata_ttl`` passed): read it again, rebuild the index.
+
+        The structure calls run first, with no lock; then every piece gets the
+        new shape, and the next access waits for a records export with it.
+        """
+        c = self.client
+        shape = ProjectShape.from_api(c.project_info(), c.metadata(), c.arms(), c.events(),
+                                      c.form_event_mapping(), c.repeating_forms_events())
+        model = PathModel(shape)
+        for part in (self, self.records, self.ns, self.writing, self.dirs, self.feed):
+            part.shape = shape
+        self.ns.model = model
+        self.records.invalidate()
+        log.info("the project's design was read again")
+
+    def _reload_design_every(self, seconds: float) -> None:
+        while not self._design_timer.wait(seconds):
+            try:
+                self.reload_design()
+            except Exception as exc:  # keep the design we have; try again next time
+                log.warning("reading the project's design again failed: %s", exc)
 
     # ================================================================ shutdown
     def shutdown(self) -> None:
         """At unmount: close what is open; temporary files go, unsent data stays."""
         self.feed.stop()
+        self._design_timer.set()
         self.ahead.close()
         for fh in self.handles.all():
             try:

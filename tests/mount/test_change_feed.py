@@ -218,3 +218,22 @@ def test_without_the_logging_right_the_mount_falls_back_to_ttls(sandbox: Any, mo
     settle(lambda: len(sb.calls()))
     # Without the log nothing vouches for the stored sizes: they are asked again, never trusted blindly.
     assert file_calls(after(sb, mark)), "sizes from an earlier mount were trusted without the change feed"
+
+
+def test_a_design_change_in_the_log_reloads_the_design(sandbox: Any, mount: Any) -> None:
+    sb = two_users(sandbox)
+    m = mount(sb, NO_KERNEL_CACHE)
+    event_dir = m.path / "1001" / "baseline_arm_1"
+    assert "extra_scan" not in os.listdir(event_dir)
+    project = colleague(sb)
+    metadata = project.export_metadata()
+    form = next(row["form_name"] for row in metadata if row["field_name"] == SLOT[2])
+    added = dict(next(row for row in metadata if row["field_name"] == SLOT[2]), field_name="extra_scan",
+                 field_label="Extra scan")
+    mark = time.time()
+    project.import_metadata(metadata + [added])
+    assert form in {row["form_name"] for row in project.export_metadata() if row["field_name"] == "extra_scan"}
+    wait_for_poll(sb, mark)
+    settle(lambda: len(sb.calls()))
+    assert "extra_scan" in os.listdir(event_dir)
+    assert after(sb, mark, content="metadata"), "the design was not read again"

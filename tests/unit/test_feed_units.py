@@ -180,3 +180,4 @@ def test_a_plain_listing_asks_nothing_ahead(tmp_path: Path) -> None:
     for path in ("/", "/1", "/1/doc", "/1/att", "/1/att/1"):
         tree.readdir(path)
     assert calls == []
+
