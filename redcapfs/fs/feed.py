@@ -167,13 +167,16 @@ class ChangeFeed:
             return self._poll_locked()
 
     def _first_cursor(self) -> None:
-        """No cursor yet: start it at the log's newest row (what is there now is in the index already)."""
+        """No cursor yet: start it at the log's newest minute (older changes are in the index already).
+
+        The rows of that minute are left unseen: a change made between the
+        records export and this call is then applied by the next poll (at the
+        cost of one filtered re-read), never lost.
+        """
         began = time.time()
         rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
-        cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
-        self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
-                                    if str(r.get("timestamp", ""))[:16] == cursor])
+        self._store_cursor(max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK), [])
         self.manifest.set_meta("trusted_since", repr(began))
         self.manifest.trusted_since = began
         self.polls += 1
