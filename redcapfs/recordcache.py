@@ -65,6 +65,9 @@ class RecordCache:
         self._running: threading.Event | None = None  # set when the background refresh in flight ends
         self._changes: list[tuple[float, Callable[[RecordIndex], None]]] = []
         self._local_instances: set[tuple[str, str | None, str, int]] = set()
+        self.partial_refreshes = 0
+        self._walk: list[str] = []
+        self._walk_key: tuple = ()
 
     # ------------------------------------------------------------ reading
     @contextmanager
@@ -209,8 +212,21 @@ class RecordCache:
 
     def files_of(self, records: list[str]) -> dict[Slot, str]:
         """Every filled slot of ``records`` with its stored name, from the current index (no I/O)."""
+        found: dict[Slot, str] = {}
         with self.current() as index:
-            return {slot: name for slot, name in index.slots_with_files() if slot.record in records}
+            for record in records:
+                found.update(index.files_in(record))
+        return found
+
+    def walk_order(self) -> list[str]:
+        """Record names in the order ``ls -R`` and rsync visit them (byte order), kept until the index changes."""
+        with self._lock:
+            index = self._index
+            key = (id(index), self.refreshes, self.partial_refreshes, len(index.records()) if index else 0)
+            if self._walk_key != key:
+                self._walk = sorted(index.records()) if index is not None else []
+                self._walk_key = key
+            return self._walk
 
     def replace_records(self, records: list[str], rows: list[dict], started: float) -> None:
         """The change feed re-read ``records`` (one filtered export): put them in the index as the server has them.
@@ -240,6 +256,7 @@ class RecordCache:
                         self._index.add_instance(record, event, field, instance)
                     except Exception as exc:
                         log.debug("dropping local instance %s: %s", instance, exc)
+            self.partial_refreshes += 1
 
     def keep_fresh(self) -> None:
         """With the change feed, the index is as fresh as the last poll: no TTL refreshes."""

@@ -86,6 +86,7 @@ or at mount); nobody else waits on it.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -124,6 +125,8 @@ from redcapfs.spool import Spool
 __all__ = ["WRITE_FLAGS", "FileNode", "Handle", "LocalFile", "Stat", "Tree", "TreeOptions", "stored_name"]
 
 log = logging.getLogger(__name__)
+
+AHEAD_RECORDS = 8  # in a walk of the tree, the records after the current one whose sizes are asked ahead
 
 
 class Tree:
@@ -340,10 +343,13 @@ class Tree:
     def _sizes_ahead(self, path: str) -> list[Callable[[], object]]:
         """Size lookups of the record's other server files whose size is unknown (from memory, no I/O)."""
         record = path.strip("/").split("/", 1)[0]
-        if not self.ahead.first_time(record):
-            return []
+        records = [record] if self.ahead.first_time(record) else []
+        if self.ahead.walking():  # a walk of the tree: the records it visits next, too
+            order = self.records.walk_order()
+            at = bisect.bisect_right(order, record)
+            records += [r for r in order[at:at + AHEAD_RECORDS] if self.ahead.first_time(r)]
         jobs: list[Callable[[], object]] = []
-        for slot, raw in self.records.files_of([record]).items():
+        for slot, raw in self.records.files_of(records).items():
             if raw != DOCUMENT_PLACEHOLDER and self.slots.size(slot, raw) is None:
                 jobs.append(functools.partial(self.content.size, FileNode(slot, raw, raw)))
         return jobs

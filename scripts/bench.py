@@ -29,7 +29,10 @@ from redcapfs.sandbox.store import Store  # noqa: E402
 
 
 def meta(name: str, form: str, ftype: str = "text") -> dict[str, Any]:
-    keys = ["section_header", "field_label", "select_choices_or_calculations", "field_note", "text_validation_type_or_show_slider_number", "text_validation_min", "text_validation_max", "identifier", "branching_logic", "required_field", "custom_alignment", "question_number", "matrix_group_name", "matrix_ranking", "field_annotation"]
+    keys = ["section_header", "field_label", "select_choices_or_calculations", "field_note",
+            "text_validation_type_or_show_slider_number", "text_validation_min", "text_validation_max",
+            "identifier", "branching_logic", "required_field", "custom_alignment", "question_number",
+            "matrix_group_name", "matrix_ranking", "field_annotation"]
     row = {k: "" for k in keys}
     row.update(field_name=name, form_name=form, field_type=ftype, field_label=name)
     return row
@@ -123,12 +126,16 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     small = work / "small.txt"
     small.write_bytes(b"small file\n" * 100)
     results: dict[str, Any] = {"size_mb": args.size_mb, "records": args.records, "latency_ms": args.latency_ms}
-    opts = "rate=1000,records_ttl=2"
+    opts = "rate=1000,records_ttl=2,poll=0"  # TTL mode: find below pays for a fresh records export
 
     sb = Sandbox(work, "big", project(args.records, 50, big, small), args.latency_ms)
     try:
         client = HttpClient(sb.url, sb.token, rate_limit=None)
-        direct_get = timed(lambda: client.export_file("big", "doc", open(work / "direct.bin", "wb")))
+        def direct_download() -> None:
+            with open(work / "direct.bin", "wb") as fh:
+                client.export_file("big", "doc", fh)
+
+        direct_get = timed(direct_download)
         direct_put = timed(lambda: client.import_file("1", "scan", str(big), "direct.bin"))
         n = len(sb.calls())
         mount = Mount(sb, work / "mnt", work / "state", opts)
@@ -178,7 +185,47 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             mount.unmount()
     finally:
         sb50.stop()
+    results.update(feed_bench(args, work, small))
     return results
+
+
+def feed_bench(args: argparse.Namespace, work: Path, small: Path) -> dict[str, Any]:
+    """The manifest and the change feed: `ls -lR` before and after a remount, `cp -r` out, an empty poll."""
+    files, rate = args.feed_files, args.feed_rate
+    out: dict[str, Any] = {"feed_files": files, "feed_rate": rate}
+    sb = Sandbox(work, "feed", project(files, files, small, small), args.latency_ms)
+    opts = f"rate={rate},poll=1"
+    try:
+        mount = Mount(sb, work / "mntfeed", work / "statefeed", opts)
+        try:
+            n = len(sb.calls())
+            first = timed(lambda: subprocess.run(["ls", "-lR", str(mount.mp)], capture_output=True, check=True))
+            out["first_ls_lR_calls"] = len(sb.calls()) - n - count(sb, n, content="log")  # polls aside
+            out["first_ls_lR_seconds"] = round(first, 2)
+            out["first_ls_lR_time_per_files_over_rate"] = round(first / ((files + 1) / rate), 2)
+        finally:
+            mount.unmount()
+        n = len(sb.calls())
+        mount = Mount(sb, work / "mntfeed", work / "statefeed", opts)
+        try:
+            out["remount_calls"] = len(sb.calls()) - n
+            n = len(sb.calls())
+            subprocess.run(["ls", "-lR", str(mount.mp)], capture_output=True, check=True)
+            out["remount_ls_lR_calls"] = len(sb.calls()) - n - count(sb, n, content="log")
+            out["remount_ls_lR_file_calls"] = count(sb, n, content="file")
+            n = len(sb.calls())
+            time.sleep(3.5)  # a few polls of an unchanged project (a wait, not a measurement)
+            polls = count(sb, n, content="log")
+            out["empty_poll_calls_each"] = round((len(sb.calls()) - n) / polls, 2) if polls else None
+            n = len(sb.calls())
+            subprocess.run(["cp", "-r", str(mount.mp), str(work / "copy-out")], check=True)
+            out["cp_r_out_after_remount_calls"] = len(sb.calls()) - n - count(sb, n, content="log")
+            out["cp_r_out_downloads"] = count(sb, n, content="file", action="export")
+        finally:
+            mount.unmount()
+    finally:
+        sb.stop()
+    return out
 
 
 def main() -> int:
@@ -186,6 +233,8 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--records", type=int, default=2000)
     parser.add_argument("--latency-ms", type=int, default=0, help="sandbox latency per request")
+    parser.add_argument("--feed-files", type=int, default=600, help="files in the manifest/change-feed part")
+    parser.add_argument("--feed-rate", type=float, default=50, help="-o rate for the manifest/change-feed part")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="redcapfs-bench-"))

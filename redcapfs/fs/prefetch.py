@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 log = logging.getLogger(__name__)
 
 MAX_DIRS = 64  # listed directories remembered, newest kept
+WALK_GAP = 10.0  # seconds between two stats after listings that still make one walk of the tree
 
 
 class SizePrefetch:
@@ -39,6 +41,7 @@ class SizePrefetch:
         self._lock = threading.Lock()
         self._listed: OrderedDict[str, bool] = OrderedDict()
         self._started: set[str] = set()  # records already asked ahead in this mount
+        self._last_trigger = float("-inf")
         self._pool: ThreadPoolExecutor | None = None
 
     def listed(self, directory: str, has_files: bool) -> None:
@@ -81,6 +84,13 @@ class SizePrefetch:
             self._listed.clear()
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def walking(self) -> bool:
+        """Whether stats after listings come in a row (``ls -lR``, rsync): then sizes are asked further ahead."""
+        now = time.monotonic()
+        with self._lock:
+            previous, self._last_trigger = self._last_trigger, now
+        return now - previous < WALK_GAP
 
     def first_time(self, key: str) -> bool:
         """True once per ``key`` (a record) in this mount: its files are asked ahead once, not per listing."""
