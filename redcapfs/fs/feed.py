@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
 FIRST_LOOKBACK = 86400.0  # the first cursor's probe: a day covers any difference of time zones
-OUR_WINDOW = 180.0  # seconds a noted upload of ours waits for its log row
+OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read this far past it
 
 
 @dataclass
@@ -137,8 +137,13 @@ class ChangeFeed:
         """Our upload or delete in ``slot`` succeeded: its log row is not a colleague's."""
         with self._lock:
             now = time.time()
-            self._ours = [o for o in self._ours if not o.done and now - o.when < OUR_WINDOW]
+            self._ours = [o for o in self._ours if not o.done and not self._read_past(o)]
             self._ours.append(_Ours(slot, now))
+
+    def _read_past(self, ours: _Ours) -> bool:
+        """Whether the polls have read the log well past ``ours`` (its row, if any, was seen)."""
+        cursor = self._cursor
+        return cursor is not None and cursor > logrows.minute(ours.when + OUR_WINDOW)
 
     def _is_ours(self, change: logrows.Change, field: str) -> bool:
         with self._lock:
