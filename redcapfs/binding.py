@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes.util
 import os
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -142,6 +143,21 @@ def raise_readahead(device: str) -> str:
     except OSError as exc:
         return f"readahead left at the kernel's default ({path}: {exc.strerror})"
     return f"readahead {MAX_REQUEST >> 10} KiB"
+
+
+def after_init(mountpoint: str) -> str:
+    """What must wait until the kernel has taken init's answer; call from a thread started in init.
+
+    A statfs is queued by the kernel until init is answered, and is served by
+    another worker thread of the same daemon (redcapfs and the bench's
+    passthrough answer it locally). The readahead can only be raised after
+    that, since the kernel sets it from init's answer, only ever lowering it.
+    """
+    from redcapfs.mountpoint import mount_entry
+
+    os.statvfs(mountpoint)
+    entry = mount_entry(Path(mountpoint))
+    return raise_readahead(entry[0]) if entry is not None else "readahead left alone (mount not found)"
 
 
 def block_size() -> int:

@@ -23,7 +23,7 @@ from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
 from redcapfs.daemon import pidfile, ready, report, start_background
 from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
-from redcapfs.mountpoint import check_mountpoint, mount_entry, recover
+from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
 from redcapfs.session import Session, open_session
 from redcapfs.unmount import unmount_main
@@ -104,19 +104,13 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
     """Once the kernel has the answer to init: raise the readahead, start the status file, report ready.
 
     libfuse's init runs before the kernel takes its answer, so this runs in a
-    thread started there. A statfs is queued by the kernel until init is
-    answered, and is served by another worker thread (redcapfs answers it
-    without any network call). The readahead must be raised after that (the
-    kernel sets it from init's answer, only ever lowering it) and before
-    "ready", so that the first file opened already reads in 1 MiB requests; the
-    status file comes before "ready" too, so `status` sees the mount once
-    `mount` returns.
+    thread started there (binding.after_init waits for the kernel). The
+    readahead is raised before "ready", so that the first file opened already
+    reads in 1 MiB requests; the status file comes before "ready" too, so
+    `status` sees the mount once `mount` returns.
     """
     try:
-        os.statvfs(mountpoint)
-        entry = mount_entry(mountpoint)
-        if entry is not None:
-            log.info("%s", binding.raise_readahead(entry[0]))
+        log.info("%s", binding.after_init(str(mountpoint)))
     except OSError as exc:
         log.warning("readahead not tuned: %s", exc)
     try:

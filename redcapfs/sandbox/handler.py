@@ -65,6 +65,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
     """One connection; ``do_POST`` on ``/api/`` is the API."""
 
     protocol_version = "HTTP/1.1"
+    # An answer leaves in a few writes (head, body, its last byte after logging): with Nagle's algorithm each
+    # later write waits for the client's delayed ACK, 40 ms per small call on a kept-alive connection.
+    disable_nagle_algorithm = True
     server_version = SERVER_NAME
     timeout = 600  # idle keep-alive connections
     server: SandboxHTTPServer

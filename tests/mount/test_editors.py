@@ -65,7 +65,6 @@ def file_calls(sb: Any, action: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("variant", [[], ["-c", "set backupcopy=no"], ["-c", "set backup"],
                                      ["-c", "set backupcopy=auto"], None],
                          ids=["default", "backupcopy-no", "backup", "backupcopy-auto", "backupskip-default"])
-@pytest.mark.smoke  # also run on the libfuse2 binding (scripts/test)
 def test_vim_save(sandbox: Any, mount: Any, variant: list[str] | None) -> None:
     if subprocess.run(["sh", "-c", "command -v vim"], capture_output=True).returncode != 0:
         pytest.skip("vim is not installed")

@@ -1,0 +1,73 @@
+"""`find` over a large project against `find` over the same tree on local disk.
+
+The project is classic, ``find_records`` records with ten file fields and a file in every hundredth
+record, so the tree is records x (1 + 10) directories plus the files (110,101 entries for 10,000 records,
+the shape issue 12 measured). The local copy is built from the same
+definition (directories and empty files) and its entry count is checked against the mount's. Each rep
+mounts afresh (the mount reads the records index while it starts, untimed) and times its first `find`;
+the mount keeps its default records TTL, so a find that outlasts it shows the extra exports in its calls.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .config import Config
+from .procs import Mount, Sandbox
+from .projects import Project, Slot, write_project
+from .stats import Figure, Sample
+from .tools import measure
+
+OPTIONS = "rate=off"
+FIELDS = ["doc", *(f"field{i}" for i in range(2, 11))]
+
+
+def _project(cfg: Config, work: Path) -> tuple[Project, Path]:
+    tiny = work / "tiny.txt"
+    tiny.write_bytes(b"bench\n")
+    records = [str(i) for i in range(1, cfg.find_records + 1)]
+    files = [Slot(r, "doc", f"doc-{r}.txt", tiny) for r in records[::100]]
+    proj = Project("bench: find", records, FIELDS, files)
+    return proj, write_project(proj, work / "project")
+
+
+def _local_tree(proj: Project, root: Path) -> Path:
+    """The mount's layout on local disk: RECORD/FIELD/ for every field, and each stored file (empty)."""
+    for rec in proj.records:
+        for field in proj.file_fields:
+            (root / rec / field).mkdir(parents=True)
+    for slot in proj.files:
+        (root / slot.record / slot.field / slot.name).touch()
+    return root
+
+
+def _find(root: Path) -> int:
+    """`find ROOT`; returns how many entries it printed."""
+    out = subprocess.run(["find", str(root)], check=True, capture_output=True).stdout
+    return out.count(b"\n")
+
+
+def run(cfg: Config) -> list[Figure]:
+    work = cfg.work / "find"
+    work.mkdir()
+    proj, pdir = _project(cfg, work)
+    local = _local_tree(proj, work / "local")
+    sb = Sandbox(work, "find", pdir, 0)
+    entries: dict[str, int] = {}
+    local_s: list[Sample] = []
+    mount_s: list[Sample] = []
+    try:
+        for _ in range(cfg.small_reps):
+            local_s.append(measure(None, lambda: entries.__setitem__("local", _find(local))))
+            with Mount(sb, work, OPTIONS) as m:
+                mount_s.append(measure(sb, lambda mp=m.mp: entries.__setitem__("mount", _find(mp))))
+    finally:
+        sb.stop()
+    if entries["local"] != entries["mount"]:
+        raise RuntimeError(f"find: the local tree has {entries['local']} entries, the mount {entries['mount']}")
+    p = {"records": cfg.find_records, "entries": entries["mount"], "latency_ms": 0, "records_ttl": "default"}
+    ref = Figure(f"find_local_{cfg.find_records}_records", "find over the same tree on local disk", "s", local_s,
+                 params=p)
+    return [ref, Figure(f"find_{cfg.find_records}_records", "find over a fresh mount", "s", mount_s, ref,
+                        goal="<= 3", params=p)]

@@ -1,0 +1,100 @@
+"""What machine the figures were taken on: cores, CPU, memory, kernel, Python, the FUSE bindings, tools.
+
+Load average is recorded at the start and the end: the machine may be shared, and a figure taken while
+other work ran is worth less; the min-max ranges show it too.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from typing import Any
+
+from .tools import fio_version
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _mem_gib() -> float:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / (1 << 20), 1)
+    return float("nan")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def mount_binding() -> str:
+    """The FUSE binding redcapfs's mount loads, seen in a fresh interpreter (so nothing here can mask it)."""
+    probe = ("import sys, redcapfs.fuse_ops; "
+             "print(' '.join(m for m in ('mfusepy', 'fuse') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.split()
+    for module, dist in (("mfusepy", "mfusepy"), ("fuse", "fusepy")):
+        if module in loaded:
+            return f"{module} ({dist} {_version(dist)})"
+    return "?"
+
+
+def passthrough_binding() -> str:
+    try:
+        import passthrough  # scripts/ is on sys.path: the script's one binding import
+    except (ImportError, OSError) as exc:  # the binding or libfuse missing: say so, the mounts will fail too
+        return f"unavailable ({exc})"
+    return str(passthrough.BINDING)
+
+
+def _tool(argv: list[str]) -> str | None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True).stdout
+    except OSError:
+        return None
+    return out.splitlines()[0].strip() if out else None
+
+
+def describe() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "memory_gib": _mem_gib(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "mount_binding": mount_binding(),
+        "passthrough_binding": passthrough_binding(),
+        "libfuse2": ctypes.util.find_library("fuse"),
+        "libfuse3": ctypes.util.find_library("fuse3"),
+        "curl": _tool(["curl", "--version"]),
+        "fio": fio_version(),
+        "loadavg_start": list(os.getloadavg()),
+    }
+
+
+def header(info: dict[str, Any]) -> str:
+    """The lines printed above the table."""
+    load = " ".join(f"{x:.2f}" for x in info["loadavg_start"])
+    end = info.get("loadavg_end")
+    return "\n".join([
+        f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, kernel {info['kernel']}",
+        f"python {info['python']}; mount binding {info['mount_binding']}, passthrough binding "
+        f"{info['passthrough_binding']}; libfuse2 {info['libfuse2']}, libfuse3 {info['libfuse3']}",
+        f"{info['curl']}; {info['fio'] or 'fio missing'}",
+        f"load average at start {load}" + (f", at end {' '.join(f'{x:.2f}' for x in end)}" if end else ""),
+    ])
