@@ -261,7 +261,8 @@ class RecordCache:
     def keep_fresh(self) -> None:
         """With the change feed, the index is as fresh as the last poll: no TTL refreshes."""
         self.ttl = float("inf")
-        self._fresh_until = float("inf")
+        if self._index is not None:  # else the first load sets it (now + an infinite TTL)
+            self._fresh_until = float("inf")
 
     def _export(self) -> list[dict]:
         fields = self.shape.export_fields()

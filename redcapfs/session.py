@@ -139,14 +139,15 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     manifest = Manifest(folder / "manifest.sqlite")
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
                             content_ttl=opts.content_ttl, poll=opts.poll, poll_idle=opts.poll_idle,
-                            metadata_ttl=opts.metadata_ttl, sizes_ahead=8 if opts.rate is None else max(1, min(8, int(opts.rate))),
+                            metadata_ttl=opts.metadata_ttl,
+                            sizes_ahead=8 if opts.rate is None else max(1, min(8, int(opts.rate))),
                             batch=opts.batch, arm=opts.arm,
                             temp_names=TempNames.from_option(opts.temp_names))
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
                 options=tree_opts, manifest=manifest)
+    notice = tree.start_feed()  # the log before the index on a first mount; the gap since the last one after
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
-    notice = tree.start_feed()  # the gap since the last mount, before anything is served
     return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info, notice)
 
 

@@ -85,7 +85,16 @@ class ChangeFeed:
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> str:
-        """The first poll (the gap since the stored cursor); the one line to say at mount, or ""."""
+        """At mount, before the records index is read: the first cursor, or the gap since the stored one.
+
+        A first mount reads the log before the index, so every row up to then
+        is in the index and a later one is after the cursor. A remount reads
+        the index first (its own call), then the log since its cursor. Returns
+        the one line to say at mount, or "".
+        """
+        if self._cursor is not None:
+            with self.records.view():  # errors here are the records export's, reported as such
+                pass
         try:
             with self._poll_lock:
                 if self._cursor is None:
@@ -172,16 +181,13 @@ class ChangeFeed:
             return self._poll_locked()
 
     def _first_cursor(self) -> None:
-        """No cursor yet: start it at the log's newest minute (older changes are in the index already).
-
-        The rows of that minute are left unseen: a change made between the
-        records export and this call is then applied by the next poll (at the
-        cost of one filtered re-read), never lost.
-        """
+        """No cursor yet: start it at the log's newest row (the index, read after this, has all of them)."""
         began = time.time()
         rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
-        self._store_cursor(max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK), [])
+        cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
+        self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
+                                    if str(r.get("timestamp", ""))[:16] == cursor])
         self.manifest.set_meta("trusted_since", repr(began))
         self.manifest.trusted_since = began
         self.polls += 1
