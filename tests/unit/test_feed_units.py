@@ -173,11 +173,18 @@ def test_sizes_ahead_are_in_flight_together(tmp_path: Path) -> None:
 
 
 def test_a_plain_listing_asks_nothing_ahead(tmp_path: Path) -> None:
+    """`ls` and `find`: listings and stats of directories, never a file's size."""
     tree, client = make(tmp_path, poll=0.0, sizes_ahead=4)
-    calls = []
+    calls: list[tuple] = []
     real = client.file_info
-    client.file_info = lambda *a, **k: calls.append(a) or real(*a, **k)  # type: ignore[method-assign]
-    for path in ("/", "/1", "/1/doc", "/1/att", "/1/att/1"):
-        tree.readdir(path)
-    assert calls == []
 
+    def file_info(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    client.file_info = file_info  # type: ignore[method-assign]
+    for path in ("/", "/1", "/1/doc", "/1/att", "/1/att/1", "/1/att/2"):
+        tree.readdir(path)
+        assert tree.getattr(path).is_dir
+    tree.ahead.close()
+    assert calls == []
