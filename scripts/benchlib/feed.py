@@ -3,7 +3,8 @@
 The project is classic, ``files`` records with one small file each, at the "slow server" latency. The
 mount runs at ``rate=20`` (so sizes asked ahead show: the first `ls -lR` should take about files / rate,
 not files x latency) with ``poll=1``. Calls are counted without the change feed's own polls (one
-logging export a second), which the ``poll_empty`` figure counts on its own.
+logging export a second); the calls each poll of the unchanged project costs are in the figures'
+``calls_per_empty_poll`` parameter (1 expected).
 """
 
 from __future__ import annotations
@@ -45,14 +46,15 @@ def _rep(sb: Sandbox, work: Path, n: int, s: dict[str, list[Sample]]) -> None:
     with Mount(sb, work, OPTIONS, state=state) as m:
         s["ls_lR_first"].append(_timed(sb, ["ls", "-lR", str(m.mp)]))
     mark = sb.mark()
+    began = time.perf_counter()
     with Mount(sb, work, OPTIONS, state=state) as m:
-        s["remount"].append(Sample(0.0, len(sb.calls_since(mark))))
+        s["remount"].append(Sample(time.perf_counter() - began, len(sb.calls_since(mark))))
         s["ls_lR_remount"].append(_timed(sb, ["ls", "-lR", str(m.mp)]))
         mark = sb.mark()
         time.sleep(3.5)  # three or so polls of an unchanged project (a wait, not a measurement)
         rows = sb.calls_since(mark)
         polls = sum(1 for row in rows if row.get("content") == "log")
-        s["poll_empty"].append(Sample(len(rows) / polls if polls else float("nan"), len(rows)))
+        s["poll_empty"].append(Sample(len(rows) / polls if polls else -1.0, len(rows)))
         s["cp_r_out_remount"].append(_timed(sb, ["cp", "-r", str(m.mp), str(work / f"out{n}")]))
 
 
@@ -68,17 +70,16 @@ def run(cfg: Config) -> list[Figure]:
     finally:
         sb.stop()
     ideal = (cfg.files + 1) / RATE
-    p = {"files": cfg.files, "latency_ms": cfg.latency_ms, "rate": RATE, "files_over_rate_s": round(ideal, 2)}
+    p = {"files": cfg.files, "latency_ms": cfg.latency_ms, "rate": RATE, "files_over_rate_s": round(ideal, 2),
+         "calls_per_empty_poll": [round(x.value, 2) for x in s["poll_empty"]]}
     tag = f"{cfg.files}files"
     return [
         Figure(f"ls_lR_first_{tag}", "ls -lR of a first mount (sizes asked ahead)", "s", s["ls_lR_first"],
                goal=f"<= 1.2 x files / rate = {1.2 * ideal:.1f} s, calls <= files + 6", params=p),
-        Figure(f"remount_{tag}", "a remount (structure, records, one logging export)", "calls", s["remount"],
-               params=p),
+        Figure(f"remount_{tag}", "a remount: structure, records, one logging export", "s", s["remount"],
+               goal="calls <= 8", params=p),
         Figure(f"ls_lR_remount_{tag}", "ls -lR after a remount (manifest trusted)", "s", s["ls_lR_remount"],
                goal="calls = 0 (no file-info call)", params=p),
-        Figure(f"poll_empty_{tag}", "calls per poll of an unchanged project", "calls", s["poll_empty"],
-               goal="= 1", params=p),
         Figure(f"cp_r_out_remount_{tag}", "cp -r out after a remount", "s", s["cp_r_out_remount"],
                goal="calls <= files + 6", params=p),
     ]
