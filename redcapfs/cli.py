@@ -16,6 +16,7 @@ commands:
   trash [--empty [ID ...]]           list (or empty) the versions that replaces and deletes removed
   restore ID                         put a version from the trash back
   status [MOUNTPOINT] [--json]       what each mount is doing: transfers, unsent files, API calls, cache
+  serve webdav URL [--addr H:P]      serve the project as a WebDAV share (docs/webdav.md)
   sandbox [PROJECT] [options]        run the REDCap-compatible sandbox API server (docs/sandbox.md)
 """
 
@@ -31,6 +32,13 @@ def main(argv: list[str] | None = None) -> int:
         from .sandbox.cli import main as sandbox_main
 
         return sandbox_main(rest)
+    if command == "serve":
+        if rest[:1] != ["webdav"]:
+            print("usage: redcapfs serve webdav URL [--addr HOST:PORT] (see --help)", file=sys.stderr)
+            return 2
+        from .webdav.command import main as webdav_main
+
+        return webdav_main(rest[1:])
     if command == "mount":
         from .mount import main as mount_main
 

@@ -48,7 +48,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("mountpoint", nargs="?", default=str(Path.home() / "redcap-demo"))
     parser.add_argument("-o", dest="options", action="append", default=[], help="mount options")
     parser.add_argument("--port", type=int, default=0, help="sandbox port (default: any free one)")
+    parser.add_argument("--webdav", nargs="?", const="127.0.0.1:8808", metavar="ADDR",
+                        help="serve the demo as a WebDAV share instead of mounting it (docs/webdav.md)")
     args = parser.parse_args(argv)
+    if args.webdav:
+        return _webdav_demo(args)
     mountpoint = Path(args.mountpoint).expanduser()
     created = not mountpoint.exists()
     mountpoint.mkdir(parents=True, exist_ok=True)
@@ -78,6 +82,30 @@ def main(argv: list[str]) -> int:
                 pass
 
 
+def _webdav_demo(args: argparse.Namespace) -> int:
+    """The sandbox with the demo project, served by ``redcapfs serve webdav`` until Ctrl-C."""
+    data_dir = Path(tempfile.mkdtemp(prefix="redcapfs-demo-"))
+    token = secrets.token_hex(16).upper()
+    server: SandboxServer | None = None
+    try:
+        project = load_project(None, str(data_dir / "load"))
+        config = SandboxConfig(tokens=[TokenGrant(token)])
+        server = SandboxServer.from_project(project, data_dir / "store", config=config, port=args.port).start()
+        argv = [sys.executable, "-m", "redcapfs", "serve", "webdav", server.url, "--addr", args.webdav,
+                "--log-file", str(data_dir / "webdav.log")]
+        for opt in args.options:
+            argv += ["-o", opt]
+        share = subprocess.Popen(argv, env=_demo_env(token, data_dir))  # prints url=, user=, password=, ready
+        print("redcapfs demo: the demo project as a WebDAV share (docs/webdav.md); Ctrl-C stops it", flush=True)
+        _wait_for_signal(share)
+        share.send_signal(signal.SIGTERM)
+        return share.wait()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def _demo_env(token: str, data_dir: Path) -> dict[str, str]:
     """The mount and its unmount share the demo's own state folder, which the demo removes at the end."""
     return dict(os.environ, REDCAP_API_TOKEN=token, REDCAPFS_STATE_DIR=str(data_dir / "state"))
@@ -93,9 +121,10 @@ def _mount(url: str, token: str, mountpoint: Path, options: list[str], data_dir:
     return result.returncode == 0
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(child: subprocess.Popen | None = None) -> None:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: done.set())
     while not done.wait(1.0):
-        pass
+        if child is not None and child.poll() is not None:
+            return

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import RequestTimeout, ServerError, TransportError
-from redcapfs.shape import ProjectShape, RecordIndex, Slot
+from redcapfs.recordindex import RecordIndex
+from redcapfs.shape import ProjectShape, Slot
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ class RecordCache:
             log.warning("records export failed (%s); showing the tree as of the last export", exc)
             self._fresh_until = time.monotonic() + STALE_RETRY_SECONDS
             return
-        fresh = self.shape.index(rows)
+        fresh = RecordIndex(self.shape, rows)
         with self._lock:
             self._changes = [(t, fn) for t, fn in self._changes if t >= started - 1.0]
             for _, apply in self._changes:

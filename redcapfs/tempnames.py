@@ -33,6 +33,11 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     "~$*",              # Microsoft Office owner file
     "*.crdownload",     # Chromium download in progress
     "*.part",           # Firefox and others, download in progress
+    "._*",              # macOS AppleDouble side files (Finder on a share)
+    ".DS_Store",        # macOS Finder folder settings
+    "Thumbs.db",        # Windows Explorer thumbnails
+    "desktop.ini",      # Windows Explorer folder settings
+    "~WRL*.tmp",        # Microsoft Office save-through temporary file
 )
 
 # vim tries 4913, then 4913 + 123*k while the name exists.

@@ -65,7 +65,7 @@ class Renames:
                 self.local.drop(replaced)
             return
         rules.check_upload_name(slot, name, path)
-        self.writing.check_slot(slot, name, path)
+        self.writing.check_slot(slot, name, path, renaming=True)
         with local.lock:
             self.uploader.upload(local, slot, name)
         if self.local.unlist(local):
@@ -95,7 +95,7 @@ class Renames:
         """Real to real: upload under the new name (same slot: that replaces it), then delete the source."""
         rules.require_closed(src, path)
         rules.check_upload_name(slot, name, path)
-        self.writing.check_slot(slot, name, path, moving_from=src if slot == src.slot else None)
+        self.writing.check_slot(slot, name, path, moving_from=src if slot == src.slot else None, renaming=True)
         local = self.local.new(slot, name, FileState.NEW)  # never listed: the rename's private copy
         try:
             self.content.copy_into(src, local.fd)

@@ -56,8 +56,14 @@ def check_writable(options: TreeOptions, shape: ProjectShape, slot: Slot | None,
 
 
 def require_empty_for(nodes: Iterable[FileNode], slot: Slot, name: str, path: str,
-                      moving_from: FileNode | None = None) -> None:
-    """A slot holds one file: a different real name there is refused (temporary files do not count)."""
+                      moving_from: FileNode | None = None, renaming: bool = False) -> None:
+    """A slot holds one file: a different real name there is refused (temporary files do not count).
+
+    A create gets EEXIST (what O_CREAT|O_EXCL means). A rename gets EPERM: EEXIST for a
+    target name that does not exist sends coreutils' mv into a stat of that name and a
+    message built from a stat buffer it never filled ("cannot overwrite directory"
+    about one time in twenty), while EPERM is reported as it is.
+    """
     for node in nodes:
         if node.local is not None and node.local.temp:
             continue
@@ -66,6 +72,8 @@ def require_empty_for(nodes: Iterable[FileNode], slot: Slot, name: str, path: st
         if node.name != name:
             log.warning("%s: refused, the slot already holds %r (a slot holds one file; "
                         "delete it first to replace it)", describe(slot, name), node.name)
+            if renaming:
+                raise NotPermitted(f"the slot already holds {node.name!r}", path)
             raise AlreadyExists(f"the slot already holds {node.name!r}", path)
 
 

@@ -53,23 +53,25 @@ class Writing:
             raise AccessDenied("this API token has no import rights", path)
 
     def check_slot(self, slot: Slot, name: str, path: str, moving_from: FileNode | None = None,
-                   add: LocalFile | None = None) -> None:
+                   add: LocalFile | None = None, renaming: bool = False) -> None:
         """Refuse a second real name in ``slot``; with ``add``, list that writer in the same locked step."""
         for _ in range(CHECK_TRIES):
             server = self.ns.server_name(slot, fresh=True)  # the I/O, with no lock held
-            check = self._recheck(slot, server, name, path, moving_from)
+            check = self._recheck(slot, server, name, path, moving_from, renaming)
             if self.local.add_writer(add, check) if add is not None else self.local.check(slot, check):
                 return
         raise FsError(f"the slot of {rules.describe(slot, name)} kept changing while it was checked; try again")
 
     def _recheck(self, slot: Slot, server: ServerName | None, name: str, path: str,
-                 moving_from: FileNode | None) -> Callable[[dict[str, LocalFile], dict[str, LocalFile]], bool]:
+                 moving_from: FileNode | None,
+                 renaming: bool = False) -> Callable[[dict[str, LocalFile], dict[str, LocalFile]], bool]:
         """The in-memory half of the check, run under the registry's lock: no I/O in it."""
 
         def check(writers: dict[str, LocalFile], temps: dict[str, LocalFile]) -> bool:
             if self.ns.known_server_name(slot) != server:
                 return False  # changed while we asked: ask again
-            rules.require_empty_for(self.ns.nodes_of(slot, server, writers, temps), slot, name, path, moving_from)
+            rules.require_empty_for(self.ns.nodes_of(slot, server, writers, temps), slot, name, path, moving_from,
+                                    renaming)
             return True
 
         return check

@@ -105,7 +105,7 @@ class Model(FileRules):
         if dname in BAD_NAMES:
             return allow(observed, errno.EINVAL, what=what)
         if any(n != dname for n in self.real_names(dst)):
-            return allow(observed, errno.EEXIST, what=what)
+            return allow(observed, errno.EPERM, what=what)  # a rename into a taken slot (EEXIST at create)
         self.upload(copy, dst, dname, observed, what)
         if observed is None:  # the temporary name is gone; the copy is the real file now
             self.temps[copy.slot].pop(copy.name)
@@ -144,7 +144,7 @@ class Model(FileRules):
             return allow(observed, errno.EINVAL, what=what)
         moving = node.name if dst == src else None
         if any(n != dname and n != moving for n in self.real_names(dst)):
-            return allow(observed, errno.EEXIST, what=what)
+            return allow(observed, errno.EPERM, what=what)
         got = self.content(src, node.name)
         if got is None:
             return allow(observed, errno.ENOENT, what=what)
