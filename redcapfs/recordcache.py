@@ -236,7 +236,7 @@ class RecordCache:
         the export ``started`` (monotonic) are re-applied over the new rows, as
         after a full refresh; older ones are in those rows already.
         """
-        partial = self.shape.index(rows)
+        partial = RecordIndex(self.shape, rows)
         with self._lock:
             if self._index is None:
                 return
