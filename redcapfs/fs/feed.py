@@ -28,6 +28,7 @@ two exports (only the poller thread and the mount's first poll take it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -51,9 +52,14 @@ OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read 
 
 @dataclass
 class _Ours:
-    slot: Slot
+    key: str  # hashed (record, field, event, instance): kept in the manifest, so no names on disk
     when: float
     done: bool = False
+
+
+def _slot_key(record: str, field: str, event: str | None, instance: int) -> str:
+    raw = repr((record, field, event, instance))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class ChangeFeed:
@@ -73,7 +79,9 @@ class ChangeFeed:
         self.on_design_change: list = []  # callables, told (outside every lock) when the design changed
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
-        self._ours: list[_Ours] = []
+        # Our uploads and deletes not yet seen in the log, also those of the last mount of this project
+        # (its unmount may come before the poll that would have seen them).
+        self._ours: list[_Ours] = [_Ours(k, w) for k, w in json.loads(manifest.meta("ours") or "[]")]
         self._user: str | None = manifest.meta("user")
         # This mount's own cursor (another mount of the project may share the manifest): loaded at start,
         # stored after every poll for the next mount.
@@ -146,8 +154,14 @@ class ChangeFeed:
         """Our upload or delete in ``slot`` succeeded: its log row is not a colleague's."""
         with self._lock:
             now = time.time()
+            self._ours.append(_Ours(_slot_key(slot.record, slot.field, slot.event, slot.instance or 1), now))
+        self._keep_ours()
+
+    def _keep_ours(self) -> None:
+        with self._lock:
             self._ours = [o for o in self._ours if not o.done and not self._read_past(o)]
-            self._ours.append(_Ours(slot, now))
+            pending = [[o.key, o.when] for o in self._ours]
+        self.manifest.set_meta("ours", json.dumps(pending))
 
     def _read_past(self, ours: _Ours) -> bool:
         """Whether the polls have read the log well past ``ours`` (its row, if any, was seen)."""
@@ -155,15 +169,12 @@ class ChangeFeed:
         return cursor is not None and cursor > logrows.minute(ours.when + OUR_WINDOW)
 
     def _is_ours(self, change: logrows.Change, field: str) -> bool:
+        key = _slot_key(change.record, field, change.event, change.instance or 1)
         with self._lock:
             if self._user is not None and change.username != self._user:
                 return False
             for ours in self._ours:
-                s = ours.slot
-                if (not ours.done and s.record == change.record and s.field == field
-                        and (change.event is None or s.event is None or change.event == s.event)
-                        and (change.instance is None or change.instance == (s.instance or 1))
-                        and logrows.near(change.stamp, ours.when)):
+                if not ours.done and ours.key == key and logrows.near(change.stamp, ours.when):
                     ours.done = True
                     learned = self._user is None
                     self._user = change.username
@@ -172,6 +183,7 @@ class ChangeFeed:
                 return False
         if learned:
             self.manifest.set_meta("user", change.username)
+        self._keep_ours()
         return True
 
     # ------------------------------------------------------------ polling
