@@ -141,7 +141,8 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
         writers.append(status.start_writer(
             mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
             options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
-            log_file=_log_path(args), extra=session.remote.status_facts() if session.remote else None))
+            log_file=_log_path(args),
+            extra={**(session.remote.status_facts() if session.remote else {}), "change_feed": session.tree.feed.mode}))
     except Exception:
         log.exception("the status file could not be started")
     ready(args.ready_fd, notice)
@@ -173,8 +174,11 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         return _fail(f"the mount failed: {type(exc).__name__}: {exc}", args.ready_fd)
     del token
     ops = RedcapOperations(session.tree)
-    notice = (f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
-              "see `redcapfs unsent`") if session.unsent else ""
+    notes = [session.feed_notice] if session.feed_notice else []
+    if session.unsent:
+        notes.append(f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "
+                     "see `redcapfs unsent`")
+    notice = " ".join(notes)
     writers: list[status.StatusWriter] = []
     notifier = StatusNotifier(lambda: status.read_private_json(status.status_path(mountpoint)))
     ops.on_init = lambda: threading.Thread(target=_settle, name="ready", daemon=True,

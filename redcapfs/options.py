@@ -43,6 +43,9 @@ class MountOptions:
     cache_size: int = 2 << 30
     records_ttl: float = 15.0
     content_ttl: float = 300.0
+    poll: float = 30.0  # seconds between change-feed polls while in use; 0 = no change feed (TTLs)
+    poll_idle: float = 600.0  # seconds between polls once the mount is idle
+    metadata_ttl: float = 0.0  # without the change feed: reload the design this often (0 = never)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     rate: float | None = 5.0  # requests per second; None is ``rate=off``
@@ -128,6 +131,9 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "cache_size": _cache_size,
     "records_ttl": _number(0, DAY),
     "content_ttl": _number(0, 30 * DAY),
+    "poll": _number(0, DAY),
+    "poll_idle": _number(0, DAY),
+    "metadata_ttl": _number(0, 30 * DAY),
     "attr_timeout": _number(0, 3600),
     "entry_timeout": _number(0, 3600),
     "rate": _rate,
@@ -202,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="redcapfs mount",
         description="Mount a REDCap project's files. The token comes from REDCAP_API_TOKEN, "
                     "--token-file (mode 0600) or a hidden prompt; never from an argument.",
-        epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, attr_timeout=1, "
+        epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, poll=30 (s between "
+               "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, attr_timeout=1, "
                "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
                "(docs/temp-names.md), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else "

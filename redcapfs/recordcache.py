@@ -67,6 +67,9 @@ class RecordCache:
         self._running: threading.Event | None = None  # set when the background refresh in flight ends
         self._changes: list[tuple[float, Callable[[RecordIndex], None]]] = []
         self._local_instances: set[tuple[str, str | None, str, int]] = set()
+        self.partial_refreshes = 0
+        self._walk: list[str] = []
+        self._walk_key: tuple = ()
 
     # ------------------------------------------------------------ reading
     @contextmanager
@@ -209,6 +212,60 @@ class RecordCache:
             self.refreshes += 1
         if self.on_refresh is not None:
             self.on_refresh()
+
+    def files_of(self, records: list[str]) -> dict[Slot, str]:
+        """Every filled slot of ``records`` with its stored name, from the current index (no I/O)."""
+        found: dict[Slot, str] = {}
+        with self.current() as index:
+            for record in records:
+                found.update(index.files_in(record))
+        return found
+
+    def walk_order(self) -> list[str]:
+        """Record names in the order ``ls -R`` and rsync visit them (byte order), kept until the index changes."""
+        with self._lock:
+            index = self._index
+            key = (id(index), self.refreshes, self.partial_refreshes, len(index.records()) if index else 0)
+            if self._walk_key != key:
+                self._walk = sorted(index.records()) if index is not None else []
+                self._walk_key = key
+            return self._walk
+
+    def replace_records(self, records: list[str], rows: list[dict], started: float) -> None:
+        """The change feed re-read ``records`` (one filtered export): put them in the index as the server has them.
+
+        A record missing from ``rows`` was deleted. Our own changes made since
+        the export ``started`` (monotonic) are re-applied over the new rows, as
+        after a full refresh; older ones are in those rows already.
+        """
+        partial = RecordIndex(self.shape, rows)
+        with self._lock:
+            if self._index is None:
+                return
+            for record in records:
+                if partial.has_record(record):
+                    self._index._records[record] = partial._records[record]
+                else:
+                    self._index._records.pop(record, None)
+            self._changes = [(t, fn) for t, fn in self._changes if t >= started - 1.0]
+            for _, apply in self._changes:
+                try:
+                    apply(self._index)
+                except Exception as exc:
+                    log.debug("dropping a local change over a partial refresh: %s", exc)
+            for record, event, field, instance in self._local_instances:
+                if record in records:
+                    try:
+                        self._index.add_instance(record, event, field, instance)
+                    except Exception as exc:
+                        log.debug("dropping local instance %s: %s", instance, exc)
+            self.partial_refreshes += 1
+
+    def keep_fresh(self) -> None:
+        """With the change feed, the index is as fresh as the last poll: no TTL refreshes."""
+        self.ttl = float("inf")
+        if self._index is not None:  # else the first load sets it (now + an infinite TTL)
+            self._fresh_until = float("inf")
 
     def _export(self) -> list[dict]:
         fields = self.shape.export_fields()

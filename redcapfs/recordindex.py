@@ -79,6 +79,11 @@ class RecordIndex:
         for data in list(self._records.values()):
             yield from list(data.files.items())
 
+    def files_in(self, record: str) -> dict[Slot, str]:
+        """The filled slots of one record with their stored names."""
+        data = self._records.get(record)
+        return dict(data.files) if data else {}
+
     # ----------------------------------------------------------------- updates
 
     def add_record(self, record: str, arm_or_event: int | str | None = None) -> None:

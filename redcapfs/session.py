@@ -22,6 +22,7 @@ from redcapfs.cache import ContentCache
 from redcapfs.client.http import HttpClient
 from redcapfs.client.trust import innermost_reason
 from redcapfs.locations import UnsafeDirectoryError, private_dir, project_dir
+from redcapfs.manifest import Manifest
 from redcapfs.options import MountError, MountOptions
 from redcapfs.remote import Remote, RemoteRefused, open_remote
 from redcapfs.shape import ProjectShape
@@ -46,6 +47,7 @@ class Session:
     keep_cache: bool
     unsent: int = 0
     info: dict = field(default_factory=dict)  # project info (title, id) for `redcapfs status`
+    feed_notice: str = ""  # why the change feed is off, said once at mount ("" when it is on or not asked for)
     remote: Remote | None = None  # the trust and proxy behind ``client`` (logged, and in `redcapfs status`)
 
     def close(self) -> None:
@@ -55,6 +57,7 @@ class Session:
             if not self.keep_cache:
                 self.cache.wipe()
             self.attrs.close()
+            self.tree.manifest.close()
             self.client.close()
 
 
@@ -132,17 +135,22 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     cache_root = folder / ("cache" if opts.keep_cache else f"cache-{os.getpid()}")
     cache = ContentCache(private_dir(cache_root), opts.cache_size, opts.content_ttl)
     attrs = AttrStore(folder / "attrs.sqlite")
+    manifest = Manifest(folder / "manifest.sqlite")
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
-                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
+                            content_ttl=opts.content_ttl, poll=opts.poll, poll_idle=opts.poll_idle,
+                            metadata_ttl=opts.metadata_ttl,
+                            sizes_ahead=8 if opts.rate is None else max(1, min(8, int(opts.rate))),
+                            batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
                             temp_names=TempNames.from_option(opts.temp_names))
     trash = Trash(folder / "trash", opts.trash)
     trash.expire()  # versions past trash_days go at every mount, not only when something new is kept
     _owner(tree_opts, opts)
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
-                options=tree_opts, trash=trash)
+                options=tree_opts, trash=trash, manifest=manifest)
+    notice = tree.start_feed()  # the log before the index on a first mount; the gap since the last one after
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
-    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info=info)
+    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info=info, feed_notice=notice)
 
 
 def _owner_alive(pid: int) -> bool:

@@ -38,7 +38,13 @@ piece              job                                                         s
 ``recorddirs``     mkdir/rmdir of records, events, instances                   none
 ``handles``        fh -> handle, reads                                         the handle table
 ``recordcache``    the records index, refreshed in the background              the index
+``feed``           REDCap's log as change feed (polls; ``logrows`` reads rows)  the cursor (in
+                                                                               ``manifest.py``)
+``prefetch``       sizes asked ahead once a stat follows a listing             listed directories
 =================  ==========================================================  ==================
+
+``SlotModel`` keeps sizes across mounts in the manifest (``manifest.py``), and
+uses one only while the change feed vouches for it.
 
 Locking model
 -------------
@@ -60,7 +66,8 @@ ones above it):
    ``TTLCache`` tables, which are not thread-safe alone). A leaf for data.
 4. ``RecordCache._lock``: the records index and our pending changes; a leaf
    (code inside ``with records.view()`` calls nothing).
-5. Leaves of their own modules: ``Handles._lock`` (fh table),
+5. Leaves of their own modules: ``Handles._lock`` (fh table), ``ChangeFeed._lock``
+   (our pending uploads), ``SizePrefetch._lock``, ``Manifest._lock`` (its SQLite),
    ``LocalFile._state_lock``, ``ServerContent._lock`` (the size-lock table),
    ``ContentCache._lock`` and ``Flight``'s condition, ``AttrStore._lock``
    (its one SQLite connection; writes do not fsync, ``synchronous=NORMAL``).
@@ -72,14 +79,21 @@ flight), and the content cache's flights. ``RecordCache._refresh_lock`` is
 held across the records export by the background refresher (or the very first
 load, when there is nothing to show); every other caller keeps reading the
 current index, and only a slot-empty check waits for a refresh past the TTL.
+``ChangeFeed._poll_lock`` makes polls one at a time and is held across the
+poll's logging export and its filtered records export (by the poller thread,
+or at mount); nobody else waits on it.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 import os
 import stat
+import threading
 import time
+from collections.abc import Callable
 
 from redcapfs import names
 from redcapfs.attrs import AttrStore
@@ -89,18 +103,22 @@ from redcapfs.errors import AlreadyExists, IsADirectory
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
+from redcapfs.fs.feed import ChangeFeed
 from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
+from redcapfs.fs.prefetch import SizePrefetch
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
 from redcapfs.fs.rules import stored_name
 from redcapfs.fs.slots import SlotModel
 from redcapfs.fs.uploader import Uploader
 from redcapfs.fs.writing import Writing
+from redcapfs.manifest import Manifest
+from redcapfs.paths import PathModel
 from redcapfs.recordcache import RecordCache
-from redcapfs.shape import ProjectShape
+from redcapfs.shape import DOCUMENT_PLACEHOLDER, ProjectShape
 from redcapfs.spool import Spool
 from redcapfs.trash import Trash
 
@@ -109,13 +127,15 @@ __all__ = ["WRITE_FLAGS", "FileNode", "Handle", "LocalFile", "Stat", "Tree", "Tr
 
 log = logging.getLogger(__name__)
 
+AHEAD_RECORDS = 8  # in a walk of the tree, the records after the current one whose sizes are asked ahead
+
 
 class Tree:
     """The filesystem's semantics over a REDCap client, its caches and the spool."""
 
     def __init__(self, client: RedcapClient, shape: ProjectShape, *, cache: ContentCache, attrs: AttrStore,
                  spool: Spool, url: str, project_id: str, options: TreeOptions | None = None,
-                 trash: Trash | None = None) -> None:
+                 trash: Trash | None = None, manifest: Manifest | None = None) -> None:
         self.client = client
         self.shape = shape
         self.cache = cache
@@ -126,15 +146,23 @@ class Tree:
         self.options = options or TreeOptions()
         self.records = RecordCache(client, shape, self.options.records_ttl, self.options.batch,
                                    wait_limit=self.options.timeout)
-        self.slots = SlotModel(self.records, attrs, cache, url, self.options.content_ttl)
+        self.manifest = manifest if manifest is not None else Manifest(None)
+        self.slots = SlotModel(self.records, attrs, cache, url, self.options.content_ttl, self.manifest)
         self.records.on_refresh = self.slots.refreshed
         self.content = ServerContent(client, cache, self.slots)
         self.local = LocalFiles(spool, url, project_id)
+        self.local.seq = self.slots.seq
         self.handles = Handles(self.local)
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
-        self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash)
+        self.feed = ChangeFeed(client, shape, self.records, self.slots, self.manifest, self.options.poll,
+                               self.options.poll_idle)
+        self.feed.on_design_change.append(self.reload_design)
+        self._design_timer = threading.Event()
+        self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
+                                 on_write=self.feed.note_ours)
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
+        self.ahead = SizePrefetch(self._sizes_ahead, self.options.sizes_ahead)
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
@@ -142,6 +170,7 @@ class Tree:
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
         """Attributes; a file's size is exact (asked of the server or downloaded if unknown)."""
+        self.feed.touch()
         handle = self.handles.find(fh)
         if handle is not None and handle.local is not None:
             return self._local_stat(handle.local)
@@ -153,6 +182,7 @@ class Tree:
         node = self.ns.file(ref, path)
         if node.local is not None:
             return self._local_stat(node.local)
+        self.ahead.stat(path)
         return self._server_stat(node)
 
     def _server_stat(self, node: FileNode, size: int | None = None) -> Stat:
@@ -164,7 +194,10 @@ class Tree:
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
-        return self.ns.readdir(path)
+        self.feed.touch()
+        entries = self.ns.readdir(path)
+        self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
+        return entries
 
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""
@@ -265,22 +298,71 @@ class Tree:
             return
         self.slots.set_attr(node.slot, node.name, self.content.size(node), mtime_ns=when)
 
+    # ================================================================ the change feed
+    def start_feed(self) -> str:
+        """At mount: REDCap's log as change feed when ``poll`` is set; the line to say if it is not usable."""
+        notice = self.feed.start() if self.options.poll > 0 else ""
+        if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
+            threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),
+                             name="design-reload", daemon=True).start()
+        return notice
+
+    def reload_design(self) -> None:
+        """The design changed (the log says so, or ``metadata_ttl`` passed): read it again, rebuild the index.
+
+        The structure calls run first, with no lock; then every piece gets the
+        new shape, and the next access waits for a records export with it.
+        """
+        c = self.client
+        shape = ProjectShape.from_api(c.project_info(), c.metadata(), c.arms(), c.events(),
+                                      c.form_event_mapping(), c.repeating_forms_events())
+        model = PathModel(shape)
+        for part in (self, self.records, self.ns, self.writing, self.dirs, self.feed):
+            part.shape = shape
+        self.ns.model = model
+        self.records.invalidate()
+        log.info("the project's design was read again")
+
+    def _reload_design_every(self, seconds: float) -> None:
+        while not self._design_timer.wait(seconds):
+            try:
+                self.reload_design()
+            except Exception as exc:  # keep the design we have; try again next time
+                log.warning("reading the project's design again failed: %s", exc)
+
     # ================================================================ shutdown
     def shutdown(self) -> None:
         """At unmount: close what is open; temporary files go, unsent data stays."""
+        self.feed.stop()
+        self._design_timer.set()
+        self.ahead.close()
         for fh in self.handles.all():
             try:
                 self.release(fh)
             except Exception as exc:  # never let one handle stop the cleanup
                 log.warning("closing a handle at unmount: %s", exc)
         for local in self.local.clear_temps():
-            if local.entry.state == "unsent":  # renamed onto a real name, refused: the newest save
+            if local.entry.state in ("unsent", "conflict"):  # renamed onto a real name, refused: the newest save
                 local.close()
                 log.warning("%s: kept as unsent at unmount", rules.describe(local.slot, local.entry.target.name))
             else:
                 self.local.drop(local)
 
     # ================================================================ internals
+    def _sizes_ahead(self, path: str) -> list[Callable[[], object]]:
+        """Size lookups of the record's other server files whose size is unknown (from memory, no I/O)."""
+        record = path.strip("/").split("/", 1)[0]
+        records = [record] if self.ahead.first_time(record) else []
+        if self.ahead.walking():  # a walk of the tree: the records it visits next, too
+            order = self.records.walk_order()
+            at = bisect.bisect_right(order, record)
+            records += [r for r in order[at:at + AHEAD_RECORDS] if self.ahead.first_time(r)]
+        jobs: list[Callable[[], object]] = []
+        for slot, raw in self.records.files_of(records).items():
+            if raw != DOCUMENT_PLACEHOLDER and self.slots.size(slot, raw) is None:
+                jobs.append(functools.partial(self.content.size, FileNode(slot, raw, raw)))
+        return jobs
+
     def _file_at(self, path: str) -> FileNode:
         ref = self.ns.resolve(path)
         if ref.kind != "file":

@@ -116,6 +116,18 @@ class RedcapClient(Protocol):
 
     def export_logging(self, **filters: Any) -> list[dict[str, Any]]: ...
 
+    def export_log(
+        self,
+        begin_time: str,
+        end_time: str | None = None,
+        record: str | None = None,
+        logtype: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Log rows from ``begin_time`` on (``YYYY-MM-DD HH:MM``, server time, inclusive), newest first.
+
+        Rows carry ``timestamp`` (minute resolution), ``username``, ``action``,
+        ``details`` and ``record``. Needs the Logging right (``NoRights`` without it)."""
+
     def close(self) -> None: ...
 
 

@@ -22,6 +22,10 @@ class TreeOptions:
     read_only: bool = False
     records_ttl: float = 15.0
     content_ttl: float = 300.0
+    poll: float = 0.0  # change-feed poll (seconds; 0: no feed, TTL refreshes); the mount's default is 30
+    poll_idle: float = 600.0
+    metadata_ttl: float = 0.0  # without the change feed: read the design again this often (0: never)
+    sizes_ahead: int = 0  # sizes asked in parallel once a stat follows a listing (0: off); the mount sets it
     batch: int = 0
     arm: int | None = None
     timeout: float | None = None  # longest wait for a records refresh a decision needs (-o timeout)

@@ -84,7 +84,7 @@ class ServerContent:
                 self.slots.learned_size(slot, node.name, info.size)
                 return info.size
             entry = self.fetch(node)
-        self.slots.learned_size(node.slot, node.name, entry.size)
+        self.slots.learned_size(node.slot, node.name, entry.size, "download")
         return entry.size
 
     def key(self, node: FileNode) -> str:
@@ -93,7 +93,7 @@ class ServerContent:
     def fetch(self, node: FileNode) -> Entry:
         """The complete cached file, downloaded once however many readers ask."""
         entry = self.cache.fetch(self.key(node), self.downloader(node))
-        self.slots.learned_size(node.slot, node.name, entry.size)
+        self.slots.learned_size(node.slot, node.name, entry.size, "download")
         return entry
 
     def start(self, node: FileNode) -> Entry | Flight:
@@ -123,7 +123,7 @@ class ServerContent:
                             "server meanwhile)", describe(slot, node.name), out.tell(), reported)
                 raise LocalIOError(f"the file changed on the server while it was opened ({out.tell()} bytes, "
                                    f"{reported} reported before); open it again")
-            self.slots.learned_size(slot, node.name, out.tell())
+            self.slots.learned_size(slot, node.name, out.tell(), "download")
 
         return download
 

@@ -101,6 +101,7 @@ class LocalFile:
         # nothing there (unlinking it must not delete that slot's file).
         self.shadow_of: tuple[Slot, str] | None = None
         self.cached_as: str | None = None  # content-cache key sharing this file's inode after an upload
+        self.opened_version = 0  # the slot's count of changes made elsewhere when this copy was opened
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:
         """Move to ``state``; a move the machine does not have is a bug, so it raises.
@@ -144,6 +145,7 @@ class LocalFiles:
         self._lock = threading.Lock()
         self._writers: dict[Slot, dict[str, list[LocalFile]]] = {}
         self._temps: dict[Slot, dict[str, LocalFile]] = {}
+        self.seq: Callable[[], int] = lambda: 0  # the slot model's count of changes seen elsewhere (Tree sets it)
 
     # ------------------------------------------------------------ making and dropping (outside the lock)
     def new(self, slot: Slot, name: str, state: FileState) -> LocalFile:
@@ -151,7 +153,9 @@ class LocalFiles:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         try:
             entry = self.spool.create(target, temp=state is S.TEMP)
-            return LocalFile(entry, slot, name, state)
+            local = LocalFile(entry, slot, name, state)
+            local.opened_version = self.seq()
+            return local
         except OSError as exc:
             raise LocalIOError(f"cannot create a spool file: {exc}") from exc
 

@@ -9,7 +9,12 @@ editor's backup copy that hides the server file (the shadow rule in tree.py).
 :meth:`SlotModel.deleted` and :meth:`SlotModel.refreshed` are the only places
 that change it after an upload, a delete or a records refresh, so the records
 index, the attribute store, the sizes, the hidden flag, the resolved names and
-the content cache never disagree.
+the content cache never disagree. :meth:`SlotModel.changed_elsewhere` is the
+change feed's way in (fs/feed.py): a file someone else replaced or deleted.
+
+Sizes live in memory for ``content_ttl`` and, across mounts, in the manifest
+(manifest.py); a manifest size is used only while it is trusted (the change
+feed covered every change since it was learned), never as a mere hint.
 
 Lock: ``_lock`` guards the in-memory tables below and is a leaf: it is never
 held across a call to REDCap, the attribute database or the content cache
@@ -27,8 +32,9 @@ from dataclasses import dataclass
 
 from cachetools import TTLCache
 
-from redcapfs.attrs import Attr, AttrStore
+from redcapfs.attrs import WRITE, Attr, AttrStore
 from redcapfs.cache import ContentCache, cache_key
+from redcapfs.manifest import Manifest
 from redcapfs.recordcache import RecordCache
 from redcapfs.shape import DOCUMENT_PLACEHOLDER, Slot
 
@@ -66,8 +72,9 @@ class SlotModel:
     """The server side of every slot: names, sizes, origins, and which ones a local copy hides."""
 
     def __init__(self, records: RecordCache, attrs: AttrStore, cache: ContentCache, url: str,
-                 ttl: float) -> None:
+                 ttl: float, manifest: Manifest | None = None) -> None:
         self.records = records
+        self.manifest = manifest if manifest is not None else Manifest(None)
         self.attrs = attrs
         self.cache = cache
         self.url = url
@@ -76,6 +83,9 @@ class SlotModel:
         self._names: TTLCache = TTLCache(maxsize=100_000, ttl=ttl)  # slot -> the name behind "[document]"
         self._ours: dict[Slot, str] = {}  # slots whose file we uploaded, and its name
         self._hidden: dict[Slot, str] = {}  # slots whose server file a local backup copy stands in for
+        self._seq = 0  # changes made elsewhere seen so far, all slots (a writer's open notes it)
+        self._versions: dict[Slot, int] = {}  # per slot: the count at its last change made elsewhere
+        self._log_times: dict[tuple[Slot, str], int] = {}  # the log's time of an upload made elsewhere
 
     # ------------------------------------------------------------ reading (no I/O but the index)
     def server_file(self, slot: Slot, fresh: bool = False, current: bool = False) -> SlotFile | None:
@@ -92,6 +102,9 @@ class SlotModel:
         with self._lock:
             name = raw if raw != DOCUMENT_PLACEHOLDER else self._names.get(slot)
             size = self._sizes.get((slot, name)) if name is not None else None
+        if size is None and name is not None:
+            size = self._trusted_size(slot, name)
+        with self._lock:
             origin = Origin.UPLOAD if name is not None and self._ours.get(slot) == name else Origin.SERVER
         return SlotFile(slot, raw, name, size, origin)
 
@@ -104,8 +117,10 @@ class SlotModel:
         return dataclasses.replace(known, mtime_ns=attr.mtime_ns, mode=attr.mode)
 
     def attr(self, slot: Slot, name: str, size: int) -> Attr:
-        """The mtime and mode of one version (first seen now, if never seen before)."""
-        return self.attrs.get(slot, name, size)
+        """The mtime and mode of one version: first seen now, or the log's time of an upload made elsewhere."""
+        with self._lock:
+            logged = self._log_times.get((slot, name))
+        return self.attrs.get(slot, name, size, logged_ns=logged)
 
     def set_attr(self, slot: Slot, name: str, size: int, *, mtime_ns: int | None = None,
                  mode: int | None = None) -> None:
@@ -114,7 +129,27 @@ class SlotModel:
 
     def size(self, slot: Slot, name: str) -> int | None:
         with self._lock:
-            return self._sizes.get((slot, name))
+            known = self._sizes.get((slot, name))
+        return known if known is not None else self._trusted_size(slot, name)
+
+    def _trusted_size(self, slot: Slot, name: str) -> int | None:
+        """A size from the manifest that the change feed vouches for (outside ``_lock``: SQLite)."""
+        entry = self.manifest.get(slot, name)
+        if entry is None or not entry.trusted:
+            return None
+        with self._lock:
+            self._sizes[(slot, name)] = entry.size
+        return entry.size
+
+    def version(self, slot: Slot) -> int:
+        """The count of changes made elsewhere at the last one in ``slot``: above a writer's ``seq``, it is newer."""
+        with self._lock:
+            return self._versions.get(slot, 0)
+
+    def seq(self) -> int:
+        """Changes made elsewhere seen so far (noted by every new local copy)."""
+        with self._lock:
+            return self._seq
 
     def hidden(self, slot: Slot) -> str | None:
         """The server name a local backup copy hides (``mv f f~``), if any."""
@@ -122,9 +157,11 @@ class SlotModel:
             return self._hidden.get(slot)
 
     # ------------------------------------------------------------ what reads and probes learned
-    def learned_size(self, slot: Slot, name: str, size: int) -> None:
+    def learned_size(self, slot: Slot, name: str, size: int, source: str = "fileinfo") -> None:
+        """An exact size from a file-info call (``source``), a download or our upload; kept across mounts."""
         with self._lock:
             self._sizes[(slot, name)] = size
+        self.manifest.put(slot, name, size, source)
 
     def learned_name(self, slot: Slot, name: str) -> None:
         """The real name behind "[document]" (from file-info or a download's headers)."""
@@ -145,12 +182,14 @@ class SlotModel:
         caller must detach before changing those bytes), or None.
         """
         self.records.note_file(slot, name)
-        self.attrs.set(slot, name, size, mtime_ns=mtime_ns, mode=mode)
+        self.attrs.forget(slot, name)  # a new version: times set for the one it replaces go with it
+        self.attrs.set(slot, name, size, mtime_ns=mtime_ns, mode=mode, rank=WRITE)
         with self._lock:
             self._hidden.pop(slot, None)
             self._names.pop(slot, None)
             self._sizes[(slot, name)] = size
             self._ours[slot] = name
+        self.manifest.put(slot, name, size, "upload")
         key = self.content_key(slot, name)
         try:
             self.cache.put(key, data_path)
@@ -172,7 +211,36 @@ class SlotModel:
         with self._lock:
             self._sizes.pop((slot, name), None)
             self._names.pop(slot, None)
+        self.manifest.forget(slot, name)
         self.cache.invalidate(self.content_key(slot, name))
+
+    def changed_elsewhere(self, slot: Slot, old: str | None, new: str | None, when_ns: int | None) -> None:
+        """The change feed saw someone else replace or delete the file in ``slot`` (``old`` -> ``new``).
+
+        Every size, name, cached body and the old version's time go, whatever
+        the names say (a replacement can keep name and size); the new version
+        takes the log's time, above a first sighting and never above a time set
+        here (utimens, our own write) for a version we made.
+        """
+        floor = self._previous_time(slot, old)
+        with self._lock:
+            for key in [k for k in list(self._sizes) if k[0] == slot]:
+                self._sizes.pop(key, None)
+            self._names.pop(slot, None)
+            self._ours.pop(slot, None)
+            if new is None:
+                self._hidden.pop(slot, None)
+            self._seq += 1
+            self._versions[slot] = self._seq
+            if new is not None and when_ns is not None:
+                self._log_times[(slot, new)] = max(when_ns, floor + 1_000_000_000)  # never back in time
+        self.manifest.forget(slot)
+        for name in {old, new} - {None, DOCUMENT_PLACEHOLDER}:
+            assert name is not None
+            self.attrs.forget(slot, name)
+            self.cache.invalidate(self.content_key(slot, name))
+        if old == DOCUMENT_PLACEHOLDER or new == DOCUMENT_PLACEHOLDER:
+            self.cache.invalidate(self.content_key(slot, DOCUMENT_PLACEHOLDER))
 
     def refreshed(self) -> None:
         """A records refresh finished: forget what we knew of slots the server now shows empty."""
@@ -186,6 +254,14 @@ class SlotModel:
             for slot in gone:
                 self._ours.pop(slot, None)
                 self._names.pop(slot, None)
+
+    def _previous_time(self, slot: Slot, old: str | None) -> int:
+        """The mtime shown for the version being replaced (0 if none): the next one must be later."""
+        if old is None:
+            return 0
+        size = self.size(slot, old)
+        attr = self.attrs.peek(slot, old, size) if size is not None else None
+        return attr.mtime_ns if attr is not None else 0
 
     # ------------------------------------------------------------ keys
     def content_key(self, slot: Slot, name: str) -> str:

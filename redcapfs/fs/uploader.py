@@ -40,9 +40,11 @@ class Uploader:
     """The network writes of the tree."""
 
     def __init__(self, client: RedcapClient, slots: SlotModel, records: RecordCache, url: str,
-                 project_id: str, trash: Trash | None = None) -> None:
+                 project_id: str, trash: Trash | None = None,
+                 on_write: Callable[[Slot], None] | None = None) -> None:
         self.client = client
         self.trash = trash
+        self.on_write = on_write  # told before each upload or delete (the change feed: not a colleague's)
         self.slots = slots
         self.records = records
         self.url = url
@@ -55,6 +57,7 @@ class Uploader:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
             local.entry.retarget(target, temp=local.temp)
+        self._check_conflict(local, slot, name)  # a colleague's newer version: no call needed to know
         try:
             self.keep_old(slot, "replaced", Left(name, size), UNASKED)
         except OSError as exc:  # TrashFull, or the local disk: refused before anything was sent
@@ -62,6 +65,8 @@ class Uploader:
             log.error("upload of %s refused: %s; the bytes are kept (see `redcapfs unsent`)", describe(slot, name), exc)
             raise
         local.entry.mark_sending()  # from here a crash leaves "may be on the server", checked by retry
+        if self.on_write is not None:
+            self.on_write(slot)
         try:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
                                     event=slot.event, repeat_instance=slot.instance)
@@ -74,6 +79,20 @@ class Uploader:
         log.info("uploaded %s (%d bytes)", describe(slot, name), size)
         local.cached_as = self.slots.uploaded(slot, name, size, local.mtime_ns or time.time_ns(), local.mode,
                                               str(local.entry.data_path))
+
+    def _check_conflict(self, local: LocalFile, slot: Slot, name: str) -> None:
+        """Refuse to replace a version someone else uploaded after this copy was opened (the last poll shows it).
+
+        Best effort: REDCap has no conditional import, so the window is the poll
+        interval. The bytes stay as ``conflict`` (``redcapfs retry --force ID``).
+        """
+        if self.slots.version(slot) <= local.opened_version:
+            return
+        why = ("someone else changed this file on the server after it was opened here; "
+               "your version is kept (`redcapfs unsent`, send it anyway with `redcapfs retry --force ID`)")
+        local.entry.mark_conflict(why)
+        log.error("not uploading %s: %s", describe(slot, name), why)
+        raise FileChanged(why, describe(slot, name))
 
     def ask(self, slot: Slot) -> FileInfo | None:
         """What the slot holds now, asked of the server (one file-info call): EMPTY, or None if it cannot say."""
@@ -113,6 +132,8 @@ class Uploader:
         info = self.verify(slot, name)
         if keep:
             self.keep_old(slot, "deleted", Left(None), info if info is not None else UNASKED)
+        if self.on_write is not None:
+            self.on_write(slot)
         try:
             self.client.delete_file(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
         except RedcapError as exc:

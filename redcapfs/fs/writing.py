@@ -235,7 +235,7 @@ class Writing:
         if local.temp or local.state not in KEEP_AT_CLOSE:
             local.entry.remove()
             return
-        if local.entry.state != "unsent":
+        if local.entry.state not in ("unsent", "conflict"):
             local.entry.mark_unsent("closed without a successful upload")
         log.error("%s: kept as unsent (%s); see `redcapfs unsent`", rules.describe(local.slot, local.name),
                   local.entry.error or "never uploaded")

@@ -261,6 +261,11 @@ class InProcessClient:
         params = {k: v for k, v in filters.items() if v is not None}
         return self._rows(CallContext("log", "export", record=filters.get("record")), params)
 
+    def export_log(self, begin_time: str, end_time: str | None = None, record: str | None = None,
+                   logtype: str | None = None) -> list[dict[str, Any]]:
+        """``content=log`` from ``begin_time`` (``YYYY-MM-DD HH:MM``, server time) on: the change feed's one call."""
+        return self.export_logging(beginTime=begin_time, endTime=end_time, record=record, logtype=logtype)
+
     # ---------------------------------------------------------------- files
 
     def export_file(self, record: str, field: str, out: BinaryIO, event: str | None = None,

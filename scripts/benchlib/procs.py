@@ -112,11 +112,12 @@ class Mount:
 
     counter = 0
 
-    def __init__(self, sb: Sandbox, work: Path, options: str) -> None:
+    def __init__(self, sb: Sandbox, work: Path, options: str, state: Path | None = None) -> None:
         Mount.counter += 1
         n = Mount.counter
         self.mp = work / f"mnt{n}"
-        self.state = work / f"state{n}"
+        self.state = state or work / f"state{n}"  # a given state folder: a remount that keeps its manifest
+        self.keep_state = state is not None
         self.mp.mkdir()
         self.env = {k: v for k, v in os.environ.items() if k != "REDCAP_API_TOKEN"}
         self.env.update(REDCAP_API_TOKEN=sb.token, REDCAPFS_STATE_DIR=str(self.state))
@@ -149,7 +150,8 @@ class Mount:
         if mounted(self.mp):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mp)], capture_output=True, timeout=30)
         _wait_gone(self.pid, 30)
-        shutil.rmtree(self.state, ignore_errors=True)
+        if not self.keep_state:
+            shutil.rmtree(self.state, ignore_errors=True)
 
     def __enter__(self) -> Mount:
         return self

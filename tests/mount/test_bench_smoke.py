@@ -28,7 +28,8 @@ EXPECTED = {"sandbox_call_keepalive", "curl_upload_4MiB_expect_100", "cp_out_col
             "cp_out_cold_4MiB_lat50ms", "cp_out_warm_4MiB", "cp_in_4MiB", "client_upload_4MiB",
             "cp_in_4MiB_vs_passthrough", "mount_peak_rss_8MiB_each_way", "cp_r_out_10x5KB", "cp_r_out_known_10x5KB",
             "ls_lR_fresh_10x5KB", "cp_r_out_parallel4_10x5KB", "cp_r_in_10x5KB", "cp_r_in_parallel4_10x5KB",
-            "pycap_read_10x5KB", "pycap_write_10x5KB", "find_300_records", "find_local_300_records"}
+            "pycap_read_10x5KB", "pycap_write_10x5KB", "find_300_records", "find_local_300_records",
+            "ls_lR_first_10files", "remount_10files", "ls_lR_remount_10files", "cp_r_out_remount_10files"}
 FIO = {"fio_read_1MiB", "fio_write_1MiB", "fio_read_1MiB_passthrough", "fio_write_1MiB_passthrough"}
 
 

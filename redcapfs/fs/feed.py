@@ -1,0 +1,279 @@
+"""REDCap's log as the mount's change feed: one logging export per poll tells which records changed.
+
+At mount and every ``poll`` seconds while the mount is in use (``poll_idle``
+once nothing has touched it for ``IDLE_AFTER`` seconds), one ``content=log``
+export from the cursor says which records changed. Only those records are
+re-read, all in one filtered records export, and only their changed files lose
+their size, manifest entry, cached body and time (``SlotModel.changed_elsewhere``).
+With the feed, the records index is never refreshed by TTL.
+
+The cursor is the newest log minute seen, with the fingerprints of that
+minute's rows (the next poll asks from that minute again, inclusive, so a row
+written later in the same minute is not missed and one already seen is not
+applied twice). The first mount of a project starts the cursor now; a remount
+reads from its stored cursor, so the manifest's sizes stay trusted. When the
+log cannot be read (no Logging right: 403) the mount falls back to TTL
+refreshes and the manifest's sizes are not used (``mode`` says "ttl").
+
+Our own uploads and deletes are never taken for a colleague's: each is noted
+with its slot and time, and a log row of that record, field, event and
+instance within a minute of it is ours (and teaches our user name; rows of
+another user are never ours). Same user in the web page in the same minute on
+the same slot stays ambiguous (docs/SEMANTICS.md).
+
+Lock: ``_lock`` guards the pending uploads, the user name and the activity
+time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
+two exports (only the poller thread and the mount's first poll take it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from redcapfs import errors as E
+from redcapfs.client.base import RedcapClient
+from redcapfs.fs import logrows
+from redcapfs.fs.slots import SlotModel
+from redcapfs.manifest import Manifest
+from redcapfs.recordcache import RecordCache
+from redcapfs.shape import ProjectShape, Slot
+
+log = logging.getLogger(__name__)
+
+IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
+FIRST_LOOKBACK = 86400.0  # the first cursor's probe: a day covers any difference of time zones
+OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read this far past it
+
+
+@dataclass
+class _Ours:
+    key: str  # hashed (record, field, event, instance): kept in the manifest, so no names on disk
+    when: float
+    done: bool = False
+
+
+def _slot_key(record: str, field: str, event: str | None, instance: int) -> str:
+    raw = repr((record, field, event, instance))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class ChangeFeed:
+    """The poller. ``start()`` at mount decides the mode; ``touch()`` on every use keeps polls at ``poll``."""
+
+    def __init__(self, client: RedcapClient, shape: ProjectShape, records: RecordCache, slots: SlotModel,
+                 manifest: Manifest, poll: float, poll_idle: float) -> None:
+        self.client = client
+        self.shape = shape
+        self.records = records
+        self.slots = slots
+        self.manifest = manifest
+        self.poll = poll
+        self.poll_idle = max(poll_idle, poll)
+        self.mode = "ttl"
+        self.polls = 0
+        self.on_design_change: list = []  # callables, told (outside every lock) when the design changed
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        # Our uploads and deletes not yet seen in the log, also those of the last mount of this project
+        # (its unmount may come before the poll that would have seen them).
+        self._ours: list[_Ours] = [_Ours(k, w) for k, w in json.loads(manifest.meta("ours") or "[]")]
+        self._user: str | None = manifest.meta("user")
+        # This mount's own cursor (another mount of the project may share the manifest): loaded at start,
+        # stored after every poll for the next mount.
+        self._cursor: str | None = manifest.meta("cursor")
+        self._seen: set[str] = set(json.loads(manifest.meta("cursor_seen") or "[]"))
+        self._used = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> str:
+        """At mount, before the records index is read: the first cursor, or the gap since the stored one.
+
+        A first mount reads the log before the index, so every row up to then
+        is in the index and a later one is after the cursor. A remount reads
+        the index first (its own call), then the log since its cursor. Returns
+        the one line to say at mount, or "".
+        """
+        if self._cursor is not None:
+            with self.records.view():  # errors here are the records export's, reported as such
+                pass
+        try:
+            with self._poll_lock:
+                if self._cursor is None:
+                    self._first_cursor()
+                else:
+                    self._poll_locked()
+        except E.NoRights as exc:
+            return self._fallback(f"the token has no Logging right ({exc.message})")
+        except E.RedcapError as exc:
+            return self._fallback(f"the log could not be read ({exc})")
+        self.mode = "log"
+        self.records.keep_fresh()
+        self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
+        self._thread.start()
+        return ""
+
+    def _fallback(self, why: str) -> str:
+        self.mode = "ttl"
+        self.manifest.trusted_since = None
+        log.warning("change feed off: %s; changes made elsewhere show after records_ttl/content_ttl", why)
+        return (f"note: {why}; changes made elsewhere show after records_ttl/content_ttl, "
+                "and file sizes are asked again")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def touch(self) -> None:
+        """The mount was used: polls stay at ``poll`` (a float store, no lock)."""
+        self._used = time.monotonic()
+
+    def _run(self) -> None:
+        """Tick every ``poll`` seconds; an idle mount polls only every ``poll_idle``, a used one at once."""
+        last = time.monotonic()
+        while not self._stop.wait(self.poll):
+            now = time.monotonic()
+            idle = now - self._used > IDLE_AFTER
+            if idle and now - last < self.poll_idle:
+                continue
+            last = now
+            try:
+                self.poll_now()
+            except Exception as exc:  # the cursor stays: the next poll covers the gap
+                log.warning("change feed poll failed: %s", exc)
+
+    # ------------------------------------------------------------ our own writes
+    def note_ours(self, slot: Slot) -> None:
+        """Our upload or delete in ``slot`` succeeded: its log row is not a colleague's."""
+        with self._lock:
+            now = time.time()
+            self._ours.append(_Ours(_slot_key(slot.record, slot.field, slot.event, slot.instance or 1), now))
+        self._keep_ours()
+
+    def _keep_ours(self) -> None:
+        with self._lock:
+            self._ours = [o for o in self._ours if not o.done and not self._read_past(o)]
+            pending = [[o.key, o.when] for o in self._ours]
+        self.manifest.set_meta("ours", json.dumps(pending))
+
+    def _read_past(self, ours: _Ours) -> bool:
+        """Whether the polls have read the log well past ``ours`` (its row, if any, was seen)."""
+        cursor = self._cursor
+        return cursor is not None and cursor > logrows.minute(ours.when + OUR_WINDOW)
+
+    def _is_ours(self, change: logrows.Change, field: str) -> bool:
+        key = _slot_key(change.record, field, change.event, change.instance or 1)
+        with self._lock:
+            if self._user is not None and change.username != self._user:
+                return False
+            for ours in self._ours:
+                if not ours.done and ours.key == key and logrows.near(change.stamp, ours.when):
+                    ours.done = True
+                    learned = self._user is None
+                    self._user = change.username
+                    break
+            else:
+                return False
+        if learned:
+            self.manifest.set_meta("user", change.username)
+        self._keep_ours()
+        return True
+
+    # ------------------------------------------------------------ polling
+    def poll_now(self) -> int:
+        """One poll; the number of records re-read."""
+        with self._poll_lock:
+            return self._poll_locked()
+
+    def _first_cursor(self) -> None:
+        """No cursor yet: start it at the log's newest row (the index, read after this, has all of them)."""
+        began = time.time()
+        rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
+        stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
+        cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
+        self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
+                                    if str(r.get("timestamp", ""))[:16] == cursor])
+        self.manifest.set_meta("trusted_since", repr(began))
+        self.manifest.trusted_since = began
+        self.polls += 1
+
+    def _poll_locked(self) -> int:
+        cursor = self._cursor or logrows.minute(time.time())
+        seen = self._seen
+        rows = self.client.export_log(cursor)
+        self.polls += 1
+        fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
+        changes = logrows.parse(fresh)
+        redone = self._apply(changes) if changes else 0
+        self._advance(cursor, seen, rows)
+        if self.manifest.trusted_since is None:
+            since = self.manifest.meta("trusted_since")
+            self.manifest.trusted_since = float(since) if since else time.time()
+            if not since:
+                self.manifest.set_meta("trusted_since", repr(self.manifest.trusted_since))
+        return redone
+
+    def _advance(self, cursor: str, seen: set[str], rows: list[dict]) -> None:
+        stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
+        newest = max([cursor, *stamps])
+        prints = [logrows.fingerprint(r) for r in rows if str(r.get("timestamp", ""))[:16] == newest]
+        if newest == cursor:
+            prints = sorted(seen | set(prints))
+        self._store_cursor(newest, prints)
+
+    def _store_cursor(self, cursor: str, prints: list[str]) -> None:
+        self._cursor, self._seen = cursor, set(prints)
+        self.manifest.set_meta("cursor", cursor)
+        self.manifest.set_meta("cursor_seen", json.dumps(sorted(set(prints))))
+
+    def _apply(self, changes: list[logrows.Change]) -> int:
+        """Re-read the changed records (one export) and tell the slot model which files changed."""
+        if any(c.design for c in changes):
+            log.info("the project's design changed (log); reloading it")
+            for listener in self.on_design_change:
+                listener()
+        touched: dict[str, list[logrows.Change]] = {}
+        for change in changes:
+            if change.record:
+                touched.setdefault(change.record, []).append(change)
+        if not touched:
+            return 0
+        records = sorted(touched)
+        before = self.records.files_of(records)
+        started = time.monotonic()
+        rows = self.client.export_records(records=records, fields=self.shape.export_fields())
+        self.records.replace_records(records, rows, started)
+        after = self.records.files_of(records)
+        for slot in set(before) | set(after):
+            self._slot_changed(slot, before.get(slot), after.get(slot), touched[slot.record])
+        log.debug("change feed: %d record(s) re-read", len(records))
+        return len(records)
+
+    def _slot_changed(self, slot: Slot, old: str | None, new: str | None,
+                      changes: list[logrows.Change]) -> None:
+        mine = [c for c in changes if self._names_slot(c, slot)]
+        theirs = [c for c in mine if not self._is_ours(c, slot.field)]
+        if mine and not theirs:
+            return  # only our own upload or delete: the slot model has it already
+        if not theirs and old == new:
+            return  # a change elsewhere in the record (a text field): the file stayed
+        when = max((c.stamp for c in theirs), default="")
+        self.slots.changed_elsewhere(slot, old, new, logrows.stamp_ns(when) if when else None)
+
+    def _names_slot(self, change: logrows.Change, slot: Slot) -> bool:
+        """Whether the row may be about this slot's file (unnamed details: any file of the record)."""
+        if change.fields:
+            if slot.field not in change.fields:
+                return False
+        elif not change.upload:
+            return False
+        if change.event is not None and slot.event is not None and change.event != slot.event:
+            return False
+        return change.instance is None or change.instance == (slot.instance or 1)
