@@ -68,9 +68,7 @@ def main(argv: list[str]) -> int:
         print(HINTS.format(mp=mountpoint, url=server.url), flush=True)
         _wait_for_signal()
         print("\nredcapfs demo: unmounting and stopping", flush=True)
-        subprocess.run([sys.executable, "-m", "redcapfs", "unmount", str(mountpoint)], check=False,
-                       env=_demo_env(token, data_dir))
-        return 0
+        return 0 if _unmount(mountpoint, _demo_env(token, data_dir)) else 1
     finally:
         if server is not None:
             server.stop()
@@ -109,6 +107,17 @@ def _webdav_demo(args: argparse.Namespace) -> int:
 def _demo_env(token: str, data_dir: Path) -> dict[str, str]:
     """The mount and its unmount share the demo's own state folder, which the demo removes at the end."""
     return dict(os.environ, REDCAP_API_TOKEN=token, REDCAPFS_STATE_DIR=str(data_dir / "state"))
+
+
+def _unmount(mountpoint: Path, env: dict[str, str]) -> bool:
+    """Unmount (lazily if busy); a mount that stays is said, with what to do, and makes the demo fail."""
+    for extra in ([], ["--lazy"]):
+        subprocess.run([sys.executable, "-m", "redcapfs", "unmount", str(mountpoint), *extra], env=env)
+        if not os.path.ismount(mountpoint):
+            return True
+    print(f"redcapfs demo: {mountpoint} is still mounted (see the message above); unmount it with "
+          f"`fusermount3 -u {mountpoint}` (docs/TROUBLESHOOTING.md)", file=sys.stderr, flush=True)
+    return False
 
 
 def _mount(url: str, token: str, mountpoint: Path, options: list[str], data_dir: Path) -> bool:

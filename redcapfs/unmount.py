@@ -52,10 +52,18 @@ def unmount_main(argv: list[str]) -> int:
     wait_uploads(str(mountpoint), args.wait)
     error = unmount(mountpoint, args.lazy)
     if error:
-        print(f"redcapfs unmount: {error}" + ("" if args.lazy else " (files open? try --lazy)"), file=sys.stderr)
+        print(f"redcapfs unmount: {error}{_hint(error, args.lazy)}", file=sys.stderr)
         return 1
     wait_exit(pid, EXIT_WAIT)
     return 0
+
+
+def _hint(error: str, lazy: bool) -> str:
+    """What to do about fusermount3's refusal."""
+    if "/etc/mtab" in error:
+        return (" (this system has no /etc/mtab, which fusermount3 needs to unmount as a normal user; "
+                "as root: ln -s ../proc/self/mounts /etc/mtab)")
+    return "" if lazy else " (files open? try --lazy)"
 
 
 def _uploads(mountpoint: str) -> list[dict]:

@@ -21,14 +21,15 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mounthelp import REPO, daemon_pids, expected_files, pycap_bytes
+from namespaces import private_mounts_problem
 
 redcap = pytest.importorskip("redcap")
 pytestmark = [
     pytest.mark.skipif(not Path("/sbin/mount.fuse3").exists() and shutil.which("mount.fuse3") is None,
                        reason="mount.fuse3 is not installed (Debian package fuse3)"),
-    pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
-                       reason="needs root and unshare(1) for a private mount namespace"),
+    pytest.mark.skipif(private_mounts_problem() is not None, reason=str(private_mounts_problem())),
 ]
 DRIVER = Path(__file__).resolve().parent / "fstab_driver.py"
 

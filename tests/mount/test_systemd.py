@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mounthelp import REPO, force_unmount
+from namespaces import private_mounts_problem
 
 UNITS = REPO / "systemd"
 USER_UNIT = UNITS / "redcapfs@.service"
@@ -54,7 +56,7 @@ def test_user_unit_verifies_after_pipx_install(tmp_path: Path) -> None:
     assert out.returncode == 0 and "not executable" not in out.stderr, out.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)")
+@pytest.mark.skipif(private_mounts_problem() is not None, reason=str(private_mounts_problem()))
 def test_system_unit_verifies_with_the_mount_helper(tmp_path: Path) -> None:
     analyze = _systemd_analyze()
     bin_dir = tmp_path / "bin"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +20,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mounthelp import REPO
+from namespaces import private_mounts_problem
 from tlshelp import connect_proxy, pycap_file
 
 redcap = pytest.importorskip("redcap")
@@ -136,8 +137,7 @@ trap - EXIT
 """
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
-                    reason="needs root and unshare(1) for a private mount namespace")
+@pytest.mark.skipif(private_mounts_problem() is not None, reason=str(private_mounts_problem()))
 @pytest.mark.skipif(not SYSTEM_BUNDLE.is_file(), reason=f"no {SYSTEM_BUNDLE} on this system")
 def test_a_ca_in_the_system_store_needs_no_option(sandbox: Any, tmp_path: Path) -> None:
     """update-ca-certificates appends the CA to the bundle; the mount finds it there without -o ca.
