@@ -85,7 +85,7 @@ from redcapfs import names
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import AlreadyExists, IsADirectory
+from redcapfs.errors import AlreadyExists, IsADirectory, Locked
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
@@ -95,6 +95,7 @@ from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
+from redcapfs.fs.rights import TokenRights
 from redcapfs.fs.rules import stored_name
 from redcapfs.fs.slots import SlotModel
 from redcapfs.fs.uploader import Uploader
@@ -130,6 +131,8 @@ class Tree:
         self.handles = Handles(self.local)
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
         self.uploader = Uploader(client, self.slots, self.records, url, project_id)
+        self.rights = TokenRights(shape, self.uploader.import_allowed)  # docs/SEMANTICS.md: rights
+        self.records.on_export = self.rights.learn_from_export
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
         self.renames = Renames(self.options, self.ns, self.writing)
@@ -148,9 +151,11 @@ class Tree:
         node = self.ns.file(ref, path)
         if node.local is not None:
             return self._local_stat(node.local)
-        size = self.content.size(node)
+        readable = self.rights.readable(node.slot)  # unexportable: last known size, never a download
+        size = self.content.size(node) if readable else (self.slots.size(node.slot, node.name) or 0)
         attr = self.slots.attr(node.slot, node.name, size)
         mode = attr.mode if attr.mode is not None else rules.file_mode(self.options)
+        mode = self.rights.file_mode(mode, node.slot)
         return Stat(False, size, stat.S_IFREG | mode, attr.mtime_ns, self.options.uid, self.options.gid)
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
@@ -178,6 +183,7 @@ class Tree:
             return self.writing.open_for_write(node, path, truncate=bool(flags & os.O_TRUNC))
         if node.local is not None:
             return self.handles.add(Handle(local=node.local))
+        self.rights.check_readable(node.slot, path)
         return self.handles.add(open_cached(self.content, node))
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
@@ -203,7 +209,13 @@ class Tree:
 
     def flush(self, fh: int) -> None:
         """Every ``close()``: upload if data was written and not yet sent (see fs/localfiles.py)."""
-        self.writing.flush(fh)
+        local = self.handles.local_of(fh)
+        try:
+            self.writing.flush(fh)
+        except Locked:
+            if local is not None:
+                self.rights.note_locked(local.slot)  # shown read-only from now on
+            raise
 
     def fsync(self, fh: int) -> None:
         local = self.handles.get(fh).local
@@ -280,7 +292,7 @@ class Tree:
 
     def _dir_stat(self, path: str) -> Stat:
         mtime = self._dir_mtimes.get(path.rstrip("/") or "/", self.attrs.epoch_ns)
-        return Stat(True, 0, stat.S_IFDIR | rules.dir_mode(self.options), mtime, self.options.uid,
+        return Stat(True, 0, stat.S_IFDIR | self.rights.dir_mode(rules.dir_mode(self.options)), mtime, self.options.uid,
                     self.options.gid)
 
     def _local_stat(self, local: LocalFile) -> Stat:
