@@ -37,14 +37,15 @@ def team(sandbox: Any) -> tuple[Any, Any]:
                                 f"{DAGGER}:full:dora") for a in ("--token", t)))
     alice = redcap.Project(sb.url, FULL)
     forms = [i["instrument_name"] for i in alice.export_instruments()]
-    alice.import_users([{"username": "fred", **FULL_RIGHTS, "forms": {f: 1 for f in forms}, "forms_export": {f: 1 for f in forms}},
+    alice.import_users([{"username": "fred", **FULL_RIGHTS, "forms": {f: 1 for f in forms},
+                         "forms_export": {f: 1 for f in forms}},
                         {"username": "dora", **FULL_RIGHTS, "forms": {f: 1 for f in forms},
                          "forms_export": {f: 1 for f in forms}}])
     alice.import_dags([{"data_access_group_name": "Site A", "unique_group_name": ""}])
     group = alice.export_dags()[0]["unique_group_name"]
     alice.import_user_dag_assignment([{"username": "dora", "redcap_data_access_group": group}])
-    alice.import_records([{"record_id": "1002", "redcap_event_name": "screening_arm_1",
-                           "redcap_data_access_group": group}])
+    dora = redcap.Project(sb.url, DAGGER)  # a record a DAG member creates joins their DAG
+    dora.import_records([{"record_id": dora.generate_next_record_name(), "redcap_event_name": "screening_arm_1"}])
     return sb, alice
 
 
@@ -94,10 +95,16 @@ def test_an_unexportable_instrument_stays_listed_and_reading_it_is_eacces(team: 
 def test_a_dag_token_sees_only_its_dags_records_and_mkdir_joins_the_dag(team: Any, mount: Any) -> None:
     sb, alice = team
     m = mount(sb, env={"REDCAP_API_TOKEN": DAGGER})
-    assert sorted(os.listdir(m.path)) == ["1002"]
+    group = alice.export_dags()[0]["unique_group_name"]
+    groups = {r["record_id"]: r["redcap_data_access_group"]
+              for r in alice.export_records(export_data_access_groups=True)}
+    mine = sorted(r for r, g in groups.items() if g == group)
+    assert len(mine) == 1 and len(groups) > 1
+    assert sorted(os.listdir(m.path)) == mine
     assert _errno(os.stat, m.path / "1001") == errno.ENOENT
     new = redcap.Project(sb.url, DAGGER).generate_next_record_name()
     os.mkdir(m.path / new)
     groups = {r["record_id"]: r["redcap_data_access_group"]
               for r in alice.export_records(export_data_access_groups=True)}
-    assert groups[new] == groups["1002"] != ""
+    assert groups[new] == group
+    assert sorted(os.listdir(m.path)) == sorted([*mine, new])
