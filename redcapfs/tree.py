@@ -95,6 +95,7 @@ from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
+from redcapfs.fs.repotree import RepoTree, is_repo_path
 from redcapfs.fs.rights import TokenRights
 from redcapfs.fs.rules import stored_name
 from redcapfs.fs.slots import SlotModel
@@ -138,6 +139,8 @@ class Tree:
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
+        self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool.root, self.handles,
+                             self.uploader.import_allowed)  # /.repository: fs/repotree.py
 
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
@@ -145,6 +148,8 @@ class Tree:
         local = self.handles.local_of(fh)
         if local is not None:
             return self._local_stat(local)
+        if self.repo.owns(fh) or is_repo_path(path):
+            return self.repo.getattr(path, fh)
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             return self._dir_stat(path)
@@ -160,7 +165,9 @@ class Tree:
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
-        return self.ns.readdir(path)
+        if is_repo_path(path):
+            return self.repo.readdir(path)
+        return self.ns.readdir(path) + (self.repo.root_entries() if path.rstrip("/") == "" else [])
 
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""
@@ -171,6 +178,9 @@ class Tree:
 
     def check_exists(self, path: str) -> None:
         """Raise NotFound unless ``path`` exists (for chown and access)."""
+        if is_repo_path(path):
+            self.repo.getattr(path)
+            return
         ref = self.ns.resolve(path)
         if ref.kind == "file":
             self.ns.file(ref, path)
@@ -178,6 +188,8 @@ class Tree:
     # ================================================================ files
     def open(self, path: str, flags: int) -> int:
         """Open for reading (served from the cache) or writing (a private spool copy)."""
+        if is_repo_path(path):
+            return self.repo.open(path, flags)
         node = self._file_at(path)
         if flags & WRITE_FLAGS:
             return self.writing.open_for_write(node, path, truncate=bool(flags & os.O_TRUNC))
@@ -191,12 +203,16 @@ class Tree:
 
     def create(self, path: str, mode: int) -> int:
         """A new file in a slot: a temporary name stays local; a real name needs an empty slot."""
+        if is_repo_path(path):
+            return self.repo.create(path)
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             raise AlreadyExists("exists", path)
         return self.writing.create(ref.slot(), rules.new_name(ref, path), mode, path)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
+        if self.repo.owns(fh):
+            return self.repo.write(fh, data, offset)
         return self.writing.write(fh, data, offset)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
@@ -205,10 +221,14 @@ class Tree:
         if local is not None:
             self.writing.truncate_local(local, length)
             return
+        if self.repo.owns(fh) or is_repo_path(path):
+            return self.repo.truncate(path, length, fh)
         self.writing.truncate_path(self._file_at(path), path, length)
 
     def flush(self, fh: int) -> None:
         """Every ``close()``: upload if data was written and not yet sent (see fs/localfiles.py)."""
+        if self.repo.owns(fh):
+            return self.repo.flush(fh)
         local = self.handles.local_of(fh)
         try:
             self.writing.flush(fh)
@@ -225,27 +245,39 @@ class Tree:
 
     def release(self, fh: int) -> None:
         """Last close of a handle: clean copies are dropped, failed ones stay as unsent."""
+        if self.repo.owns(fh):
+            return self.repo.release(fh)
         self.writing.release(fh)
 
     def unlink(self, path: str) -> None:
+        if is_repo_path(path):
+            return self.repo.unlink(path)
         self.writing.unlink(self._file_at(path), path)
 
     def rename(self, old: str, new: str) -> None:
         """Files only; see fs/renames.py for what each kind of rename means."""
+        if is_repo_path(old) or is_repo_path(new):
+            return self.repo.rename(old, new)
         self.renames.rename(old, new)
 
     # ================================================================ directories
     def mkdir(self, path: str, mode: int) -> None:
         """A new record (root), a record's event in another arm, or a local instance; nothing else."""
+        if is_repo_path(path):
+            return self.repo.mkdir(path)
         self.dirs.mkdir(path)
 
     def rmdir(self, path: str) -> None:
         """Only an empty instance directory that exists locally only."""
+        if is_repo_path(path):
+            return self.repo.rmdir(path)
         self.dirs.rmdir(path)
 
     # ================================================================ metadata
     def chmod(self, path: str, mode: int) -> None:
         """Kept locally (REDCap has no modes)."""
+        if is_repo_path(path):
+            return  # accepted, not kept: the File Repository has no modes
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             return  # directories keep their mode; accepted so rsync -a and cp -a do not fail
@@ -257,6 +289,8 @@ class Tree:
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         """Kept locally, so rsync -a and cp -p find their times again."""
+        if is_repo_path(path):
+            return  # accepted, not kept: the File Repository has no times
         ref = self.ns.resolve(path)
         when = mtime_ns if mtime_ns is not None else time.time_ns()
         if ref.kind != "file":

@@ -546,6 +546,52 @@ class HttpClient:
         self._once(ctx, slot_params(ctx))
 
 
+    # ------------------------------------------------------ File Repository
+
+    def repo_list(self, folder_id: int | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"action": "list"} | ({"folder_id": folder_id} if folder_id is not None else {})
+        return self._json_rows(CallContext("fileRepository", "list"), params)
+
+    def repo_export(self, doc_id: int, out: BinaryIO) -> FileInfo:
+        """One download (retried from scratch when ``out`` can be rewound, as Export File)."""
+        ctx = CallContext("fileRepository", "export", record=f"doc {doc_id}")
+        params = {"action": "export", "doc_id": doc_id}
+        start = _rewind_point(out)
+        progress = _Progress(self.stats.start_transfer("download", name=f"doc {doc_id}"))
+
+        def attempt() -> FileInfo:
+            if start is not None:
+                out.seek(start)
+                out.truncate()
+            return self._download(ctx, params, out, progress)
+
+        ok = False
+        try:
+            info = self._retrying(ctx, attempt, idempotent=start is not None)
+            ok = True
+            return info
+        finally:
+            self.stats.end_transfer(progress.transfer, ok)
+
+    def repo_import(self, path: str, filename: str, folder_id: int | None = None) -> None:
+        ctx = CallContext("fileRepository", "import")
+        params: dict[str, Any] = {"action": "import"} | ({"folder_id": folder_id} if folder_id is not None else {})
+        fields = self._with_content(ctx, params)
+        with open(path, "rb") as fh:
+            encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, upload_mime(filename)))])
+            self._once(ctx, None, body=encoder, headers={"Content-Type": encoder.content_type})
+
+    def repo_delete(self, doc_id: int) -> None:
+        self._once(CallContext("fileRepository", "delete"), {"action": "delete", "doc_id": doc_id})
+
+    def repo_create_folder(self, name: str, parent: int | None = None) -> int:
+        params: dict[str, Any] = {"action": "createFolder", "name": name}
+        if parent is not None:
+            params["folder_id"] = parent
+        rows = rows_answer(CallContext("fileRepository", "createFolder"),
+                           self._json(CallContext("fileRepository", "createFolder"), params, idempotent=False))
+        return int(rows[0]["folder_id"])
+
     # ------------------------------------------------------------ transport
 
     def _form(self, params: dict[str, Any]) -> list[tuple[str, str]]:
