@@ -236,6 +236,8 @@ class Tree:
             if local is not None:
                 self.rights.note_locked(local.slot)  # shown read-only from now on
             raise
+        if local is not None:
+            self.rights.note_written(local.slot)
 
     def fsync(self, fh: int) -> None:
         local = self.handles.get(fh).local
@@ -326,8 +328,9 @@ class Tree:
 
     def _dir_stat(self, path: str) -> Stat:
         mtime = self._dir_mtimes.get(path.rstrip("/") or "/", self.attrs.epoch_ns)
-        return Stat(True, 0, stat.S_IFDIR | self.rights.dir_mode(rules.dir_mode(self.options)), mtime, self.options.uid,
-                    self.options.gid)
+        first = path.strip("/").split("/", 1)[0]
+        mode = self.rights.dir_mode(rules.dir_mode(self.options), names.decode_record(first) if first else None)
+        return Stat(True, 0, stat.S_IFDIR | mode, mtime, self.options.uid, self.options.gid)
 
     def _local_stat(self, local: LocalFile) -> Stat:
         st = os.fstat(local.fd) if local.fd >= 0 else None

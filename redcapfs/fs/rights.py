@@ -13,8 +13,11 @@ status. So the mount learns from what it does anyway (docs/SEMANTICS.md,
   export. Its files stay listed as last known (so ``rsync --delete`` from the
   mount does not delete a backup's copies after a rights change) and reading
   them is EACCES;
-* locks: a write REDCap refused as locked marks that record/event/instrument/
-  instance read-only (0444) until a later write there succeeds or the mount ends.
+* locks: a write REDCap refused as locked marks that record read-only (files
+  0444, directories 0555) until a later write there succeeds or the mount
+  ends. The API does not say whether one instrument or the whole record is
+  locked, so the whole record is shown read-only; writes are still tried
+  (a lock may be lifted), so this only ever shows, never refuses.
 
 All state here is a leaf: one lock of its own, held for set updates only, and
 never across a call.
@@ -35,9 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LockKey = tuple[str, str | None, str, int | None]
-
-
 class TokenRights:
     """Rights learned so far; modes and read checks derived from them."""
 
@@ -46,7 +46,7 @@ class TokenRights:
         self._probe = import_probe
         self._lock = threading.Lock()
         self._no_export: set[str] = set()
-        self._locked: set[LockKey] = set()
+        self._locked: set[str] = set()
 
     # ------------------------------------------------------------ import rights
     def can_import(self) -> bool:
@@ -63,8 +63,10 @@ class TokenRights:
             return default & ~0o222
         return default
 
-    def dir_mode(self, default: int) -> int:
-        return default & ~0o222 if default & 0o222 and not self.can_import() else default
+    def dir_mode(self, default: int, record: str | None = None) -> int:
+        if default & 0o222 and (not self.can_import() or (record is not None and self.record_locked(record))):
+            return default & ~0o222
+        return default
 
     # ------------------------------------------------------------ export rights
     def learn_from_export(self, rows: list[dict], fresh: RecordIndex, old: RecordIndex | None) -> None:
@@ -105,20 +107,19 @@ class TokenRights:
             return slot.field not in self._no_export
 
     # ------------------------------------------------------------ locks
-    def _key(self, slot: Slot) -> LockKey:
-        return (slot.record, slot.event, self.shape.file_fields[slot.field].form, slot.instance)
-
     def note_locked(self, slot: Slot) -> None:
         with self._lock:
-            self._locked.add(self._key(slot))
-        log.warning("record %r%s, instrument %s: locked in REDCap; shown read-only until a write there succeeds",
-                    slot.record, f" event {slot.event}" if slot.event else "",
-                    self.shape.file_fields[slot.field].form)
+            self._locked.add(slot.record)
+        log.warning("record %r: locked in REDCap (a write was refused); shown read-only until a write there "
+                    "succeeds", slot.record)
 
     def note_written(self, slot: Slot) -> None:
         with self._lock:
-            self._locked.discard(self._key(slot))
+            self._locked.discard(slot.record)
 
     def is_locked(self, slot: Slot) -> bool:
+        return self.record_locked(slot.record)
+
+    def record_locked(self, record: str) -> bool:
         with self._lock:
-            return self._key(slot) in self._locked
+            return record in self._locked

@@ -54,6 +54,7 @@ def test_listing_read_and_two_files_of_one_name(filled: Any, mount: Any) -> None
     m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
     repo = m.path / ".repository"
     assert ".repository" in os.listdir(m.path)
+    assert "%2Erepository" not in os.listdir(m.path)
     assert sorted(os.listdir(repo)) == ["Protocols", "readme.txt"]
     assert (repo / "Protocols").is_dir()
     first, second = sorted(_docs(alice, protocols)["protocol.pdf"])
@@ -111,3 +112,13 @@ def test_without_the_file_repository_right_it_is_absent(filled: Any, mount: Any)
     assert _errno(os.stat, m.path / ".repository") == errno.ENOENT
     assert os.listdir(m.path)  # the records are there as before
     assert "File Repository is not shown" in m.log
+
+
+def test_a_record_named_like_the_folder_is_listed_escaped(filled: Any, mount: Any) -> None:
+    sb, alice, _ = filled
+    alice.import_records([{"record_id": ".repository", "redcap_event_name": "screening_arm_1"}])
+    m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
+    listed = os.listdir(m.path)
+    assert ".repository" in listed and "%2Erepository" in listed
+    assert sorted(os.listdir(m.path / "%2Erepository")) == sorted(os.listdir(m.path / "1001"))
+    assert sorted(os.listdir(m.path / ".repository")) == ["Protocols", "readme.txt"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -100,11 +101,29 @@ def test_a_dag_token_sees_only_its_dags_records_and_mkdir_joins_the_dag(team: An
               for r in alice.export_records(export_data_access_groups=True)}
     mine = sorted(r for r, g in groups.items() if g == group)
     assert len(mine) == 1 and len(groups) > 1
-    assert sorted(os.listdir(m.path)) == mine
+    assert sorted(os.listdir(m.path)) == [".repository", *mine]
     assert _errno(os.stat, m.path / "1001") == errno.ENOENT
     new = redcap.Project(sb.url, DAGGER).generate_next_record_name()
     os.mkdir(m.path / new)
     groups = {r["record_id"]: r["redcap_data_access_group"]
               for r in alice.export_records(export_data_access_groups=True)}
     assert groups[new] == group
-    assert sorted(os.listdir(m.path)) == sorted([*mine, new])
+    assert sorted(os.listdir(m.path)) == sorted([".repository", *mine, new])
+
+
+def test_a_locked_record_shows_read_only_after_the_first_refusal(team: Any, mount: Any, tmp_path: Path) -> None:
+    sb, alice = team
+    m = mount(sb, "attr_timeout=0", env={"REDCAP_API_TOKEN": FULL})  # stat asks the mount each time
+    record = m.path / "1006"  # locked in the demo project
+    assert stat.S_IMODE(os.stat(record).st_mode) == 0o755  # nothing known yet: the usual modes
+    draft = tmp_path / "notes.txt"
+    draft.write_bytes(b"visit notes\n")
+    r = subprocess.run(["cp", str(draft), str(record / "baseline_arm_1" / "radiology_report") + "/"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr, r
+    assert stat.S_IMODE(os.stat(record).st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(record / "baseline_arm_1").st_mode) == 0o555
+    assert stat.S_IMODE(os.stat(m.path / "1001").st_mode) == 0o755  # other records as before
+    assert "record '1006': locked in REDCap" in m.log
+    rows = alice.export_records(records=["1006"], fields=["radiology_report"], events=["baseline_arm_1"])
+    assert all(not row.get("radiology_report") for row in rows)
