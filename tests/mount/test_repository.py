@@ -122,3 +122,14 @@ def test_a_record_named_like_the_folder_is_listed_escaped(filled: Any, mount: An
     assert ".repository" in listed and "%2Erepository" in listed
     assert sorted(os.listdir(m.path / "%2Erepository")) == sorted(os.listdir(m.path / "1001"))
     assert sorted(os.listdir(m.path / ".repository")) == ["Protocols", "readme.txt"]
+
+
+def test_an_empty_repository_is_not_listed_but_reachable(sandbox: Any, mount: Any) -> None:
+    sb = sandbox("--token", f"{FULL}:full:alice")
+    alice = redcap.Project(sb.url, FULL)
+    m = mount(sb, "records_ttl=0", env={"REDCAP_API_TOKEN": FULL})
+    assert ".repository" not in os.listdir(m.path)
+    assert os.listdir(m.path / ".repository") == []
+    os.mkdir(m.path / ".repository" / "Protocols")
+    assert [r["name"] for r in alice.export_file_repository()] == ["Protocols"]
+    assert ".repository" in os.listdir(m.path)
