@@ -179,6 +179,7 @@ class RepoWrites:
         try:
             self.client.repo_import(str(writer.spool), writer.name, writer.folder_id)
         except RedcapError as exc:
+            writer.dirty = False  # kept once; the last close does not send it again
             kept = self._keep(writer)
             log.error("File Repository: upload of %r (%d bytes) failed: %s; the bytes are kept in %s",
                       writer.name, size, exc, kept)
