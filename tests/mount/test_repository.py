@@ -133,3 +133,27 @@ def test_an_empty_repository_is_not_listed_but_reachable(sandbox: Any, mount: An
     os.mkdir(m.path / ".repository" / "Protocols")
     assert [r["name"] for r in alice.export_file_repository()] == ["Protocols"]
     assert ".repository" in os.listdir(m.path)
+
+
+def test_a_failed_upload_fails_close_and_keeps_the_bytes(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    sb = sandbox("--token", f"{FULL}:full:alice", "--fault", "content=fileRepository,action=import,nth=2,do=500",
+                 "--fault", "content=fileRepository,action=delete,nth=1,do=500")
+    alice = redcap.Project(sb.url, FULL)
+    alice.import_file_into_repository("plan.txt", io.BytesIO(b"version 1\n"))  # import 1
+    m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
+    repo = m.path / ".repository"
+    src = tmp_path / "new.txt"
+    src.write_bytes(b"must not be lost\n")
+    r = subprocess.run(["cp", str(src), str(repo) + "/"], capture_output=True, text=True)  # import 2: fails
+    assert r.returncode != 0, r
+    assert "new.txt" not in _docs(alice)
+    kept = list((tmp_path / "state").rglob("repository-unsent/*new.txt"))
+    assert len(kept) == 1 and kept[0].read_bytes() == src.read_bytes()
+    assert "upload of 'new.txt'" in m.log and "the bytes are kept in" in m.log
+
+    (repo / "plan.txt").write_bytes(b"version 2\n")  # import 3 succeeds, the delete of the old one fails
+    versions = sorted(_docs(alice)["plan.txt"])
+    assert len(versions) == 2
+    assert [alice.export_file_from_repository(d)[0] for d in versions][-1] == b"version 2\n"
+    assert sorted(os.listdir(repo)) == sorted(["plan.txt", f"plan [doc {versions[1]}].txt"])
+    assert "both stay listed" in m.log
