@@ -167,7 +167,7 @@ class Tree:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
         if is_repo_path(path):
             return self.repo.readdir(path)
-        return self.ns.readdir(path) + (self.repo.root_entries() if path.rstrip("/") == "" else [])
+        return self.ns.readdir(path)
 
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""

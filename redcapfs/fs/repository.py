@@ -16,9 +16,11 @@ names, no sizes, no times), ``export``/``import``/``delete`` of one document,
 * folder delete, rename and move are not in the API: EPERM.
 
 Folders the token may not see (role or DAG restricted) are not in its
-listings, so they are not shown. Without the File Repository right the first
-listing is refused: ``.repository`` is then absent from the root, with one
-log line. Writes are in :mod:`redcapfs.fs.repowrite`.
+listings, so they are not shown. ``.repository`` is not listed in the root
+(``find``/``rsync`` of the mount see records only, and listing the root costs
+no File Repository call); it is reached by its path. Without the File
+Repository right the first listing is refused: ``.repository`` is then absent
+(ENOENT), with one log line. Writes are in :mod:`redcapfs.fs.repowrite`.
 
 Locking: ``_lock`` guards the listing and size tables only; no call is made
 while holding it (a leaf, like ``SlotModel._lock``).

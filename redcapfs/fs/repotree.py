@@ -37,21 +37,6 @@ class RepoTree:
         self.repo = Repository(client, cache, url, options, epoch_ns)
         self.writes = RepoWrites(self.repo, client, spool_root, options.read_only, can_import)
 
-    def root_entries(self) -> list[tuple[str, bool]]:
-        """What the mount's root lists: ``.repository`` when the token may use a non-empty File Repository.
-
-        An empty one is not listed (so a project without documents lists as before, and
-        ``find``/``rsync`` see only records) but is reachable by path: ``mkdir
-        /mnt/.repository/Protocols`` works, and from then on it is listed.
-        """
-        if not self.repo.available():
-            return []
-        try:
-            return [(ROOT_NAME, True)] if self.repo.listing(None) or self.writes.pending_in("/" + ROOT_NAME) else []
-        except Exception as exc:  # never let the File Repository break the record listing
-            log.warning("File Repository listing failed: %s", exc)
-            return []
-
     def owns(self, fh: int | None) -> bool:
         return self.writes.of(fh) is not None
 

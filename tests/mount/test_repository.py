@@ -53,7 +53,7 @@ def test_listing_read_and_two_files_of_one_name(filled: Any, mount: Any) -> None
     sb, alice, protocols = filled
     m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
     repo = m.path / ".repository"
-    assert ".repository" in os.listdir(m.path)
+    assert ".repository" not in os.listdir(m.path)  # reached by path, not listed (docs/SEMANTICS.md)
     assert "%2Erepository" not in os.listdir(m.path)
     assert sorted(os.listdir(repo)) == ["Protocols", "readme.txt"]
     assert (repo / "Protocols").is_dir()
@@ -119,20 +119,19 @@ def test_a_record_named_like_the_folder_is_listed_escaped(filled: Any, mount: An
     alice.import_records([{"record_id": ".repository", "redcap_event_name": "screening_arm_1"}])
     m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
     listed = os.listdir(m.path)
-    assert ".repository" in listed and "%2Erepository" in listed
+    assert ".repository" not in listed and "%2Erepository" in listed
     assert sorted(os.listdir(m.path / "%2Erepository")) == sorted(os.listdir(m.path / "1001"))
     assert sorted(os.listdir(m.path / ".repository")) == ["Protocols", "readme.txt"]
 
 
-def test_an_empty_repository_is_not_listed_but_reachable(sandbox: Any, mount: Any) -> None:
+def test_an_empty_repository_is_reachable_and_takes_a_first_folder(sandbox: Any, mount: Any) -> None:
     sb = sandbox("--token", f"{FULL}:full:alice")
     alice = redcap.Project(sb.url, FULL)
-    m = mount(sb, "records_ttl=0", env={"REDCAP_API_TOKEN": FULL})
-    assert ".repository" not in os.listdir(m.path)
+    m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
     assert os.listdir(m.path / ".repository") == []
     os.mkdir(m.path / ".repository" / "Protocols")
     assert [r["name"] for r in alice.export_file_repository()] == ["Protocols"]
-    assert ".repository" in os.listdir(m.path)
+    assert os.listdir(m.path / ".repository") == ["Protocols"]
 
 
 def test_a_failed_upload_fails_close_and_keeps_the_bytes(sandbox: Any, mount: Any, tmp_path: Path) -> None:
