@@ -140,8 +140,6 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
                 options=tree_opts)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
-    if not opts.read_only:
-        tree.rights.can_import()  # one empty import: modes follow the token's rights from the first stat
     return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info)
 
 

@@ -132,7 +132,7 @@ class Tree:
         self.handles = Handles(self.local)
         self.ns = Namespace(shape, self.records, self.slots, self.content, self.local)
         self.uploader = Uploader(client, self.slots, self.records, url, project_id)
-        self.rights = TokenRights(shape, self.uploader.import_allowed)  # docs/SEMANTICS.md: rights
+        self.rights = TokenRights(shape, self.uploader.import_known)  # docs/SEMANTICS.md: rights
         self.records.on_export = self.rights.learn_from_export
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
@@ -140,7 +140,7 @@ class Tree:
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
         self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool.root, self.handles,
-                             self.uploader.import_allowed)  # /.repository: fs/repotree.py
+                             self.uploader.import_allowed, self.uploader.import_known)  # fs/repotree.py
 
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:

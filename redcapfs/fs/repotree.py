@@ -30,10 +30,11 @@ class RepoTree:
     """``.repository`` for the :class:`~redcapfs.tree.Tree` facade."""
 
     def __init__(self, client: RedcapClient, cache: ContentCache, url: str, options: TreeOptions, epoch_ns: int,
-                 spool_root: Path, handles: Handles, can_import: Callable[[], bool]) -> None:
+                 spool_root: Path, handles: Handles, can_import: Callable[[], bool],
+                 known_import: Callable[[], bool | None]) -> None:
         self.options = options
         self.handles = handles
-        self.can_import = can_import
+        self.known_import = known_import
         self.repo = Repository(client, cache, url, options, epoch_ns)
         self.writes = RepoWrites(self.repo, client, spool_root, options.read_only, can_import)
 
@@ -41,12 +42,8 @@ class RepoTree:
         return self.writes.of(fh) is not None
 
     def _writable(self) -> bool:
-        if self.options.read_only:
-            return False
-        try:
-            return self.can_import()
-        except Exception:  # the probe failed: show the usual modes
-            return True
+        """Modes: read-only on ``ro`` mounts and once the import probe said no (asked at a write, not here)."""
+        return not self.options.read_only and self.known_import() is not False
 
     def getattr(self, path: str, fh: int | None = None) -> Stat:
         if not self.repo.available():
@@ -101,9 +98,9 @@ class RepoTree:
         self.writes.release(fh)
 
     def unlink(self, path: str) -> None:
-        if not self._writable():
-            if self.options.read_only:
-                raise ReadOnly("read-only mount", path)
+        if self.options.read_only:
+            raise ReadOnly("read-only mount", path)
+        if not self.writes.can_import():
             raise AccessDenied("this API token has no import rights", path)
         self.repo.unlink(path)
 

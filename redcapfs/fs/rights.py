@@ -5,9 +5,10 @@ REDCap tells little up front: ``content=user`` needs the User Rights privilege
 status. So the mount learns from what it does anyway (docs/SEMANTICS.md,
 "What the token may do"):
 
-* import rights: the empty-import probe of :class:`~redcapfs.fs.uploader.Uploader`
-  (one call, asked at the first ``stat`` that needs a mode); without them files
-  show 0444 and directories 0555;
+* import rights: the empty-import probe of :class:`~redcapfs.fs.uploader.Uploader`,
+  asked at the first write attempt (never by ``stat``: listing the tree costs no
+  call). Once it said no, files show 0444 and directories 0555; before, the
+  usual modes;
 * export rights per instrument: a file field asked for in the records export
   but missing from every row of a non-empty answer is one the token may not
   export. Its files stay listed as last known (so ``rsync --delete`` from the
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 class TokenRights:
     """Rights learned so far; modes and read checks derived from them."""
 
-    def __init__(self, shape: ProjectShape, import_probe: Callable[[], bool]) -> None:
+    def __init__(self, shape: ProjectShape, import_probe: Callable[[], bool | None]) -> None:
         self.shape = shape
         self._probe = import_probe
         self._lock = threading.Lock()
@@ -50,12 +51,8 @@ class TokenRights:
 
     # ------------------------------------------------------------ import rights
     def can_import(self) -> bool:
-        """Whether the token may import (the probe is asked once, then remembered by the uploader)."""
-        try:
-            return self._probe()
-        except Exception as exc:  # a failed probe must not break stat: show the usual modes
-            log.warning("could not learn whether this token may import: %s", exc)
-            return True
+        """False only once the probe said so (True while unknown: the usual modes)."""
+        return self._probe() is not False
 
     def file_mode(self, default: int, slot: Slot | None = None) -> int:
         """``default`` (from the mount options) with the write bits removed where no write can succeed."""

@@ -52,13 +52,14 @@ def team(sandbox: Any) -> tuple[Any, Any]:
 
 def test_an_export_only_token_shows_read_only_modes_and_refuses_writes(team: Any, mount: Any) -> None:
     sb, alice = team
-    m = mount(sb, env={"REDCAP_API_TOKEN": EXPORTER})
+    m = mount(sb, "attr_timeout=0", env={"REDCAP_API_TOKEN": EXPORTER})  # stat asks the mount each time
+    assert stat.S_IMODE(os.stat(m.path / "1001").st_mode) == 0o755  # nothing known yet: the usual modes
+    assert _errno(open, m.path / CONSENT, "r+b") == errno.EACCES  # the first write asks REDCap once
     assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o555
     assert stat.S_IMODE(os.stat(m.path / "1001").st_mode) == 0o555
     assert stat.S_IMODE(os.stat(m.path / CONSENT).st_mode) == 0o444
     content, _ = alice.export_file(record="1001", field="consent_form", event="screening_arm_1")
     assert (m.path / CONSENT).read_bytes() == content
-    assert _errno(open, m.path / CONSENT, "r+b") == errno.EACCES
     assert _errno(os.unlink, m.path / CONSENT) == errno.EACCES
     assert sb.calls(content="file", action="import") == [] and sb.calls(content="file", action="delete") == []
 
