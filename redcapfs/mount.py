@@ -25,6 +25,7 @@ from redcapfs.fusecheck import fuse_problem
 from redcapfs.locations import UnsafeDirectoryError, state_root
 from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
+from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
 from redcapfs.session import Session, open_session
 from redcapfs.unmount import unmount_main
 
@@ -53,7 +54,12 @@ def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
     """Everything that can be refused without the token or the server, in the order a user fixes them."""
     opts = parse_options(args.options)
     check_url(args.url)
-    notice = recover(args.mountpoint)
+    try:
+        check_remote(args.url, opts.ca, opts.insecure_http)  # before the token is read or anything contacted
+    except RemoteRefused as exc:
+        raise MountError(str(exc)) from None
+    notice = "; ".join(filter(None, [plain_http_notice(args.url) if opts.insecure_http else "",
+                                     recover(args.mountpoint)]))
     mountpoint = check_mountpoint(args.mountpoint)
     problem = fuse_problem(allow_other=opts.allow_other)  # the libfuse of binding.py included
     if problem:
@@ -117,7 +123,7 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
         writers.append(status.start_writer(
             mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
             options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
-            log_file=_log_path(args)))
+            log_file=_log_path(args), extra=session.remote.status_facts() if session.remote else None))
     except Exception:
         log.exception("the status file could not be started")
     ready(args.ready_fd, notice)

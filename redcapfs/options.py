@@ -41,7 +41,8 @@ class MountOptions:
     arm: int | None = None
     keep_cache: bool = False
     temp_names: str | None = None
-    ca: str | None = None
+    ca: str | None = None  # CA bundle to trust (client.trust: else REQUESTS_CA_BUNDLE, the system's)
+    insecure_http: bool = False  # allow plain http beyond loopback (the token crosses unencrypted)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -125,7 +126,8 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "temp_names": _checked_temp_names,
     "ca": str,
 }
-_FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache"}
+_FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache",
+          "insecure_http": "insecure_http"}
 
 
 def parse_options(values: list[str]) -> MountOptions:
@@ -175,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, attr_timeout=1, "
                "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
-               "(docs/temp-names.md), ca=PATH (CA bundle). REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
+               "(docs/temp-names.md), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else "
+               "the system trust store), insecure_http (allow http:// beyond this machine; the token crosses "
+               "unencrypted). HTTPS_PROXY/NO_PROXY are honoured (docs/TROUBLESHOOTING.md). "
+               "REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
                "(default: libfuse3 if installed). See docs/SEMANTICS.md.")
     parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
     parser.add_argument("mountpoint")

@@ -4,12 +4,13 @@ Longitudinal: ``/RECORD/EVENT/FIELD[/INSTANCE]/FILENAME``; classic:
 ``/RECORD/FIELD[/INSTANCE]/FILENAME``. The INSTANCE level exists exactly where
 the slot repeats. Parsing checks structure only (known event, field designated
 for the event, well-formed instance); whether the record, the instance or the
-file exists is the :class:`~redcapfs.shape.RecordIndex`'s business, because the
+file exists is the :class:`~redcapfs.recordindex.RecordIndex`'s business, because the
 answer changes with the data while the structure does not.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -91,19 +92,19 @@ class PathModel:
         if names.encode(field_name) != component or not self.shape.field_in_event(ref.event, field_name):
             raise NotFound("no such file field in this event", path)
         repeats = self.shape.repeats(ref.event, field_name)
-        base = dict(record=ref.record, event=ref.event, field=field_name, repeats=repeats,
-                    record_component=ref.record_component)
+        base = PathRef("field", record=ref.record, event=ref.event, field=field_name, repeats=repeats,
+                       record_component=ref.record_component)
         if not parts:
-            return PathRef("field", **base)
+            return base
         instance: int | None = None
         if repeats:
             instance = _instance(parts.pop(0), path)
             if not parts:
-                return PathRef("instance", instance=instance, **base)
+                return dataclasses.replace(base, kind="instance", instance=instance)
         if len(parts) > 1:
             raise NotFound("path too deep", path)
-        return PathRef("file", instance=instance, name=names.decode(parts[0]),
-                       name_component=parts[0], **base)
+        return dataclasses.replace(base, kind="file", instance=instance, name=names.decode(parts[0]),
+                                   name_component=parts[0])
 
     # ---------------------------------------------------------------- path_of
 

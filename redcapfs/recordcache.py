@@ -31,7 +31,8 @@ from contextlib import contextmanager
 
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import RequestTimeout, ServerError, TransportError
-from redcapfs.shape import ProjectShape, RecordIndex, Slot
+from redcapfs.recordindex import RecordIndex
+from redcapfs.shape import ProjectShape, Slot
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,14 @@ class RecordCache:
     """
 
     def __init__(self, client: RedcapClient, shape: ProjectShape, ttl: float, batch: int = 0,
-                 on_refresh: Callable[[], None] | None = None) -> None:
+                 on_refresh: Callable[[], None] | None = None, wait_limit: float | None = None) -> None:
         self.client = client
         self.shape = shape
         self.ttl = ttl
         self.batch = batch
         self.refreshes = 0
         self.on_refresh = on_refresh  # told after each successful refresh (outside every lock)
+        self.wait_limit = wait_limit  # longest wait for a refresh in flight (a batch fallback can take long)
         # told (rows, fresh index, old index) under _lock before fresh is published; must call nothing
         self.on_export: Callable[[list[dict], RecordIndex, RecordIndex | None], None] | None = None
         self._lock = threading.Lock()
@@ -156,8 +158,9 @@ class RecordCache:
                 self._refresh_locked()
             return
         done = self._start_background()
-        if wait or self._wait_next:
-            done.wait()
+        if (wait or self._wait_next) and not done.wait(self.wait_limit):
+            raise RequestTimeout(f"the records list did not arrive within {self.wait_limit:g} s (-o timeout); "
+                                 "try again")
 
     def _start_background(self) -> threading.Event:
         """The refresh in flight, or a new one in its own thread."""
@@ -189,7 +192,7 @@ class RecordCache:
             log.warning("records export failed (%s); showing the tree as of the last export", exc)
             self._fresh_until = time.monotonic() + STALE_RETRY_SECONDS
             return
-        fresh = self.shape.index(rows)
+        fresh = RecordIndex(self.shape, rows)
         with self._lock:
             self._changes = [(t, fn) for t, fn in self._changes if t >= started - 1.0]
             for _, apply in self._changes:

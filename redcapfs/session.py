@@ -20,8 +20,10 @@ from redcapfs import errors as E
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.http import HttpClient
+from redcapfs.client.trust import innermost_reason
 from redcapfs.locations import UnsafeDirectoryError, private_dir, project_dir
 from redcapfs.options import MountError, MountOptions
+from redcapfs.remote import Remote, RemoteRefused, open_remote
 from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool, pid_alive
 from redcapfs.tempnames import TempNames
@@ -43,6 +45,7 @@ class Session:
     keep_cache: bool
     unsent: int = 0
     info: dict = field(default_factory=dict)  # project info (title, id) for `redcapfs status`
+    remote: Remote | None = None  # the trust and proxy behind ``client`` (logged, and in `redcapfs status`)
 
     def close(self) -> None:
         try:
@@ -54,49 +57,25 @@ class Session:
             self.client.close()
 
 
-def connect(url: str, token: str, opts: MountOptions) -> tuple[HttpClient, dict]:
-    """One call (project info) tells a wrong token, a wrong URL and a dead server apart."""
-    verify: bool | str = opts.ca or True
-    client = HttpClient(url, token, timeout=(10, opts.timeout), verify=verify, rate_limit=opts.rate,
-                        retries=2, retry_deadline=30)
+def connect(url: str, token: str, opts: MountOptions) -> tuple[Remote, dict]:
+    """One call (project info) tells a wrong token, a wrong URL, a TLS failure and a dead server apart."""
     try:
-        return client, client.project_info()
+        remote = open_remote(url, token, ca=opts.ca, insecure_http=opts.insecure_http, timeout=(10, opts.timeout),
+                             rate_limit=opts.rate, retries=2, retry_deadline=30, call_budget=opts.timeout)
+    except RemoteRefused as exc:
+        raise MountError(str(exc)) from None
+    try:
+        return remote, remote.client.project_info()
     except BaseException as exc:
-        client.close()
+        remote.client.close()
         if isinstance(exc, E.RedcapError):
-            raise MountError(_connect_message(url, exc)) from None
+            raise MountError(remote.refusal(exc)) from None
         raise
 
 
-def _connect_message(url: str, exc: E.RedcapError) -> str:
-    if isinstance(exc, E.BadToken):
-        return f"the API token was refused by {url}: {exc.message}"
-    if isinstance(exc, E.NoRights):
-        return f"the API token has no rights here: {exc.message}"
-    if isinstance(exc, E.TLSError):
-        return f"TLS failure talking to {url}: {tls_cause(exc.message)} (use -o ca=PATH for a private CA)"
-    if isinstance(exc, E.ProtocolError):
-        return f"{url} is not a REDCap API (did you mean the URL ending in /api/?): {exc.message}"
-    if isinstance(exc, E.TransportError):  # RequestTimeout included
-        return f"cannot connect to {url}: {exc.message}"
-    if exc.status in (301, 302, 400, 404, 405, 501):
-        return f"{url} is not a REDCap API (HTTP {exc.status}: {exc.message}); the URL usually ends in /api/"
-    return f"{url} answered with an error: {exc}"
-
-
 def tls_cause(message: str) -> str:
-    """The innermost reason of a TLS failure, once.
-
-    requests nests it: "TLS failure talking to URL: SSLError: HTTPSConnectionPool(…):
-    Max retries exceeded … (Caused by SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER]
-    wrong version number (_ssl.c:992)')))"; the user needs the last part.
-    """
-    found = re.findall(r"\[SSL: ([A-Z0-9_]+)\] ([^'\"()]*)", message)
-    if found:
-        code, text = found[-1]
-        return f"{text.strip()} ({code})"
-    reason = message.rsplit("Caused by ", 1)[-1]
-    return reason.split(": ", 1)[-1].strip(" ()") or message
+    """The innermost reason of a TLS failure, once (kept for callers of the old name)."""
+    return innermost_reason(message)
 
 
 def load_shape(client: HttpClient, info: dict) -> ProjectShape:
@@ -107,9 +86,12 @@ def load_shape(client: HttpClient, info: dict) -> ProjectShape:
 
 def open_session(url: str, token: str, opts: MountOptions) -> Session:
     """Connect, read the project's structure, open the local stores; every refusal is a MountError."""
-    client, info = connect(url, token, opts)
+    remote, info = connect(url, token, opts)
+    client = remote.client
     try:
-        return _build(client, info, url, opts)
+        session = _build(client, info, url, opts)
+        session.remote = remote
+        return session
     except E.RedcapError as exc:
         client.close()
         raise MountError(f"reading the project failed: {exc}") from None
@@ -134,13 +116,13 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     cache = ContentCache(private_dir(cache_root), opts.cache_size, opts.content_ttl)
     attrs = AttrStore(folder / "attrs.sqlite")
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
-                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm,
+                            content_ttl=opts.content_ttl, batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
                             temp_names=TempNames.from_option(opts.temp_names))
     tree = Tree(client, shape, cache=cache, attrs=attrs, spool=spool, url=url, project_id=project_id,
                 options=tree_opts)
     with tree.records.view():  # fail now (e.g. no export rights), not at the first `ls`
         pass
-    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info)
+    return Session(client, tree, cache, attrs, opts.keep_cache, unsent, info=info)
 
 
 def _owner_alive(pid: int) -> bool:

@@ -294,8 +294,9 @@ def start_writer(
     stats: ClientStats,
     cache_dir: Path,
     log_file: Path | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> StatusWriter:
-    """Start the status file of the mount at ``mountpoint`` (call once FUSE is up)."""
+    """Start the status file of the mount at ``mountpoint`` (call once FUSE is up); ``extra``: more fixed keys."""
     project_id = str(info.get("project_id", ""))
     folder = project_dir(url, project_id)
     shown, shown_given = redact_options(options, options_given)
@@ -307,6 +308,7 @@ def start_writer(
         "pid": pid, "pid_start": process_start(pid), "started": _iso(started), "started_epoch": round(started, 3),
         "binding": fuse_binding(), "redcapfs_version": __version__, "state_dir": str(folder),
         "log_file": str(log_file) if log_file else None, "cache_limit": options.get("cache_size"),
+        **(extra or {}),
     }
 
     def measure() -> dict[str, Any]:

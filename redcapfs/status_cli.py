@@ -67,6 +67,9 @@ def format_mount(doc: dict[str, Any]) -> str:
     state = doc.get("state", "?")
     lines = [f"{doc.get('mountpoint')}  {state}  (pid {doc.get('pid')}, since {doc.get('started')})"]
     lines.append(f"  project {doc.get('project_id')} \"{doc.get('title', '')}\" at {doc.get('url')}")
+    if "tls" in doc:
+        how = f"https, trusting {doc.get('trust')}" if doc.get("tls") else "plain http, no TLS"
+        lines.append(f"  connection: {how}" + (f", proxy {doc['proxy']}" if doc.get("proxy") else ""))
     lines.append(f"  options: {_options_line(doc)}")
     if state == "dead":
         lines.append(f"  the mount process died; last status {doc.get('updated')}")

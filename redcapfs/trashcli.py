@@ -14,11 +14,11 @@ import argparse
 import json
 import time
 
-from redcapfs.client.http import HttpClient
 from redcapfs.cliout import finish, say
 from redcapfs.credentials import CredentialError, read_token
 from redcapfs.errors import RedcapError
 from redcapfs.locations import state_root
+from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, check_remote, open_remote
 from redcapfs.slotcheck import Looker, SlotNow, opened_project
 from redcapfs.spool import Target
 from redcapfs.trash import Left, Trash, TrashEntry, TrashFull
@@ -89,6 +89,7 @@ def main_restore(argv: list[str]) -> int:
     parser.add_argument("--force", action="store_true",
                         help="restore even if the slot meanwhile holds something other than what the replace "
                              "or delete left there (that file is kept in the trash first)")
+    add_trust_arguments(parser)
     args = parser.parse_args(argv)
     found = [(t, e) for t, e in _entries() if e.id == args.id]
     if not found:
@@ -96,16 +97,25 @@ def main_restore(argv: list[str]) -> int:
         return 2
     trash, entry = found[0]
     try:
+        check_remote(entry.target.url, args.ca, args.insecure_http)  # before the token is asked for
         token = read_token(args.token_file)
-    except CredentialError as exc:
+    except (CredentialError, RemoteRefused) as exc:
         say(f"redcapfs restore: {exc}", err=True)
         return 2
-    with HttpClient(entry.target.url, token) as client:
+    try:
+        remote = open_remote(entry.target.url, token, ca=args.ca, insecure_http=args.insecure_http, hint=CLI_HINT)
+    except RemoteRefused as exc:
+        say(f"redcapfs restore: {exc}", err=True)
+        return 2
+    with remote.client as client:
         looker = Looker(client, trash.root)
         with looker.session():
             try:
                 return finish(_restore(looker, trash, entry, args.force))
-            except (RedcapError, TrashFull, OSError) as exc:
+            except RedcapError as exc:
+                say(f"not restored {entry.id}: {entry.target.describe()}: {remote.refusal(exc)}")
+                return finish(1)
+            except (TrashFull, OSError) as exc:
                 say(f"not restored {entry.id}: {entry.target.describe()}: {exc}")
                 return finish(1)
 

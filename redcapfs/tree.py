@@ -124,7 +124,8 @@ class Tree:
         self.url = url
         self.project_id = project_id
         self.options = options or TreeOptions()
-        self.records = RecordCache(client, shape, self.options.records_ttl, self.options.batch)
+        self.records = RecordCache(client, shape, self.options.records_ttl, self.options.batch,
+                                   wait_limit=self.options.timeout)
         self.slots = SlotModel(self.records, attrs, cache, url, self.options.content_ttl)
         self.records.on_refresh = self.slots.refreshed
         self.content = ServerContent(client, cache, self.slots)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -25,6 +26,7 @@ from redcapfs.cliout import finish, say
 from redcapfs.credentials import CredentialError, read_token
 from redcapfs.errors import RedcapError
 from redcapfs.locations import state_root
+from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, check_remote, open_remote
 from redcapfs.retry import send
 from redcapfs.slotcheck import opened_project
 from redcapfs.spool import Spool, SpoolEntry
@@ -123,6 +125,7 @@ def _retry_parser() -> argparse.ArgumentParser:
                         help="also send the given conflict entries, and replace a slot that now holds a file "
                              "under another name (that file is kept in the trash first)")
     parser.add_argument("--delete", action="store_true", help="remove the given entries without sending")
+    add_trust_arguments(parser)
     return parser
 
 
@@ -170,25 +173,32 @@ def _send_all(entries: list[SpoolEntry], args: argparse.Namespace) -> int:
         say("redcapfs retry: entries for several servers; choose one with --url: " + ", ".join(urls), err=True)
         return 2
     try:
+        check_remote(urls[0], args.ca, args.insecure_http)  # before the token is asked for
         token = read_token(args.token_file)
-    except CredentialError as exc:
+    except (CredentialError, RemoteRefused) as exc:
         say(f"redcapfs retry: {exc}", err=True)
         return 2
-    with HttpClient(urls[0], token) as client:
-        if not _same_project(client, entries):
+    try:
+        remote = open_remote(urls[0], token, ca=args.ca, insecure_http=args.insecure_http, hint=CLI_HINT)
+    except RemoteRefused as exc:
+        say(f"redcapfs retry: {exc}", err=True)
+        return 2
+    with remote.client as client:
+        if not _same_project(client, entries, remote.refusal):
             return 1
         results = [send(client, entry, args.force) for entry in entries]
     return 0 if all(results) else 1
 
 
-def _same_project(client: HttpClient, entries: list[SpoolEntry]) -> bool:
+def _same_project(client: HttpClient, entries: list[SpoolEntry],
+                  explain: Callable[[RedcapError], str] = str) -> bool:
     """The token must open the project the bytes were written for: record names repeat across projects."""
     try:
         project_id = opened_project(client)
     except RedcapError as exc:
         for entry in entries:
             entry.note_error(str(exc))
-            say(f"failed {entry.id}: {entry.target.describe()}: {exc}")
+            say(f"failed {entry.id}: {entry.target.describe()}: {explain(exc)}")
         return False
     wrong = [e for e in entries if e.target.project_id and e.target.project_id != project_id]
     for entry in wrong:

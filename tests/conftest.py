@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ class SandboxProc:
     argv: list[str]
     proc: subprocess.Popen
     output: list[str] = field(default_factory=list)
+    ca: Path | None = None  # the CA bundle of an https sandbox (``--tls``)
 
     @property
     def token(self) -> str:
@@ -94,6 +95,7 @@ def start_sandbox(
     )
     url: str | None = None
     tokens: list[str] = []
+    ca: Path | None = None
     output: list[str] = []
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
@@ -107,12 +109,14 @@ def start_sandbox(
             url = line[4:]
         elif line.startswith("token="):
             tokens.append(line[6:])
+        elif line.startswith("ca="):
+            ca = Path(line[3:])
         elif line == "ready":
             break
     if not url or not tokens:
         proc.kill()
         raise RuntimeError("sandbox did not start:\n" + "\n".join(output))
-    sb = SandboxProc(url, tokens, request_log, data_dir, argv, proc, output)
+    sb = SandboxProc(url, tokens, request_log, data_dir, argv, proc, output, ca)
     # Keep draining its output so a chatty server never blocks on a full pipe.
     import threading
 
@@ -125,7 +129,7 @@ def start_sandbox(
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Callable[..., SandboxProc]:
+def sandbox(tmp_path: Path) -> Iterator[Callable[..., SandboxProc]]:
     """Factory: ``sandbox("--fault", "...", project="tests/data/x.xml")``."""
     started: list[SandboxProc] = []
 

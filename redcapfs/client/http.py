@@ -18,189 +18,45 @@ from __future__ import annotations
 
 import logging
 import os
-import random
-import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, BinaryIO
 
 import requests
-import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
 
-from redcapfs import __version__
 from redcapfs import errors as E
 
 from .base import FileInfo, chunked
 from .contenttype import parse_content_type
-from .params import api_form, export_records_params, import_records_params, slot_params, upload_mime
+from .params import export_records_params, import_records_params, slot_params, upload_mime
 from .responses import (
     PEEK_MIMES,
     CallContext,
     download_head_check,
-    error_for,
     file_info_answer,
-    is_retryable,
-    json_answer,
     means_empty,
     not_an_api,
     rows_answer,
-    text_answer,
-    write_answer,
 )
-from .stats import ClientStats, Transfer
+from .transport import (  # RateLimiter, RetryPolicy and redirect_message are part of this module's interface
+    CHUNK,
+    DEFAULT_USER_AGENT,
+    Progress,
+    RateLimiter,
+    RetryPolicy,
+    Transport,
+    content_length,
+    redirect_message,
+    rewind_point,
+)
+
+__all__ = ["HttpClient", "RateLimiter", "RetryPolicy", "redirect_message"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-CHUNK = 1 << 20  # download and upload block size
-ERROR_BODY_LIMIT = 64 * 1024  # enough for any REDCap error; bounds what a wrong URL can make us read
-DEFAULT_USER_AGENT = f"redcapfs/{__version__} python-requests/{requests.__version__}"
 
-
-# ----------------------------------------------------------------- helpers
-
-
-class RateLimiter:
-    """A token bucket shared by every thread of one client.
-
-    REDCap's page-hit limiter bans the whole IP (until an admin lifts it), so
-    the client stays under a self-imposed rate instead of reacting to errors.
-    Callers reserve a slot under the lock and sleep outside it, which keeps
-    the order fair and the lock short.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate)
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = self.capacity
-        self._stamp = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one request slot, sleeping as long as needed; return the time slept."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= 1.0
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter, bounded in count and in total time."""
-
-    retries: int = 4
-    backoff: float = 0.5
-    max_backoff: float = 8.0
-    deadline: float = 60.0
-
-    def delay(self, attempt: int) -> float:
-        """Sleep before retry number ``attempt + 1`` (full jitter spreads synchronized clients)."""
-        return random.uniform(0.0, min(self.max_backoff, self.backoff * (2**attempt)))
-
-
-class _BigBlockAdapter(HTTPAdapter):
-    """An adapter whose connections send request bodies in 1 MiB blocks (fast streamed uploads)."""
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
-        pool_kwargs.setdefault("blocksize", CHUNK)
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-
-
-class _Secret:
-    """Holds the API token; its repr and str never show it (vars(), debuggers, accidental logs)."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "'***'"
-
-    __str__ = __repr__
-
-
-@dataclass
-class _Progress:
-    """Bytes written to ``out`` by the current download attempt (also shown by ``redcapfs status``)."""
-
-    transfer: Transfer
-    written: int = 0
-
-    def set(self, written: int) -> None:
-        self.written = written
-        self.transfer.advance(written)
-
-
-def _check_token(token: str) -> str:
-    """Loose shape check; the message never repeats the token."""
-    if not isinstance(token, str) or not token:
-        raise ValueError("the REDCap API token is empty")
-    if any(ch.isspace() for ch in token):
-        raise ValueError("the REDCap API token contains whitespace (a stray newline from a file?)")
-    return token
-
-
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"the REDCap API URL must be http(s)://host/…/api/, got {_redact_url(url)!r}")
-    return url
-
-
-def _redact_url(url: str) -> str:
-    """The URL without any ``user:password@`` part, for repr and messages."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
-
-
-def _rewind_point(out: BinaryIO) -> int | None:
-    """Where a restarted download would resume writing, or ``None`` if ``out`` cannot be rewound."""
-    try:
-        if out.seekable() and hasattr(out, "truncate"):
-            return out.tell()
-    except (AttributeError, OSError, ValueError):
-        pass
-    return None
-
-
-def _content_length(resp: requests.Response) -> int | None:
-    try:
-        value = int(resp.headers.get("Content-Length", ""))
-    except ValueError:
-        return None
-    return value if value >= 0 else None
-
-
-# ------------------------------------------------------------------ client
-
-
-class HttpClient:
+class HttpClient(Transport):
     """The REDCap API over HTTP (implements ``RedcapClient``). Thread-safe.
 
     ``timeout`` is (connect, read) seconds; ``verify`` is a bool or a CA bundle
@@ -208,6 +64,9 @@ class HttpClient:
     disables it); ``retries``/``backoff``/``max_backoff``/``retry_deadline``
     bound the retries of idempotent calls. ``fileinfo_params`` are the names
     of the undocumented "size and name only" flag sent by :meth:`file_info`.
+    ``call_budget`` bounds each call other than a file transfer, retries
+    included (a transfer only has to keep moving: ``timeout``'s read part is the
+    longest pause allowed between bytes).
     """
 
     def __init__(
@@ -225,44 +84,14 @@ class HttpClient:
         rate_limit: float | None = 5.0,
         user_agent: str = DEFAULT_USER_AGENT,
         fileinfo_params: Sequence[str] = ("fileinfo", "filesize"),
+        call_budget: float | None = None,
     ) -> None:
-        self.url = _check_url(url)
-        self.__token = _Secret(_check_token(token))
-        self.timeout = timeout
-        self.retry = RetryPolicy(retries, backoff, max_backoff, retry_deadline)
+        super().__init__(url, token, timeout=timeout, verify=verify,
+                         retry=RetryPolicy(retries, backoff, max_backoff, retry_deadline), pool_size=pool_size,
+                         rate_limit=rate_limit, user_agent=user_agent, call_budget=call_budget)
         self.fileinfo_params = tuple(fileinfo_params)
-        self._limiter = RateLimiter(rate_limit) if rate_limit else None
-        self.stats = ClientStats(rate_limit or None)  # calls, rate, transfers: for `redcapfs status`
-        self._session = self._make_session(pool_size, verify, user_agent)
         self._fileinfo_supported: bool | None = None
         self._record_id_field: str | None = None
-
-    @staticmethod
-    def _make_session(pool_size: int, verify: bool | str, user_agent: str) -> requests.Session:
-        """One session, one pool of ``pool_size`` connections; retries are ours, not urllib3's."""
-        session = requests.Session()
-        adapter = _BigBlockAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0, pool_block=True)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        session.verify = verify
-        session.trust_env = True
-        session.headers["User-Agent"] = user_agent
-        return session
-
-    def __repr__(self) -> str:
-        return f"HttpClient(url={_redact_url(self.url)!r}, token='***')"
-
-    __str__ = __repr__
-
-    def __enter__(self) -> HttpClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close pooled connections."""
-        self._session.close()
 
     @property
     def fileinfo_supported(self) -> bool | None:
@@ -407,8 +236,8 @@ class HttpClient:
         """
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
         params = slot_params(ctx)
-        start = _rewind_point(out)
-        progress = _Progress(self.stats.start_transfer("download", record=record, event=event, field=field,
+        start = rewind_point(out)
+        progress = Progress(self.stats.start_transfer("download", record=record, event=event, field=field,
                                                        instance=repeat_instance))
 
         def attempt() -> FileInfo:
@@ -429,13 +258,14 @@ class HttpClient:
 
         ok = False
         try:
-            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry)
+            # a transfer is bounded by progress (the read timeout between bytes), not in total
+            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry, bounded=False)
             ok = True
             return info
         finally:
             self.stats.end_transfer(progress.transfer, ok)
 
-    def _download(self, ctx: CallContext, params: dict[str, Any], out: BinaryIO, progress: _Progress) -> FileInfo:
+    def _download(self, ctx: CallContext, params: dict[str, Any], out: BinaryIO, progress: Progress) -> FileInfo:
         resp = self._post(ctx, params, stream=True, headers={"Accept-Encoding": "identity"})
         with closing(resp):
             ctype = parse_content_type(resp.headers.get("Content-Type"))
@@ -443,7 +273,7 @@ class HttpClient:
             if ctype.name is None and ctype.mime in PEEK_MIMES:
                 written = self._write_peeked(ctx, resp, out)
                 progress.set(written)
-            expected = _content_length(resp)
+            expected = content_length(resp)
             progress.transfer.total = expected
             try:
                 for chunk in resp.iter_content(CHUNK):
@@ -545,7 +375,6 @@ class HttpClient:
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
         self._once(ctx, slot_params(ctx))
 
-
     # ------------------------------------------------------ File Repository
 
     def repo_list(self, folder_id: int | None = None) -> list[dict[str, Any]]:
@@ -556,8 +385,8 @@ class HttpClient:
         """One download (retried from scratch when ``out`` can be rewound, as Export File)."""
         ctx = CallContext("fileRepository", "export", record=f"doc {doc_id}")
         params = {"action": "export", "doc_id": doc_id}
-        start = _rewind_point(out)
-        progress = _Progress(self.stats.start_transfer("download", name=f"doc {doc_id}"))
+        start = rewind_point(out)
+        progress = Progress(self.stats.start_transfer("download", name=f"doc {doc_id}"))
 
         def attempt() -> FileInfo:
             if start is not None:
@@ -591,138 +420,3 @@ class HttpClient:
         rows = rows_answer(CallContext("fileRepository", "createFolder"),
                            self._json(CallContext("fileRepository", "createFolder"), params, idempotent=False))
         return int(rows[0]["folder_id"])
-
-    # ------------------------------------------------------------ transport
-
-    def _form(self, params: dict[str, Any]) -> list[tuple[str, str]]:
-        """The POST fields: token and content first, then json formats and the call's parameters."""
-        return api_form(self.__token.reveal(), "", params)
-
-    def _post(
-        self,
-        ctx: CallContext,
-        params: dict[str, Any] | None,
-        *,
-        stream: bool = False,
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-    ) -> requests.Response:
-        """One HTTP attempt; returns a 200 response, raises a typed error for anything else."""
-        if self._limiter:
-            self.stats.throttled(self._limiter.acquire())
-        data = body if body is not None else self._with_content(ctx, params or {})
-        started = time.monotonic()
-        self.stats.call(ctx.content, ctx.action)
-        try:
-            resp = self._session.post(self.url, data=data, headers=headers, timeout=self.timeout,
-                                      stream=stream, allow_redirects=False)
-        except requests.RequestException as exc:
-            self.stats.failed()
-            raise self._transport_error(exc, ctx, "request failed") from None
-        log.debug("%s %s → HTTP %d in %.3f s", ctx.label(), ctx.record or "", resp.status_code,
-                  time.monotonic() - started)
-        if resp.status_code == 200:
-            return resp
-        self.stats.failed()
-        with closing(resp):
-            raise self._status_error(ctx, resp)
-
-    def _with_content(self, ctx: CallContext, params: dict[str, Any]) -> list[tuple[str, str]]:
-        fields = self._form(params)
-        fields[1] = ("content", ctx.content)
-        return fields
-
-    def _status_error(self, ctx: CallContext, resp: requests.Response) -> E.RedcapError:
-        status = resp.status_code
-        if 300 <= status < 400:
-            where = resp.headers.get("Location", "?")
-            return E.ProtocolError(f"the API URL redirects (HTTP {status}) to {_redact_url(where)}; "
-                                   "configure that URL instead", **ctx.kwargs(status))
-        body = self._read_some(ctx, resp)
-        return error_for(status, body, resp.headers.get("Content-Type"), ctx)
-
-    def _read_some(self, ctx: CallContext, resp: requests.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
-        """At most ``limit`` bytes of a body (an error page must not make us read megabytes)."""
-        if not resp.raw or getattr(resp, "_content_consumed", False):
-            return resp.content[:limit]
-        buf = bytearray()
-        try:
-            for chunk in resp.iter_content(min(limit, CHUNK)):
-                buf += chunk
-                if len(buf) >= limit:
-                    break
-        except requests.RequestException as exc:
-            raise self._transport_error(exc, ctx, "reading the answer failed") from None
-        return bytes(buf[:limit])
-
-    def _transport_error(self, exc: BaseException, ctx: CallContext, what: str) -> E.TransportError:
-        """Map a requests exception onto TransportError / RequestTimeout / TLSError, token-free."""
-        cause = exc.args[0] if exc.args else None
-        detail = self._scrub(f"{type(exc).__name__}: {exc}")
-        kw = ctx.kwargs()
-        if isinstance(exc, requests.exceptions.SSLError):
-            return E.TLSError(f"TLS failure talking to {_redact_url(self.url)}: {detail}", **kw)
-        if isinstance(exc, requests.exceptions.Timeout) or isinstance(cause, urllib3.exceptions.ReadTimeoutError):
-            connect, read = self.timeout
-            return E.RequestTimeout(f"{what}: no answer in time (connect {connect} s, read {read} s): {detail}", **kw)
-        return E.TransportError(f"{what}: {detail}", **kw)
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.__token.reveal(), "***")
-
-    # --------------------------------------------------------- call shapes
-
-    def _retrying(
-        self,
-        ctx: CallContext,
-        attempt: Callable[[], T],
-        idempotent: bool,
-        may_retry: Callable[[E.RedcapError], bool] | None = None,
-    ) -> T:
-        """Run ``attempt``; repeat it on retryable failures while count and time allow."""
-        started = time.monotonic()
-        tries = 0
-        while True:
-            try:
-                return attempt()
-            except E.RedcapError as exc:
-                delay = self._retry_delay(exc, tries, started, idempotent)
-                if delay is None or (may_retry is not None and not may_retry(exc)):
-                    raise
-                tries += 1
-                log.warning("%s failed (%s); retry %d of %d in %.2f s",
-                            ctx.label(), self._scrub(str(exc)), tries, self.retry.retries, delay)
-                time.sleep(delay)
-
-    def _retry_delay(self, exc: E.RedcapError, tries: int, started: float, idempotent: bool) -> float | None:
-        if not idempotent or not is_retryable(exc) or tries >= self.retry.retries:
-            return None
-        delay = self.retry.delay(tries)
-        if time.monotonic() - started + delay > self.retry.deadline:
-            return None
-        return delay
-
-    def _once(self, ctx: CallContext, params: dict[str, Any] | None, **kw: Any) -> bytes:
-        """A write: one attempt, 200 only, and an error text in a 200 body still counts as an error."""
-        with closing(self._post(ctx, params, **kw)) as resp:
-            body = resp.content
-        return write_answer(ctx, body)
-
-    def _json(self, ctx: CallContext, params: dict[str, Any], idempotent: bool = True) -> Any:
-        return self._retrying(ctx, lambda: self._json_once(ctx, params), idempotent)
-
-    def _json_once(self, ctx: CallContext, params: dict[str, Any]) -> Any:
-        with closing(self._post(ctx, params)) as resp:
-            body, ctype = resp.content, resp.headers.get("Content-Type")
-        return json_answer(ctx, body, ctype)
-
-    def _json_rows(self, ctx: CallContext, params: dict[str, Any]) -> list[dict[str, Any]]:
-        return rows_answer(ctx, self._json(ctx, params))
-
-    def _text(self, ctx: CallContext, params: dict[str, Any], idempotent: bool = True) -> str:
-        return self._retrying(ctx, lambda: self._text_once(ctx, params), idempotent)
-
-    def _text_once(self, ctx: CallContext, params: dict[str, Any]) -> str:
-        with closing(self._post(ctx, params)) as resp:
-            body, ctype = resp.content, resp.headers.get("Content-Type")
-        return text_answer(ctx, body, ctype)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -106,4 +107,22 @@ def describe_tls_failure(detail: str, ca_hint: str = "pass -o ca=PATH with your 
         return f"certificate not trusted: {ca_hint}"
     if "wrong version number" in text or "record layer failure" in text or "packet length too long" in text:
         return "the server does not speak TLS on that port (is the URL http:// rather than https://?)"
-    return f"TLS handshake failed ({detail})"
+    return f"the TLS handshake failed: {innermost_reason(detail)}"
+
+
+def innermost_reason(detail: str) -> str:
+    """The last, innermost reason of a nested SSL error text, once.
+
+    requests nests it: "TLS failure talking to URL: SSLError: HTTPSConnectionPool(…):
+    Max retries exceeded … (Caused by SSLError(SSLError(1, '[SSL: WRONG_VERSION_NUMBER]
+    wrong version number (_ssl.c:992)')))"; the user needs the last part.
+    """
+    found = re.findall(r"\[SSL: ([A-Z0-9_]+)\] ([^'\"()]*)", detail)
+    if found:
+        code, text = found[-1]
+        return f"{text.strip()} ({code})"
+    if "Caused by " not in detail:
+        return detail
+    reason = detail.rsplit("Caused by ", 1)[-1].split(": ", 1)[-1]
+    reason = re.sub(r"[\"')\s]+$", "", reason).lstrip(" (")
+    return (reason + ")" * (reason.count("(") - reason.count(")"))) if reason else detail

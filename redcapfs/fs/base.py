@@ -24,6 +24,7 @@ class TreeOptions:
     content_ttl: float = 300.0
     batch: int = 0
     arm: int | None = None
+    timeout: float | None = None  # longest wait for a records refresh a decision needs (-o timeout)
     uid: int = field(default_factory=os.getuid)
     gid: int = field(default_factory=os.getgid)
     temp_names: TempNames = field(default_factory=TempNames)

@@ -35,7 +35,7 @@ from redcapfs.errors import AccessDenied
 from redcapfs.shape import ProjectShape, Slot
 
 if TYPE_CHECKING:
-    from redcapfs.shape import RecordIndex
+    from redcapfs.recordindex import RecordIndex
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 Prints ``url=…``, one ``token=…`` per token and ``ready`` (flushed) once it
 accepts connections, so scripts and the test fixture can wait for it; then
-serves until SIGTERM or SIGINT.
+serves until SIGTERM or SIGINT. With ``--tls`` it serves https with a throwaway
+CA made in its data folder and prints ``ca=PATH`` (the bundle clients trust)
+before ``ready``; ``--cert FILE --key FILE`` serves a given certificate instead.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import logging
 import shutil
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -21,6 +24,7 @@ from .faults import FaultSet, FaultSpecError
 from .loaders import load_project
 from .server import SandboxServer
 from .store import Store
+from .tls import make_certificates, server_context
 
 log = logging.getLogger("redcapfs.sandbox")
 
@@ -51,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fileinfo", action="store_true", help="ignore the undocumented fileinfo param")
     p.add_argument("--fileinfo-param", default="fileinfo", help="name of that param (older servers: filesize)")
     p.add_argument("--analysis-cleanup", action="store_true", help="project in Analysis/Cleanup: writes refused")
+    p.add_argument("--tls", action="store_true",
+                   help="serve https with a new CA and a certificate for 127.0.0.1/localhost (prints ca=PATH)")
+    p.add_argument("--cert", metavar="FILE", help="serve https with this certificate chain (PEM; needs --key)")
+    p.add_argument("--key", metavar="FILE", help="the private key of --cert (PEM)")
     p.add_argument("--log-level", default="WARNING", help="logging level on stderr (default WARNING)")
     return p
 
@@ -119,7 +127,13 @@ def serve(data_dir: Path, args: argparse.Namespace, config: SandboxConfig, fault
         print(f"redcapfs sandbox: cannot load the project: {exc}", file=sys.stderr)
         return 1
     try:
-        server = SandboxServer(store, config, faults, host=args.host, port=args.port)
+        context, ca = tls_setup(data_dir, args)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        print(f"redcapfs sandbox: cannot set up TLS: {exc}", file=sys.stderr)
+        store.close()
+        return 1
+    try:
+        server = SandboxServer(store, config, faults, host=args.host, port=args.port, ssl_context=context)
     except OSError as exc:
         print(f"redcapfs sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         store.close()
@@ -130,10 +144,24 @@ def serve(data_dir: Path, args: argparse.Namespace, config: SandboxConfig, fault
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    lines = [f"url={server.url}"] + [f"token={t}" for t in server.tokens] + ["ready"]
+    lines = [f"url={server.url}"] + [f"token={t}" for t in server.tokens]
+    lines += [f"ca={ca}"] if ca else []
+    lines.append("ready")
     print("\n".join(lines), flush=True)
     try:
         server.serve_forever()
     finally:
         server.stop()
     return 0
+
+
+def tls_setup(data_dir: Path, args: argparse.Namespace) -> tuple[ssl.SSLContext | None, Path | None]:
+    """The server context for ``--tls`` or ``--cert/--key`` (None: plain http), and the CA file to print."""
+    if bool(args.cert) != bool(args.key):
+        raise ValueError("--cert and --key go together")
+    if args.cert:
+        return server_context(Path(args.cert), Path(args.key)), None
+    if not args.tls:
+        return None, None
+    files = make_certificates(data_dir / "tls")  # a fresh CA each start: nothing outlives the test
+    return server_context(files.cert, files.key), files.ca

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -51,14 +52,52 @@ class Sandbox(Protocol):
     stopping: threading.Event
 
 
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over the TLS handshake
+
+
 class SandboxHTTPServer(ThreadingHTTPServer):
+    """Plain http, or https when given a server-side ``ssl_context``.
+
+    The TLS handshake runs in the connection's own thread (``finish_request``),
+    never in the accept loop: a client that connects and then says nothing (or
+    speaks plain http to the https port) must not stall everyone else.
+    """
+
     daemon_threads = True
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], sandbox: Sandbox) -> None:
+    def __init__(self, address: tuple[str, int], sandbox: Sandbox,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.sandbox = sandbox
+        self.ssl_context = ssl_context
         super().__init__(address, SandboxHandler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is None:
+            super().finish_request(request, client_address)
+            return
+        try:
+            tls = self._handshake(request)
+        except (OSError, ssl.SSLError) as exc:  # wrong CA on the client, plain http, a port scan: not ours
+            log.debug("TLS handshake with %s failed: %s", client_address, exc)
+            return
+        try:
+            SandboxHandler(tls, client_address, self)
+        finally:
+            tls.close()
+
+    def _handshake(self, request: socket.socket) -> ssl.SSLSocket:
+        assert self.ssl_context is not None
+        tls = self.ssl_context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            tls.settimeout(HANDSHAKE_TIMEOUT)
+            tls.do_handshake()
+            tls.settimeout(None)
+        except BaseException:
+            tls.close()
+            raise
+        return tls
 
 
 class SandboxHandler(BaseHTTPRequestHandler):
@@ -253,7 +292,25 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if resp.stream is None:
             self.wfile.write(resp.body[start:end])
             return end - start
+        if isinstance(self.connection, ssl.SSLSocket):
+            return _send_tls(self.connection, resp.stream, start, end)
         return int(self.connection.sendfile(resp.stream, start, end - start))
+
+
+TLS_BLOCK = 1 << 20
+
+
+def _send_tls(conn: ssl.SSLSocket, stream: Any, start: int, end: int) -> int:
+    """sendfile for TLS: the kernel cannot encrypt, and socket.sendfile's fallback sends 8 KiB at a time."""
+    stream.seek(start)
+    sent = 0
+    while sent < end - start:
+        block = stream.read(min(TLS_BLOCK, end - start - sent))
+        if not block:
+            break
+        conn.sendall(block)
+        sent += len(block)
+    return sent
 
 
 def _reason(status: int) -> str:

@@ -14,6 +14,7 @@ In-process use (tests, tools)::
 from __future__ import annotations
 
 import shutil
+import ssl
 import tempfile
 import threading
 from pathlib import Path
@@ -61,6 +62,7 @@ class SandboxServer:
         faults: FaultSet | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -69,7 +71,7 @@ class SandboxServer:
         self.faults = faults or FaultSet([])
         self.request_log = RequestLog(config.request_log)
         self.stopping = threading.Event()
-        self.httpd = SandboxHTTPServer((host, port), self)
+        self.httpd = SandboxHTTPServer((host, port), self, ssl_context)
         self._thread: threading.Thread | None = None
         self._owned_dir: Path | None = None
 
@@ -82,10 +84,11 @@ class SandboxServer:
         faults: FaultSet | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> SandboxServer:
         """A server for ``project``; without ``data_dir`` a private temporary one, removed by :meth:`stop`."""
         store, owned = open_project_store(project, data_dir)
-        server = cls(store, config or SandboxConfig(), faults, host, port)
+        server = cls(store, config or SandboxConfig(), faults, host, port, ssl_context)
         server._owned_dir = owned
         return server
 
@@ -97,7 +100,8 @@ class SandboxServer:
     def url(self) -> str:
         host = str(self.httpd.server_address[0])
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/api/"
+        scheme = "https" if self.httpd.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}/api/"
 
     @property
     def tokens(self) -> list[str]:

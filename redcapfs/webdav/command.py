@@ -29,6 +29,7 @@ from typing import Any
 from redcapfs.credentials import CredentialError, read_token
 from redcapfs.locations import UnsafeDirectoryError
 from redcapfs.options import MountError, check_url, parse_options
+from redcapfs.remote import RemoteRefused, check_remote
 from redcapfs.session import Session, open_session
 from redcapfs.tempnames import TempNames
 from redcapfs.webdav.credential import USER, CredentialFileError, load_or_make, password_file
@@ -107,9 +108,10 @@ def main(argv: list[str]) -> int:
         tls = check_tls(host, args.cert, args.key)
         opts = parse_options(args.options)
         check_url(args.url)
+        check_remote(args.url, opts.ca, opts.insecure_http)  # plain http beyond loopback, CA file: before the token
         token = read_token(args.token_file)
         session = open_session(args.url, token, opts)
-    except (ServeError, MountError, CredentialError, UnsafeDirectoryError) as exc:
+    except (ServeError, MountError, RemoteRefused, CredentialError, UnsafeDirectoryError) as exc:
         print(f"redcapfs serve webdav: {exc}", file=sys.stderr)
         return 1
     del token

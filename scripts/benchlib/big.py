@@ -11,6 +11,7 @@ from __future__ import annotations
 import filecmp
 import os
 from pathlib import Path
+from typing import Any
 
 from .config import Config, size_label
 from .procs import Mount, Passthrough, Sandbox
@@ -19,7 +20,7 @@ from .stats import Figure, Sample
 from .tools import Curl, cp, fio, http_client, measure, settle
 
 OPTIONS = "rate=off"  # limiter lifted: curl, HttpClient and PyCap have none either
-WRITERS = ("wcurl", "wclient", "wmount")  # each rep uploads into empty slots: record WRITER + rep number
+WRITERS = ("wcurl", "wclient", "wmount", "wcurlt", "wmountt")  # uploads go into empty slots: WRITER + rep
 
 
 def _project(cfg: Config, work: Path, big: Path) -> Path:
@@ -95,6 +96,19 @@ class BigRun:
                 res = fio("write", m.mp / "wfio" / "scan" / "fio.bin", "write", size, bs)
                 self.add(f"fio_write_{tag}", Sample(res["mib_s"], len(sb.calls_since(mark))))
 
+    def rep_https(self, sb: Sandbox, curl: Curl, rep: int) -> None:
+        """The same transfers over https (the sandbox's own CA, ``-o ca=``): curl out, cold cp out, curl -F, cp in."""
+        settle()
+        self.add("curl_download_https", measure(sb, lambda: curl.download("big", "doc", self.out)))
+        self.out.unlink()
+        with Mount(sb, self.work, OPTIONS) as m:
+            os.listdir(m.mp)
+            self._copy_out(sb, m.mp / "big" / "doc" / "big.bin", "cp_out_cold_https", rep == 1)
+            settle()
+            self.add("curl_upload_https", measure(sb, lambda: curl.upload(f"wcurlt{rep}", "scan", self.big)))
+            settle()
+            self.add("cp_in_https", measure(sb, lambda: cp(self.big, m.mp / f"wmountt{rep}" / "scan" / "big.bin")))
+
     def rep_latency(self, sb: Sandbox, curl: Curl) -> None:
         """At ``latency_ms`` per call: curl out, then a cold `cp` out."""
         settle()
@@ -119,14 +133,17 @@ def run(cfg: Config) -> list[Figure]:
         sb = Sandbox(work, "big-lat0", pdir, 0)
         try:
             slow = Sandbox(work, "big-slow", pdir, cfg.latency_ms)
+            tls = Sandbox(work, "big-https", pdir, 0, tls=True)
             try:
-                curl, slow_curl, client = Curl(sb, work), Curl(slow, work), http_client(sb)
+                curl, slow_curl, tls_curl, client = Curl(sb, work), Curl(slow, work), Curl(tls, work), http_client(sb)
                 for rep in range(1, cfg.reps + 1):
                     run.rep_transfers(sb, curl, client, rep)
+                    run.rep_https(tls, tls_curl, rep)
                     run.rep_fio(sb)
                     run.rep_latency(slow, slow_curl)
                 client.close()
             finally:
+                tls.stop()
                 slow.stop()
         finally:
             sb.stop()
@@ -164,6 +181,7 @@ def figures(cfg: Config, s: dict[str, list[Sample]]) -> list[Figure]:
            pt_write,
            Figure(f"cp_in_{L}_vs_passthrough", "cp in, against cp into the passthrough", "s", s["cp_in"],
                   pt_write, params=p),
+           *https_figures(L, s, p, cold, cp_in),
            Figure(f"mount_peak_rss_{L}", f"mount daemon VmHWM after {L} out twice and in once", "MiB",
                   s["mount_peak_rss"], params=p)]
     for bs in cfg.fio_bs:
@@ -175,3 +193,19 @@ def figures(cfg: Config, s: dict[str, list[Sample]]) -> list[Figure]:
                          s[f"fio_{rw}_{tag}_passthrough"], params=fp)
             out += [ref, Figure(f"fio_{rw}_{tag}", what, "MiB/s", s[f"fio_{rw}_{tag}"], ref, params=fp)]
     return out
+
+
+def https_figures(L: str, s: dict[str, list[Sample]], p: dict[str, Any], cold: Figure,
+                  cp_in: Figure) -> list[Figure]:
+    """The https column: each transfer against curl over https, and against the same transfer over http."""
+    tp = {**p, "tls": True}
+    curl = Figure(f"curl_download_{L}_https", "curl -o over https", "s", s["curl_download_https"], params=tp)
+    cup = Figure(f"curl_upload_{L}_https", "curl -F over https", "s", s["curl_upload_https"], params=tp)
+    cold_t = Figure(f"cp_out_cold_{L}_https", "cp out of a fresh mount over https", "s", s["cp_out_cold_https"],
+                    curl, params=tp)
+    in_t = Figure(f"cp_in_{L}_https", "cp into the mount over https", "s", s["cp_in_https"], cup, params=tp)
+    return [curl, cold_t, cup, in_t,
+            Figure(f"cp_out_cold_{L}_https_vs_http", "cold cp out: https against http (TLS's cost)", "s",
+                   s["cp_out_cold_https"], cold, params=tp),
+            Figure(f"cp_in_{L}_https_vs_http", "cp in: https against http (TLS's cost)", "s", s["cp_in_https"],
+                   cp_in, params=tp)]

@@ -25,15 +25,16 @@ class Sandbox:
 
     command: ClassVar[list[str]] = [sys.executable, "-m", "redcapfs", "sandbox"]  # an experiment may swap it
 
-    def __init__(self, work: Path, name: str, project_dir: Path, latency_ms: float) -> None:
+    def __init__(self, work: Path, name: str, project_dir: Path, latency_ms: float, tls: bool = False) -> None:
         self.name = name
         self.latency_ms = latency_ms
+        self.ca: str | None = None  # the throwaway CA of a --tls sandbox (its ``ca=`` line)
         self.log = work / f"{name}-requests.jsonl"
         self.data = work / f"{name}-data"
         self.stderr_path = work / f"{name}-sandbox.stderr"
         argv = [*self.command, str(project_dir), "--host", "127.0.0.1",
                 "--port", "0", "--data-dir", str(self.data), "--request-log", str(self.log),
-                "--latency", str(latency_ms), "--max-upload-mb", "100000"]
+                "--latency", str(latency_ms), "--max-upload-mb", "100000", *(["--tls"] if tls else [])]
         with open(self.stderr_path, "wb") as err:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                          text=True, cwd=str(REPO))
@@ -49,6 +50,8 @@ class Sandbox:
                 url = line[4:]
             elif line.startswith("token=") and not token:
                 token = line[6:]
+            elif line.startswith("ca="):
+                self.ca = line[3:]
             elif line == "ready":
                 break
         if not url or not token:
@@ -118,6 +121,8 @@ class Mount:
         self.env = {k: v for k, v in os.environ.items() if k != "REDCAP_API_TOKEN"}
         self.env.update(REDCAP_API_TOKEN=sb.token, REDCAPFS_STATE_DIR=str(self.state))
         self.log = work / f"mount{n}.log"
+        if sb.ca:
+            options += f",ca={sb.ca}"
         argv = [sys.executable, "-m", "redcapfs", "mount", sb.url, str(self.mp), "-o", options,
                 "--log-file", str(self.log)]
         with open(work / f"mount{n}.out", "wb") as out:

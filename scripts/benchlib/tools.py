@@ -34,6 +34,7 @@ class Curl:
 
     def __init__(self, sb: Sandbox, work: Path) -> None:
         self.url = sb.url
+        self.tls = ["--cacert", sb.ca] if sb.ca else []
         self.form_token = work / f"{sb.name}-token.form"
         self.raw_token = work / f"{sb.name}-token.raw"
         for path, text in ((self.form_token, f"token={sb.token}"), (self.raw_token, sb.token)):
@@ -43,13 +44,13 @@ class Curl:
 
     def download(self, record: str, field: str, out: Path) -> None:
         """Export File straight to disk (``curl -o``)."""
-        subprocess.run(["curl", "-sS", "--fail", "-o", str(out), "-d", f"@{self.form_token}",
+        subprocess.run(["curl", "-sS", "--fail", *self.tls, "-o", str(out), "-d", f"@{self.form_token}",
                         "-d", "content=file", "-d", "action=export", "-d", f"record={record}",
                         "-d", f"field={field}", "-d", "returnFormat=json", self.url], check=True)
 
     def upload(self, record: str, field: str, path: Path, expect: bool = False) -> None:
         """Import File as a multipart form (``curl -F``); without ``expect`` curl sends ``Expect:`` empty."""
-        argv = ["curl", "-sS", "--fail", "-o", "/dev/null", "-F", f"token=<{self.raw_token}",
+        argv = ["curl", "-sS", "--fail", *self.tls, "-o", "/dev/null", "-F", f"token=<{self.raw_token}",
                 "-F", "content=file", "-F", "action=import", "-F", f"record={record}", "-F", f"field={field}",
                 "-F", "returnFormat=json", "-F", f"file=@{path};filename={path.name}"]
         if not expect:

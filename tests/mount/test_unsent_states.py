@@ -77,12 +77,16 @@ def pycap_upload(sb: Any, name: str, data: bytes, tmp_path: Path) -> None:
 def killed_during_upload(sandbox: Any, mount: Any, tmp_path: Path, data: bytes, *sandbox_args: str
                          ) -> tuple[Any, Any, dict]:
     """cp into a slot whose upload hangs; kill -9 the mount while it waits for REDCap's answer."""
-    sb = sandbox("--fault", "content=file,action=import,nth=1,do=hang,seconds=60", *sandbox_args)
+    sb = sandbox("--log-level", "INFO", "--fault", "content=file,action=import,nth=1,do=hang,seconds=60",
+                 *sandbox_args)
     mnt = mount(sb, "timeout=100")
     src = tmp_path / "scan.bin"
     src.write_bytes(data)
     cp = subprocess.Popen(["cp", str(src), str(mnt.path.joinpath(*SLOT))], stderr=subprocess.DEVNULL)
     wait_for(lambda: any(r.get("attempted") for r in spool_jsons(mnt)), "the upload began")
+    # The spool says "attempted" just before the request leaves: kill only once the sandbox holds it (else
+    # the one hang would be spent on the test's own PyCap upload later).
+    wait_for(lambda: any("fault: hanging" in line for line in sb.output), "the upload reached the sandbox")
     kill_mount(mnt, cp)
     (entry,) = unsent(mnt)
     return sb, mnt, entry

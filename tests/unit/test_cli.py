@@ -16,8 +16,8 @@ def test_redcapfs_sandbox_command_serves_demo(tmp_path):
             lines.append(line.strip())
             if line.strip() == "ready":
                 break
-        url = next(l[4:] for l in lines if l.startswith("url="))
-        assert [l[6:] for l in lines if l.startswith("token=")] == ["A" * 32]
+        url = next(ln[4:] for ln in lines if ln.startswith("url="))
+        assert [ln[6:] for ln in lines if ln.startswith("token=")] == ["A" * 32]
         info = redcap.Project(url, "A" * 32).export_project_info()
         assert info["is_longitudinal"] == 1
     finally:

@@ -145,7 +145,7 @@ def test_hang_then_close(start):
 
 def test_drop_download_resets_midway(start):
     sb = start("--fault", "content=file,action=export,do=drop,after=5")
-    headers, body, outcome = raw_post(sb.url, {"token": FULL, "content": "file", "action": "export", **SCAN})
+    _headers, body, outcome = raw_post(sb.url, {"token": FULL, "content": "file", "action": "export", **SCAN})
     assert outcome == "reset"
     assert len(body) <= 5
     with pytest.raises(requests.exceptions.RequestException):

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from redcapfs.errors import InvalidArgument, NotFound
-from redcapfs.shape import DOCUMENT_PLACEHOLDER, FileField, ProjectShape, RecordIndex, Slot
+from redcapfs.recordindex import RecordIndex
+from redcapfs.shape import DOCUMENT_PLACEHOLDER, FileField, ProjectShape, Slot
 
 METADATA_KEYS = ["field_name", "form_name", "section_header", "field_type", "field_label", "select_choices_or_calculations", "field_note", "text_validation_type_or_show_slider_number", "text_validation_min", "text_validation_max", "identifier", "branching_logic", "required_field", "custom_alignment", "question_number", "matrix_group_name", "matrix_ranking", "field_annotation"]
 
@@ -166,7 +167,7 @@ def test_unknown_events_in_structure_are_ignored(caplog: pytest.LogCaptureFixtur
 
 
 def classic_index() -> RecordIndex:
-    return classic().index([
+    return RecordIndex(classic(), [
         crow(record_id="1", consent_pdf="consent 1.pdf", participant_sig="signature.png"),
         crow(record_id="1", redcap_repeat_instrument="visits", redcap_repeat_instance=1, visit_photo="knee.jpg"),
         crow(record_id="1", redcap_repeat_instrument="visits", redcap_repeat_instance="2", visit_photo=""),
@@ -202,7 +203,7 @@ def test_classic_index() -> None:
 
 
 def long_index() -> RecordIndex:
-    return longitudinal().index([
+    return RecordIndex(longitudinal(), [
         row(study_id="1001", redcap_event_name="baseline_arm_1", consent_pdf="consent.pdf"),
         row(study_id="1001", redcap_event_name="visit_1_arm_1", redcap_repeat_instrument="labs",
             redcap_repeat_instance=1, lab_report="cbc.pdf"),
@@ -241,7 +242,7 @@ def test_events_of_lists_whole_arms() -> None:
 
 
 def test_record_in_two_arms_lists_both() -> None:
-    index = longitudinal().index([
+    index = RecordIndex(longitudinal(), [
         row(study_id="7", redcap_event_name="baseline_arm_1"),
         row(study_id="7", redcap_event_name="baseline_arm_2"),
     ])
@@ -250,7 +251,7 @@ def test_record_in_two_arms_lists_both() -> None:
 
 def test_unknown_columns_events_and_instruments_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        index = longitudinal().index([
+        index = RecordIndex(longitudinal(), [
             row(study_id="1", redcap_event_name="baseline_arm_1", consent_pdf="c.pdf", mystery_file="x.pdf"),
             row(study_id="1", redcap_event_name="ghost_arm_1", consent_pdf="ghost.pdf"),
             row(study_id="1", redcap_event_name="visit_1_arm_1", redcap_repeat_instrument="nonsense",
@@ -275,19 +276,19 @@ def test_unknown_columns_events_and_instruments_are_ignored(caplog: pytest.LogCa
 def test_warnings_are_not_repeated_per_row(caplog: pytest.LogCaptureFixture) -> None:
     rows = [row(study_id=str(i), redcap_event_name="baseline_arm_1", extra="1") for i in range(50)]
     with caplog.at_level(logging.WARNING):
-        longitudinal().index(rows)
+        RecordIndex(longitudinal(), rows)
     assert caplog.text.count("'extra'") == 1
 
 
 def test_repeating_form_value_on_base_row_is_instance_1() -> None:
     """A form made repeating after data entry: the API reads that value as instance 1."""
-    index = classic().index([crow(record_id="1", visit_photo="old.jpg")])
+    index = RecordIndex(classic(), [crow(record_id="1", visit_photo="old.jpg")])
     assert index.instances("1", None, "visit_photo") == [1]
     assert index.file_name(Slot("1", None, "visit_photo", 1)) == "old.jpg"
 
 
 def test_instance_1_of_non_repeating_event_is_the_base_row() -> None:
-    index = longitudinal().index([
+    index = RecordIndex(longitudinal(), [
         row(study_id="1", redcap_event_name="baseline_arm_1", redcap_repeat_instance=1, consent_pdf="a.pdf"),
         row(study_id="1", redcap_event_name="baseline_arm_1", redcap_repeat_instance=2, consent_pdf="b.pdf"),
     ])
