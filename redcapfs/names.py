@@ -211,3 +211,23 @@ class Resolver:
 
     def __len__(self) -> int:
         return len(self._by_component)
+
+
+# A record may be named like the File Repository's top-level folder: it is listed escaped (docs/names.md).
+RESERVED_RECORD = ".repository"
+_RESERVED_ESCAPED = "%2E" + RESERVED_RECORD[1:]
+
+
+def encode_record(name: str) -> str:
+    """:func:`encode` for a record name, with ``.repository`` written ``%2Erepository`` (and that name
+    itself ``%252Erepository``), so the File Repository folder cannot hide a record."""
+    if name == RESERVED_RECORD:
+        return _RESERVED_ESCAPED
+    if name == _RESERVED_ESCAPED:
+        return "%25" + name[1:]
+    return encode(name)
+
+
+def decode_record(component: str) -> str:
+    """The inverse of :func:`encode_record`."""
+    return RESERVED_RECORD if component == _RESERVED_ESCAPED else decode(component)

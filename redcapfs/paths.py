@@ -70,7 +70,7 @@ class PathModel:
         if not parts:
             return PathRef("root")
         record = parts.pop(0)
-        ref = PathRef("record", record=names.decode(record), record_component=record)
+        ref = PathRef("record", record=names.decode_record(record), record_component=record)
         event: str | None = None
         if self.shape.longitudinal and parts:
             event = self._event(parts.pop(0), path)
@@ -112,7 +112,7 @@ class PathModel:
         """The canonical path of ``ref``, names encoded; InvalidArgument if inconsistent."""
         if ref.kind == "root":
             return "/"
-        parts = [names.encode(_need(ref.record, "record"))]
+        parts = [names.encode_record(_need(ref.record, "record"))]
         if self.shape.longitudinal and ref.kind != "record":
             parts.append(names.encode(_need(ref.event, "event")))
         if ref.kind in ("field", "instance", "file"):

@@ -59,6 +59,8 @@ class RecordCache:
         self.refreshes = 0
         self.on_refresh = on_refresh  # told after each successful refresh (outside every lock)
         self.wait_limit = wait_limit  # longest wait for a refresh in flight (a batch fallback can take long)
+        # told (rows, fresh index, old index) under _lock before fresh is published; must call nothing
+        self.on_export: Callable[[list[dict], RecordIndex, RecordIndex | None], None] | None = None
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._index: RecordIndex | None = None
@@ -206,6 +208,8 @@ class RecordCache:
                     fresh.add_instance(record, event, field, instance)
                 except Exception as exc:
                     log.debug("dropping local instance %s: %s", instance, exc)
+            if self.on_export is not None:
+                self.on_export(rows, fresh, self._index)
             self._index = fresh
             self._fresh_until = time.monotonic() + self.ttl
             self._wait_next = False

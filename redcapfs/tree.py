@@ -99,7 +99,7 @@ from redcapfs import names
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import AlreadyExists, IsADirectory
+from redcapfs.errors import AlreadyExists, IsADirectory, Locked
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
@@ -111,6 +111,8 @@ from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.prefetch import SizePrefetch
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
+from redcapfs.fs.repotree import RepoTree, is_repo_path
+from redcapfs.fs.rights import TokenRights
 from redcapfs.fs.rules import stored_name
 from redcapfs.fs.slots import SlotModel
 from redcapfs.fs.uploader import Uploader
@@ -160,12 +162,16 @@ class Tree:
         self._design_timer = threading.Event()
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
                                  on_write=self.feed.note_ours)
+        self.rights = TokenRights(shape, self.uploader.import_known)  # docs/SEMANTICS.md: rights
+        self.records.on_export = self.rights.learn_from_export
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
         self.ahead = SizePrefetch(self._sizes_ahead, self.options.sizes_ahead)
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
+        self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool.root, self.handles,
+                             self.uploader.import_allowed, self.uploader.import_known)  # fs/repotree.py
 
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
@@ -176,6 +182,8 @@ class Tree:
             return self._local_stat(handle.local)
         if handle is not None and handle.node is not None:  # a reader: the version it reads, not the path's
             return self._server_stat(handle.node, read_size(handle))
+        if self.repo.owns(fh) or is_repo_path(path):
+            return self.repo.getattr(path, fh)
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             return self._dir_stat(path)
@@ -187,14 +195,18 @@ class Tree:
 
     def _server_stat(self, node: FileNode, size: int | None = None) -> Stat:
         if size is None:
-            size = self.content.size(node)
+            readable = self.rights.readable(node.slot)  # unexportable: last known size, never a download
+            size = self.content.size(node) if readable else (self.slots.size(node.slot, node.name) or 0)
         attr = self.slots.attr(node.slot, node.name, size)
         mode = attr.mode if attr.mode is not None else rules.file_mode(self.options)
+        mode = self.rights.file_mode(mode, node.slot)
         return Stat(False, size, stat.S_IFREG | mode, attr.mtime_ns, self.options.uid, self.options.gid)
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
         self.feed.touch()
+        if is_repo_path(path):
+            return self.repo.readdir(path)
         entries = self.ns.readdir(path)
         self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
         return entries
@@ -208,6 +220,9 @@ class Tree:
 
     def check_exists(self, path: str) -> None:
         """Raise NotFound unless ``path`` exists (for chown and access)."""
+        if is_repo_path(path):
+            self.repo.getattr(path)
+            return
         ref = self.ns.resolve(path)
         if ref.kind == "file":
             self.ns.file(ref, path)
@@ -215,11 +230,14 @@ class Tree:
     # ================================================================ files
     def open(self, path: str, flags: int) -> int:
         """Open for reading (served from the cache) or writing (a private spool copy)."""
+        if is_repo_path(path):
+            return self.repo.open(path, flags)
         node = self._file_at(path)
         if flags & WRITE_FLAGS:
             return self.writing.open_for_write(node, path, truncate=bool(flags & os.O_TRUNC))
         if node.local is not None:
             return self.handles.add(Handle(local=node.local))
+        self.rights.check_readable(node.slot, path)
         return self.handles.add(open_cached(self.content, node))
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
@@ -227,12 +245,16 @@ class Tree:
 
     def create(self, path: str, mode: int) -> int:
         """A new file in a slot: a temporary name stays local; a real name needs an empty slot."""
+        if is_repo_path(path):
+            return self.repo.create(path)
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             raise AlreadyExists("exists", path)
         return self.writing.create(ref.slot(), rules.new_name(ref, path), mode, path)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
+        if self.repo.owns(fh):
+            return self.repo.write(fh, data, offset)
         return self.writing.write(fh, data, offset)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
@@ -241,11 +263,23 @@ class Tree:
         if local is not None:
             self.writing.truncate_local(local, length)
             return
+        if self.repo.owns(fh) or is_repo_path(path):
+            return self.repo.truncate(path, length, fh)
         self.writing.truncate_path(self._file_at(path), path, length)
 
     def flush(self, fh: int) -> None:
         """Every ``close()``: upload if data was written and not yet sent (see fs/localfiles.py)."""
-        self.writing.flush(fh)
+        if self.repo.owns(fh):
+            return self.repo.flush(fh)
+        local = self.handles.local_of(fh)
+        try:
+            self.writing.flush(fh)
+        except Locked:
+            if local is not None:
+                self.rights.note_locked(local.slot)  # shown read-only from now on
+            raise
+        if local is not None:
+            self.rights.note_written(local.slot)
 
     def fsync(self, fh: int) -> None:
         local = self.handles.get(fh).local
@@ -255,27 +289,39 @@ class Tree:
 
     def release(self, fh: int) -> None:
         """Last close of a handle: clean copies are dropped, failed ones stay as unsent."""
+        if self.repo.owns(fh):
+            return self.repo.release(fh)
         self.writing.release(fh)
 
     def unlink(self, path: str) -> None:
+        if is_repo_path(path):
+            return self.repo.unlink(path)
         self.writing.unlink(self._file_at(path), path)
 
     def rename(self, old: str, new: str) -> None:
         """Files only; see fs/renames.py for what each kind of rename means."""
+        if is_repo_path(old) or is_repo_path(new):
+            return self.repo.rename(old, new)
         self.renames.rename(old, new)
 
     # ================================================================ directories
     def mkdir(self, path: str, mode: int) -> None:
         """A new record (root), a record's event in another arm, or a local instance; nothing else."""
+        if is_repo_path(path):
+            return self.repo.mkdir(path)
         self.dirs.mkdir(path)
 
     def rmdir(self, path: str) -> None:
         """Only an empty instance directory that exists locally only."""
+        if is_repo_path(path):
+            return self.repo.rmdir(path)
         self.dirs.rmdir(path)
 
     # ================================================================ metadata
     def chmod(self, path: str, mode: int) -> None:
         """Kept locally (REDCap has no modes)."""
+        if is_repo_path(path):
+            return  # accepted, not kept: the File Repository has no modes
         ref = self.ns.resolve(path)
         if ref.kind != "file":
             return  # directories keep their mode; accepted so rsync -a and cp -a do not fail
@@ -287,6 +333,8 @@ class Tree:
 
     def utimens(self, path: str, mtime_ns: int | None) -> None:
         """Kept locally, so rsync -a and cp -p find their times again."""
+        if is_repo_path(path):
+            return  # accepted, not kept: the File Repository has no times
         ref = self.ns.resolve(path)
         when = mtime_ns if mtime_ns is not None else time.time_ns()
         if ref.kind != "file":
@@ -371,8 +419,9 @@ class Tree:
 
     def _dir_stat(self, path: str) -> Stat:
         mtime = self._dir_mtimes.get(path.rstrip("/") or "/", self.attrs.epoch_ns)
-        return Stat(True, 0, stat.S_IFDIR | rules.dir_mode(self.options), mtime, self.options.uid,
-                    self.options.gid)
+        first = path.strip("/").split("/", 1)[0]
+        mode = self.rights.dir_mode(rules.dir_mode(self.options), names.decode_record(first) if first else None)
+        return Stat(True, 0, stat.S_IFDIR | mode, mtime, self.options.uid, self.options.gid)
 
     def _local_stat(self, local: LocalFile) -> Stat:
         st = os.fstat(local.fd) if local.fd >= 0 else None

@@ -128,6 +128,21 @@ class RedcapClient(Protocol):
         Rows carry ``timestamp`` (minute resolution), ``username``, ``action``,
         ``details`` and ``record``. Needs the Logging right (``NoRights`` without it)."""
 
+    # File Repository (``content=fileRepository``); ``folder_id`` None is the top level.
+    def repo_list(self, folder_id: int | None = None) -> list[dict[str, Any]]:
+        """Rows ``{folder_id, name}`` for folders and ``{doc_id, name}`` for files; no sizes, no times."""
+        ...
+
+    def repo_export(self, doc_id: int, out: BinaryIO) -> FileInfo: ...
+
+    def repo_import(self, path: str, filename: str, folder_id: int | None = None) -> None:
+        """A new document (REDCap never replaces one, even of the same name)."""
+        ...
+
+    def repo_delete(self, doc_id: int) -> None: ...
+
+    def repo_create_folder(self, name: str, parent: int | None = None) -> int: ...
+
     def close(self) -> None: ...
 
 

@@ -30,7 +30,15 @@ from redcapfs import errors as E
 from .base import FileInfo, chunked
 from .contenttype import parse_content_type
 from .params import export_records_params, import_records_params, slot_params, upload_mime
-from .responses import PEEK_MIMES, CallContext, download_head_check, file_info_answer, means_empty, not_an_api
+from .responses import (
+    PEEK_MIMES,
+    CallContext,
+    download_head_check,
+    file_info_answer,
+    means_empty,
+    not_an_api,
+    rows_answer,
+)
 from .transport import (  # RateLimiter, RetryPolicy and redirect_message are part of this module's interface
     CHUNK,
     DEFAULT_USER_AGENT,
@@ -371,3 +379,49 @@ class HttpClient(Transport):
         """Delete a stored file; never retried (a repeat would answer "no file to delete")."""
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
         self._once(ctx, slot_params(ctx))
+
+    # ------------------------------------------------------ File Repository
+
+    def repo_list(self, folder_id: int | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"action": "list"} | ({"folder_id": folder_id} if folder_id is not None else {})
+        return self._json_rows(CallContext("fileRepository", "list"), params)
+
+    def repo_export(self, doc_id: int, out: BinaryIO) -> FileInfo:
+        """One download (retried from scratch when ``out`` can be rewound, as Export File)."""
+        ctx = CallContext("fileRepository", "export", record=f"doc {doc_id}")
+        params = {"action": "export", "doc_id": doc_id}
+        start = rewind_point(out)
+        progress = Progress(self.stats.start_transfer("download", name=f"doc {doc_id}"))
+
+        def attempt() -> FileInfo:
+            if start is not None:
+                out.seek(start)
+                out.truncate()
+            return self._download(ctx, params, out, progress)
+
+        ok = False
+        try:
+            info = self._retrying(ctx, attempt, idempotent=start is not None)
+            ok = True
+            return info
+        finally:
+            self.stats.end_transfer(progress.transfer, ok)
+
+    def repo_import(self, path: str, filename: str, folder_id: int | None = None) -> None:
+        ctx = CallContext("fileRepository", "import")
+        params: dict[str, Any] = {"action": "import"} | ({"folder_id": folder_id} if folder_id is not None else {})
+        fields = self._with_content(ctx, params)
+        with open(path, "rb") as fh:
+            encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, upload_mime(filename)))])
+            self._once(ctx, None, body=encoder, headers={"Content-Type": encoder.content_type})
+
+    def repo_delete(self, doc_id: int) -> None:
+        self._once(CallContext("fileRepository", "delete"), {"action": "delete", "doc_id": doc_id})
+
+    def repo_create_folder(self, name: str, parent: int | None = None) -> int:
+        params: dict[str, Any] = {"action": "createFolder", "name": name}
+        if parent is not None:
+            params["folder_id"] = parent
+        rows = rows_answer(CallContext("fileRepository", "createFolder"),
+                           self._json(CallContext("fileRepository", "createFolder"), params, idempotent=False))
+        return int(rows[0]["folder_id"])

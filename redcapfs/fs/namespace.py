@@ -71,8 +71,8 @@ class Namespace:
             if names.is_shortened(component):
                 record = names.Resolver(index.records()).resolve(component)
             else:
-                record = names.decode(component)
-                if names.encode(record) != component:
+                record = names.decode_record(component)
+                if names.encode_record(record) != component:
                     record = None
             if record is None or not index.has_record(record):
                 raise NotFound("no such record", path or None)
@@ -145,7 +145,7 @@ class Namespace:
             raise NotADirectory("not a directory", path)
         if ref.kind == "root":
             with self.records.view() as index:
-                return [(names.encode(r), True) for r in index.records()]
+                return [(names.encode_record(r), True) for r in index.records()]
         if ref.kind == "record" and self.shape.longitudinal:
             record = self.record(ref)
             with self.records.view() as index:

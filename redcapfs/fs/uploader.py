@@ -198,6 +198,10 @@ class Uploader:
         log.info("created record %r%s", record, f" in event {event}" if event else "")
         self.records.note_record(record, event)
 
+    def import_known(self) -> bool | None:
+        """The probe's answer if it was asked already (no call), else None."""
+        return self._can_import
+
     def import_allowed(self) -> bool:
         """Whether the token may import: asked once with an empty import (403 means no)."""
         if self._can_import is None:

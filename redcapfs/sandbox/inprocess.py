@@ -338,6 +338,41 @@ class InProcessClient:
             raise
         return spool.finish()
 
+    # ------------------------------------------------------ File Repository
+
+    def repo_list(self, folder_id: int | None = None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"action": "list"} | ({"folder_id": folder_id} if folder_id is not None else {})
+        return self._rows(CallContext("fileRepository", "list"), params)
+
+    def repo_export(self, doc_id: int, out: BinaryIO) -> FileInfo:
+        ctx = CallContext("fileRepository", "export", record=f"doc {doc_id}")
+        resp = self._call(ctx, {"action": "export", "doc_id": doc_id})
+        ctype = parse_content_type(resp.content_type)
+        try:
+            written = self._copy_body(ctx, resp, out, peek=False)
+        finally:
+            resp.close()
+        return FileInfo(ctype.name, written, ctype.mime or None)
+
+    def repo_import(self, path: str, filename: str, folder_id: int | None = None) -> None:
+        ctx = CallContext("fileRepository", "import")
+        params: dict[str, Any] = {"action": "import"} | ({"folder_id": folder_id} if folder_id is not None else {})
+        upload = self._spool(path, filename)
+        try:
+            write_answer(ctx, self._call(ctx, params, upload).body)
+        finally:
+            discard_upload(upload)
+
+    def repo_delete(self, doc_id: int) -> None:
+        ctx = CallContext("fileRepository", "delete")
+        write_answer(ctx, self._call(ctx, {"action": "delete", "doc_id": doc_id}).body)
+
+    def repo_create_folder(self, name: str, parent: int | None = None) -> int:
+        params: dict[str, Any] = {"action": "createFolder", "name": name}
+        if parent is not None:
+            params["folder_id"] = parent
+        return int(self._rows(CallContext("fileRepository", "createFolder"), params)[0]["folder_id"])
+
     def delete_file(self, record: str, field: str, event: str | None = None,
                     repeat_instance: int | None = None) -> None:
         ctx = CallContext("file", "delete", record, field, event, repeat_instance)
