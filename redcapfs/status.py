@@ -35,7 +35,7 @@ from typing import Any
 
 from redcapfs import __version__
 from redcapfs.client.stats import ClientStats
-from redcapfs.locations import normalize_url, private_dir, project_dir, state_root
+from redcapfs.locations import normalize_url, private_dir, project_dir, state_root, state_root_path
 from redcapfs.spool import pid_alive, process_start
 
 log = logging.getLogger(__name__)
@@ -362,9 +362,11 @@ def with_state(doc: dict[str, Any], table: set[str] | None) -> dict[str, Any]:
 
 def read_all() -> list[dict[str, Any]]:
     """Every mount of this user (under this state folder), live or dead, by mountpoint."""
+    if not (state_root_path() / "mounts").is_dir():
+        return []  # no mount has run here: a look creates no state folders
     table = mount_table()
     docs = []
-    for path in sorted(mounts_dir().glob(f"*{SUFFIX}")):
+    for path in sorted(mounts_dir().glob(f"*{SUFFIX}")):  # mounts_dir() refuses a foreign or symlinked folder
         doc = read_private_json(path)
         if doc is not None:
             docs.append(with_state(doc, table))

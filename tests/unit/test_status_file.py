@@ -385,3 +385,16 @@ def test_a_closed_pipe_ends_quietly(state, args) -> None:
         os.close(write_end)
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
     assert result.returncode == 0
+
+
+def test_looking_creates_no_state_folders(tmp_path) -> None:
+    """`redcapfs status` and `redcapfs unmount` before any mount leave the state folder uncreated."""
+    state = tmp_path / "never-made"
+    env = dict(os.environ, REDCAPFS_STATE_DIR=str(state))
+    shown = subprocess.run([sys.executable, "-m", "redcapfs", "status", "--json"], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert shown.returncode == 0 and json.loads(shown.stdout) == []
+    refused = subprocess.run([sys.executable, "-m", "redcapfs", "unmount", str(tmp_path)], capture_output=True,
+                             text=True, env=env, timeout=60)
+    assert refused.returncode != 0 and "is not mounted" in refused.stderr
+    assert not state.exists()
