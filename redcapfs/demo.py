@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from redcapfs.sandbox.config import SandboxConfig, TokenGrant
@@ -56,23 +58,15 @@ def main(argv: list[str]) -> int:
     mountpoint = Path(args.mountpoint).expanduser()
     created = not mountpoint.exists()
     mountpoint.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(tempfile.mkdtemp(prefix="redcapfs-demo-"))
-    token = secrets.token_hex(16).upper()
-    server: SandboxServer | None = None
     try:
-        project = load_project(None, str(data_dir / "load"))
-        config = SandboxConfig(tokens=[TokenGrant(token)])
-        server = SandboxServer.from_project(project, data_dir / "store", config=config, port=args.port).start()
-        if not _mount(server.url, token, mountpoint, args.options, data_dir):
-            return 1
-        print(HINTS.format(mp=mountpoint, url=server.url), flush=True)
-        _wait_for_signal()
-        print("\nredcapfs demo: unmounting and stopping", flush=True)
-        return 0 if _unmount(mountpoint, _demo_env(token, data_dir)) else 1
+        with _demo_sandbox(args.port) as (server, token, data_dir):
+            if not _mount(server.url, token, mountpoint, args.options, data_dir):
+                return 1
+            print(HINTS.format(mp=mountpoint, url=server.url), flush=True)
+            _wait_for_signal()
+            print("\nredcapfs demo: unmounting and stopping", flush=True)
+            return 0 if _unmount(mountpoint, _demo_env(token, data_dir)) else 1
     finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
         if created and mountpoint.is_dir() and not os.path.ismount(mountpoint):
             try:
                 mountpoint.rmdir()
@@ -80,15 +74,26 @@ def main(argv: list[str]) -> int:
                 pass
 
 
-def _webdav_demo(args: argparse.Namespace) -> int:
-    """The sandbox with the demo project, served by ``redcapfs serve webdav`` until Ctrl-C."""
+@contextmanager
+def _demo_sandbox(port: int) -> Iterator[tuple[SandboxServer, str, Path]]:
+    """The sandbox with the demo project, a fresh token and a private data folder, all gone at the end."""
     data_dir = Path(tempfile.mkdtemp(prefix="redcapfs-demo-"))
     token = secrets.token_hex(16).upper()
     server: SandboxServer | None = None
     try:
         project = load_project(None, str(data_dir / "load"))
         config = SandboxConfig(tokens=[TokenGrant(token)])
-        server = SandboxServer.from_project(project, data_dir / "store", config=config, port=args.port).start()
+        server = SandboxServer.from_project(project, data_dir / "store", config=config, port=port).start()
+        yield server, token, data_dir
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _webdav_demo(args: argparse.Namespace) -> int:
+    """The sandbox with the demo project, served by ``redcapfs serve webdav`` until Ctrl-C."""
+    with _demo_sandbox(args.port) as (server, token, data_dir):
         argv = [sys.executable, "-m", "redcapfs", "serve", "webdav", server.url, "--addr", args.webdav,
                 "--log-file", str(data_dir / "webdav.log")]
         for opt in args.options:
@@ -98,10 +103,6 @@ def _webdav_demo(args: argparse.Namespace) -> int:
         _wait_for_signal(share)
         share.send_signal(signal.SIGTERM)
         return share.wait()
-    finally:
-        if server is not None:
-            server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _demo_env(token: str, data_dir: Path) -> dict[str, str]:
