@@ -162,8 +162,10 @@ class Tree:
         self._design_timer = threading.Event()
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
                                  on_write=self.feed.note_ours)
-        self.rights = TokenRights(shape, self.uploader.import_known)  # docs/SEMANTICS.md: rights
+        self.rights = TokenRights(shape, self.uploader.import_known, lambda: self.manifest.meta("user"),
+                                  lambda: (client.instruments(), client.events()))  # docs/SEMANTICS.md: rights
         self.records.on_export = self.rights.learn_from_export
+        self.feed.on_rows.append(self.rights.learn_from_log)  # lock rows
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
         self.ahead = SizePrefetch(self._sizes_ahead, self.options.sizes_ahead)
@@ -183,6 +185,7 @@ class Tree:
         if handle is not None and handle.node is not None:  # a reader: the version it reads, not the path's
             return self._server_stat(handle.node, read_size(handle))
         if self.repo.owns(fh) or is_repo_path(path):
+            self.rights.check_repository(path)
             return self.repo.getattr(path, fh)
         ref = self.ns.resolve(path)
         if ref.kind != "file":
@@ -274,9 +277,9 @@ class Tree:
         local = self.handles.local_of(fh)
         try:
             self.writing.flush(fh)
-        except Locked:
+        except Locked as exc:
             if local is not None:
-                self.rights.note_locked(local.slot)  # shown read-only from now on
+                self.rights.note_locked(local.slot, str(exc))  # shown read-only from now on
             raise
         if local is not None:
             self.rights.note_written(local.slot)
@@ -309,6 +312,7 @@ class Tree:
         """A new record (root), a record's event in another arm, or a local instance; nothing else."""
         if is_repo_path(path):
             return self.repo.mkdir(path)
+        self.rights.check_create(self.ns.model.parse(path).kind, path)
         self.dirs.mkdir(path)
 
     def rmdir(self, path: str) -> None:
@@ -349,6 +353,9 @@ class Tree:
     # ================================================================ the change feed
     def start_feed(self) -> str:
         """At mount: REDCap's log as change feed when ``poll`` is set; the line to say if it is not usable."""
+        self.rights.learn_from_users(self.client.export_users)  # one call; a 403 tells nothing
+        if self.rights.user_right("api_import") is False:
+            self.uploader.learned_import(False)
         notice = self.feed.start() if self.options.poll > 0 else ""
         if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
             threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),
@@ -365,7 +372,7 @@ class Tree:
         shape = ProjectShape.from_api(c.project_info(), c.metadata(), c.arms(), c.events(),
                                       c.form_event_mapping(), c.repeating_forms_events())
         model = PathModel(shape)
-        for part in (self, self.records, self.ns, self.writing, self.dirs, self.feed):
+        for part in (self, self.records, self.ns, self.writing, self.dirs, self.feed, self.rights):
             part.shape = shape
         self.ns.model = model
         self.records.invalidate()

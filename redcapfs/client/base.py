@@ -52,6 +52,10 @@ class RedcapClient(Protocol):
 
     def instruments(self) -> list[dict[str, Any]]: ...
 
+    def export_users(self) -> list[dict[str, Any]]:
+        """Every project user and their rights; needs the User Rights privilege (fs/rights.py)."""
+        ...
+
     def export_records(
         self,
         records: Sequence[str] | None = None,

@@ -135,6 +135,10 @@ class HttpClient(Transport):
     def instruments(self) -> list[dict[str, Any]]:
         return self._json_rows(CallContext("instrument"), {})
 
+    def export_users(self) -> list[dict[str, Any]]:
+        """``content=user``: every project user with their rights (needs the User Rights privilege: 403 else)."""
+        return self._json_rows(CallContext("user", "export"), {})
+
     def _longitudinal_only(self, content: str) -> list[dict[str, Any]]:
         """Classic projects answer 400 "You cannot export … for classic projects": that means ``[]``."""
         try:

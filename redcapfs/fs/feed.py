@@ -77,6 +77,7 @@ class ChangeFeed:
         self.mode = "ttl"
         self.polls = 0
         self.on_design_change: list = []  # callables, told (outside every lock) when the design changed
+        self.on_rows: list = []  # callables given each poll's new rows, oldest last (fs/rights.py: lock rows)
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         # Our uploads and deletes not yet seen in the log, also those of the last mount of this project
@@ -198,6 +199,7 @@ class ChangeFeed:
         rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
         cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
+        self._tell_rows(rows)  # locks of the last day are known from the start
         self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
                                     if str(r.get("timestamp", ""))[:16] == cursor])
         self.manifest.set_meta("trusted_since", repr(began))
@@ -210,6 +212,7 @@ class ChangeFeed:
         rows = self.client.export_log(cursor)
         self.polls += 1
         fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
+        self._tell_rows(fresh)
         changes = logrows.parse(fresh)
         redone = self._apply(changes) if changes else 0
         self._advance(cursor, seen, rows)
@@ -219,6 +222,13 @@ class ChangeFeed:
             if not since:
                 self.manifest.set_meta("trusted_since", repr(self.manifest.trusted_since))
         return redone
+
+    def _tell_rows(self, rows: list[dict]) -> None:
+        for listener in self.on_rows:
+            try:
+                listener(rows)
+            except Exception as exc:  # a reader of rows never stops the feed
+                log.warning("reading log rows: %s", exc)
 
     def _advance(self, cursor: str, seen: set[str], rows: list[dict]) -> None:
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]

@@ -8,7 +8,9 @@ A row is ``timestamp`` (``YYYY-MM-DD HH:MM``, server time, minute resolution),
 * a row with a record changed that record; its details name the fields
   (``field = 'DOCID', event = 'x', instance = N`` for a file upload, as the
   sandbox and REDCap write them), so a text-field edit touches no file;
-* a row without a record whose action is ``Manage/Design`` is a design change.
+* a row without a record whose action is ``Manage/Design`` is a design change;
+* a ``Lock/Unlock Record`` row is no data change (:func:`locks` reads it for
+  fs/rights.py; REDCap's wording: docs/sandbox.md, "Locking").
 
 Times are read as this machine's local time: REDCap writes its server's local
 time and says nothing of its zone, so when the two zones differ every time
@@ -60,6 +62,8 @@ def parse(rows: Iterable[dict]) -> list[Change]:
         design = not record and ("manage/design" in action or "design" in action)
         if not design and (not record or any(word in action for word in _SKIP)):
             continue
+        if is_lock(row):
+            continue  # a lock changes no data: fs/rights.py reads these rows (``locks``)
         details = str(row.get("details", "") or "")
         fields = frozenset(f for f in _FIELD.findall(details) if f not in ("event", "instance"))
         event = _EVENT.search(details)
@@ -91,3 +95,48 @@ def near(stamp: str, when: float, slack_minutes: int = 1) -> bool:
     if ns is None:
         return False
     return abs(ns / 1e9 - (when - when % 60)) <= 60 * slack_minutes
+
+
+# ------------------------------------------------------------------ lock rows
+_LOCK_VERB = re.compile(r"^\s*(?:action:\s*)?(un)?lock\s+(entire\s+)?record\b", re.IGNORECASE)
+_LOCK_PART = re.compile(r"\b(Record|Form|Event|Instance):\s*(.*?)\s*(?=\b(?:Record|Form|Event|Instance):|$)",
+                        re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """One ``Lock/Unlock Record`` row: what was locked or unlocked (names as the log writes them)."""
+
+    stamp: str
+    record: str
+    locked: bool  # True: locked; False: unlocked
+    entire: bool  # the whole record (else one instrument)
+    form: str | None  # the instrument's label (or name) as the details give it
+    event: str | None  # the event's label (or unique name), if given
+    instance: int | None
+
+
+def is_lock(row: dict) -> bool:
+    """A row of REDCap's record locking (the web page's lock box or "Lock entire record")."""
+    action = str(row.get("action", "") or "").lower()
+    return "lock/unlock" in action or bool(_LOCK_VERB.match(str(row.get("details", "") or "")))
+
+
+def locks(rows: Iterable[dict]) -> list[LockChange]:
+    """The lock and unlock rows, oldest first (REDCap exports its log newest first)."""
+    found = []
+    for row in reversed(list(rows)):
+        details = str(row.get("details", "") or "")
+        verb = _LOCK_VERB.match(details)
+        if not is_lock(row) or verb is None:
+            continue
+        parts = {k.lower(): v for k, v in _LOCK_PART.findall(details[verb.end():])}
+        record = str(row.get("record", "") or "").strip() or parts.get("record", "")
+        if not record:
+            continue
+        instance = parts.get("instance", "")
+        found.append(LockChange(str(row.get("timestamp", "")).strip()[:16], record, verb.group(1) is None,
+                                bool(verb.group(2)) or "form" not in parts, parts.get("form") or None,
+                                parts.get("event") or None, int(instance) if instance.isdigit() else None))
+    found.sort(key=lambda c: c.stamp)  # stable: rows of one minute keep the log's order
+    return found

@@ -198,6 +198,11 @@ class Uploader:
         log.info("created record %r%s", record, f" in event {event}" if event else "")
         self.records.note_record(record, event)
 
+    def learned_import(self, allowed: bool) -> None:
+        """The user export's answer (fs/rights.py): a no spares the probe's call; a yes is still asked."""
+        if not allowed and self._can_import is None:
+            self._can_import = False
+
     def import_known(self) -> bool | None:
         """The probe's answer if it was asked already (no call), else None."""
         return self._can_import

@@ -19,7 +19,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from werkzeug.http import parse_options_header
 
@@ -50,6 +50,17 @@ class Sandbox(Protocol):
     faults: FaultSet
     request_log: RequestLog
     stopping: threading.Event
+
+
+MODULE_KEYS = ("type", "prefix", "page")  # an external module's call: ``/api/?type=module&prefix=P&page=X``
+
+
+def _module_page(req: ApiRequest, raw_path: str) -> None:
+    """An external module's page names itself in the query string (api/locking.py); the body has the rest."""
+    query = parse_qs(urlsplit(raw_path).query, keep_blank_values=True)
+    for key in MODULE_KEYS:
+        if key in query and key not in req.params:
+            req.params[key] = query[key]
 
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take over the TLS handshake
@@ -198,6 +209,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._answer(error_response(err.status, err.message, "xml"), None, entry)
             return
+        _module_page(req, self.path)
         describe(entry, req)
         if not decided:
             fault = self.sandbox.faults.choose(faulting.call_selectors(req.params))

@@ -202,6 +202,9 @@ class InProcessClient:
     def instruments(self) -> list[dict[str, Any]]:
         return self._rows(CallContext("instrument"))
 
+    def export_users(self) -> list[dict[str, Any]]:
+        return self._rows(CallContext("user", "export"))
+
     def _maybe_empty(self, content: str) -> list[dict[str, Any]]:
         """REDCap's 400 for "there are none" means ``[]``, as ``HttpClient`` reads it."""
         try:

@@ -15,6 +15,7 @@ One module per API area, as PyCap has (``redcap/methods/*.py``):
 ``users``                  ``content=user``, ``userRole``, ``userRoleMapping``
 ``dags``                   ``content=dag``, ``userDagMapping``
 ``repository``             ``content=fileRepository``
+``locking``                the Locking API module's calls (the API has no locking)
 ``rights``                 the caller: token grant plus the user's rights and DAG
 =========================  ==================================================
 
@@ -38,6 +39,7 @@ from . import (
     events,
     files,
     instruments,
+    locking,
     log,
     metadata,
     project_info,
@@ -117,6 +119,8 @@ class Api:
             self._seeded.add(grant.token)
         self.context.caller(grant)  # the token's user must still be a project user
         handler = HANDLERS.get(req.get("content") or "")
+        if req.get("type") == "module":  # an external module's page (api/locking.py)
+            handler = locking.MODULES.get(req.get("prefix") or "")
         if handler is None:
             raise ApiError(400, M.BAD_CONTENT)
         return handler(self.context, req, grant)

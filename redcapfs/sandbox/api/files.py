@@ -16,6 +16,7 @@ from ..rows import RowKey
 from ..schema import normalise_instance
 from . import messages as M
 from .context import Context, by_action
+from .locking import form_locked
 from .request import ApiRequest, Upload
 
 EMPTY_OK = "text/html; charset=utf-8"
@@ -74,6 +75,11 @@ def _form_rights(ctx: Context, grant: TokenGrant, field_name: str, write: bool) 
         raise ApiError(403, M.NO_FORM_EXPORT.format(form=form, field=field_name))
 
 
+def _form_locked(ctx: Context, slot: Slot) -> bool:
+    """The field's instrument locked for this record, event and instance (api/locking.py)."""
+    return form_locked(ctx, slot.record, slot.key[1], ctx.schema.form_of(slot.field) or "", slot.instance)
+
+
 def _log_details(slot: Slot, doc_id: int) -> str:
     event = f", event = '{slot.key[1]}'" if slot.key[1] else ""
     return f"{slot.field} = '{doc_id}'{event}, instance = {slot.instance}"
@@ -113,6 +119,8 @@ def import_file(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse
         raise ApiError(400, M.SIGNATURE.format(field=slot.field))
     if ctx.store.is_locked(slot.record):
         raise ApiError(400, M.LOCKED_UPLOAD.format(record=slot.record))
+    if _form_locked(ctx, slot):
+        raise ApiError(400, M.LOCKED_FORM_UPLOAD.format(record=slot.record))
     upload = req.upload
     if upload is None or not php_basename(upload.filename):  # PHP saw no file name: no file
         raise ApiError(400, M.NO_VALID_FILE)
@@ -143,6 +151,8 @@ def delete_file(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse
     _form_rights(ctx, grant, slot.field, write=True)
     if ctx.store.is_locked(slot.record):
         raise ApiError(400, M.LOCKED_DELETE.format(record=slot.record))
+    if _form_locked(ctx, slot):
+        raise ApiError(400, M.LOCKED_FORM_DELETE.format(record=slot.record))
     old = ctx.store.delete_file(slot.key, slot.field)
     if old is None:
         raise ApiError(400, M.NO_FILE_DELETE)

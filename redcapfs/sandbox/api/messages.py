@@ -20,6 +20,9 @@ CLEANUP = "The file cannot be uploaded because the project is in Analysis/Cleanu
 CLEANUP_RECORDS = "The data cannot be imported because the project is in Analysis/Cleanup status."
 LOCKED_UPLOAD = 'The uploaded file could not be saved because record "{record}" is locked.'
 LOCKED_DELETE = 'The file could not be deleted because record "{record}" is locked.'
+LOCKED_FORM_UPLOAD = ("The uploaded file could not be saved because the field's instrument is locked "
+                      'for record "{record}".')
+LOCKED_FORM_DELETE = 'The file could not be deleted because the field\'s instrument is locked for record "{record}".'
 LOCKED_RECORD = 'The record "{record}" is locked and cannot be modified.'
 TOO_LARGE = "The uploaded file exceeded the maximum file size limit of {mb} MB for File Upload fields."
 SIGNATURE = (

@@ -1,8 +1,9 @@
 """``content=user``, ``userRole``, ``userRoleMapping`` (PyCap: ``users``, ``user_roles``).
 
-Export needs nothing beyond a valid token (REDCap lets any API user export
-the user list); import and delete need API Import and the User Rights
-privilege. A user in a role has the role's rights; a user imported with only a
+Export needs API Export and the User Rights privilege (REDCap's API
+documentation of Export Users and Export User Roles: "API Export privileges
+*and* User Rights privileges (Full Access or Read Only)"); import and delete
+need API Import and the User Rights privilege. A user in a role has the role's rights; a user imported with only a
 username gets no rights (every right 0, every instrument "no access").
 """
 
@@ -37,7 +38,15 @@ def _rights_of(row: dict[str, Any], forms: list[str]) -> dict[str, Any]:
     return out
 
 
+def _reader(ctx: Context, grant: TokenGrant) -> None:
+    if not ctx.caller(grant).api_export:
+        raise ApiError(403, M.NO_EXPORT)
+    ctx.right_guard(grant, "user_rights")
+
+
 def export_users(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
+    """Every project user with their rights (a role's rights for a user in a role)."""
+    _reader(ctx, grant)
     return rows_response(ctx.team.users(), req.format)
 
 
@@ -88,6 +97,7 @@ def _role_row(role: dict[str, Any], forms: list[str]) -> dict[str, Any]:
 
 
 def export_roles(ctx: Context, req: ApiRequest, grant: TokenGrant) -> ApiResponse:
+    _reader(ctx, grant)
     roles = ctx.team.load()["roles"]
     return rows_response([_role_row(r, ctx.schema.forms) for r in roles], req.format)
 
