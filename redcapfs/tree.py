@@ -211,6 +211,8 @@ class Tree:
         if is_repo_path(path):
             return self.repo.readdir(path)
         entries = self.ns.readdir(path)
+        if not entries:  # a field the token may not export, whose files were never seen: not "empty"
+            self.rights.check_listable(self.ns.model.parse(path).field, path)
         self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
         return entries
 

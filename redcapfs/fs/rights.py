@@ -208,6 +208,20 @@ class TokenRights:
             form = self.shape.file_fields[slot.field].form
             raise AccessDenied(f"no export rights for instrument {form!r} (field {slot.field})", path)
 
+    def check_listable(self, field: str | None, path: str) -> None:
+        """EACCES for listing an empty slot of an unexportable field: its files are unknown, not absent.
+
+        So ``rsync --delete`` from a fresh mount after export rights were
+        withdrawn stops with an I/O error there instead of deleting a backup's
+        copies (rsync skips deletions after an error).
+        """
+        if field is None:
+            return
+        with self._lock:
+            hidden = self._closed(field)
+        if hidden:
+            raise AccessDenied(f"no export rights for the instrument of field {field}: its files are unknown", path)
+
     def readable(self, slot: Slot) -> bool:
         with self._lock:
             return not self._closed(slot.field)
@@ -278,18 +292,30 @@ class TokenRights:
                  f" in {event}" if event else "", what)
 
     def _resolve(self, text: str, kind: str) -> str | None:
-        """An instrument or event as the log names it (a label, or a unique name) -> its unique name."""
+        """An instrument or event as the log names it (a label, or a unique name) -> its unique name.
+
+        REDCap writes an event's label with its arm where the project has
+        several (``Baseline (Arm 1: Drug A)``); a label that stays ambiguous
+        resolves to None (then the lock is shown in every event).
+        """
         names = self._forms() if kind == "forms" else set(self.shape.events())
         if text in names:
             return text
         if self._labels is None and self._labels_of is not None:
             try:
                 forms, events = self._labels_of()
-                self._labels = {
-                    "forms": {str(r.get("instrument_label")): str(r.get("instrument_name")) for r in forms},
-                    "events": {str(r.get("event_name")): str(r.get("unique_event_name")) for r in events}}
+                self._labels = {"forms": {str(r.get("instrument_label")): str(r.get("instrument_name"))
+                                          for r in forms}}
+                for row in events:
+                    key = f"{row.get('event_name')}\0{row.get('arm_num', '')}"
+                    self._labels.setdefault("events", {})[key] = str(row.get("unique_event_name"))
             except RedcapError as exc:
                 log.warning("reading instrument and event labels failed: %s", exc)
         labels = (self._labels or {}).get(kind, {})
-        bare = re.sub(r"\s*\(Arm \d+:.*\)\s*$", "", text)  # REDCap adds the arm to an event's label
-        return labels.get(text) or labels.get(bare)
+        if kind == "forms":
+            return labels.get(text)
+        arm = re.search(r"\s*\(Arm (\d+):.*\)\s*$", text)
+        bare = text[:arm.start()] if arm else text
+        hits = [u for k, u in labels.items() if k.split("\0")[0] == bare
+                and (arm is None or k.split("\0")[1] == arm.group(1))]
+        return hits[0] if len(hits) == 1 else None

@@ -47,6 +47,17 @@ def _label(rows: list[dict[str, Any]], key: str, value: str, label_key: str) -> 
     return next((str(r.get(label_key) or value) for r in rows if r.get(key) == value), value)
 
 
+def _event_label(ctx: Context, event: str) -> str:
+    """The event's label, with its arm when the project has several (``Baseline (Arm 1: Drug A)``)."""
+    structure = ctx.schema.structure
+    label = _label(structure.events, "unique_event_name", event, "event_name")
+    if len(structure.arms) < 2:
+        return label
+    arm = ctx.schema.event_arm.get(event, 1)
+    name = next((str(r.get("name") or "") for r in structure.arms if int(r.get("arm_num") or 0) == arm), "")
+    return f"{label} (Arm {arm}: {name})"
+
+
 def _target(ctx: Context, req: ApiRequest) -> tuple[str, str, str, int]:
     record = req.get("record") or ""
     if not record or not ctx.store.record_exists(record):
@@ -68,7 +79,7 @@ def _details(ctx: Context, lock: bool, record: str, event: str, form: str, insta
     lines = [f"{verb} record", f"Record: {record}",
              f"Form: {_label(structure.instruments, 'instrument_name', form, 'instrument_label')}"]
     if event:
-        lines.append(f"Event: {_label(structure.events, 'unique_event_name', event, 'event_name')}")
+        lines.append(f"Event: {_event_label(ctx, event)}")
     if instance > 1:
         lines.append(f"Instance: {instance}")
     return "\n".join(lines)
