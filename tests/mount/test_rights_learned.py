@@ -10,6 +10,7 @@ through PyCap or the sandbox's request log.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import subprocess
@@ -24,7 +25,7 @@ import requests
 redcap = pytest.importorskip("redcap")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import settle  # noqa: E402
+from mounthelp import REPO, settle  # noqa: E402
 from test_change_feed import after, wait_for_poll  # noqa: E402
 
 ALICE, ERIN, FRED = "A1" * 16, "E5" * 16, "F6" * 16
@@ -147,10 +148,14 @@ def test_locks_in_the_web_page_show_at_the_next_poll_and_unlocks_too(sandbox: An
     assert rows and rows[0]["action"] == "Lock/Unlock Record 1001" and rows[0]["details"].startswith("Lock record")
     draft = tmp_path / "signed.pdf"
     draft.write_bytes(b"%PDF signed again\n")
-    with pytest.raises(OSError) as info:
-        with open(m.path / CONSENT, "wb") as out:
-            out.write(draft.read_bytes())
+    with pytest.raises(OSError) as info, open(m.path / CONSENT, "wb") as out:
+        out.write(draft.read_bytes())
     assert info.value.errno == errno.EROFS  # REDCap refuses; the bytes are kept as unsent
+    r = subprocess.run([sys.executable, "-m", "redcapfs", "unsent", "--json"], capture_output=True, text=True,
+                       timeout=60, cwd=str(REPO), env=m.env)
+    kept = [e for e in json.loads(r.stdout) if e["field"] == "consent_form" and e["record"] == "1001"]
+    assert kept and "instrument is locked" in kept[0]["error"], r.stdout
+    assert Path(kept[0]["data_path"]).read_bytes() == draft.read_bytes()
     content, _ = redcap.Project(sb.url, ALICE).export_file(record="1001", field="consent_form",
                                                             event="screening_arm_1")
     assert content != draft.read_bytes()
