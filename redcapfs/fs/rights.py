@@ -10,8 +10,9 @@ REDCap tells little up front, so the mount learns from a few sources
   our own uploads (kept in the manifest), or the one row; else a right counts
   as missing only when every user who may call the export lacks it. From the
   row: ``api_import`` (0444/0555), ``record_create`` (the top directory 0555
-  and ``mkdir /ID`` EACCES), ``file_repository`` (``.repository`` absent) and
-  ``forms_export`` per instrument (reading its files EACCES);
+  and ``mkdir /ID`` EACCES), ``file_repository`` (``.repository`` absent),
+  ``forms_export`` per instrument (reading its files EACCES) and ``forms``
+  per instrument (read only or no access: its files 0444);
 * import rights: the empty-import probe of :class:`~redcapfs.fs.uploader.Uploader`,
   asked at the first write attempt (never by ``stat``: listing the tree costs no
   call). Once it said no, files show 0444 and directories 0555; before, the
@@ -60,16 +61,31 @@ def _flag(value: Any) -> bool | None:
     return None if not text.isdigit() else text != "0"
 
 
-def _export_levels(row: dict[str, Any], forms: list[str]) -> dict[str, int]:
-    """``forms_export`` as {instrument: level}: a JSON object, CSV's ``form:1,form2:0``, or old ``data_export``."""
-    given = row.get("forms_export")
+def _editable(level: int) -> bool:
+    """A ``forms`` level that lets the user change the instrument's data.
+
+    Legacy codes: 0 no access, 2 read only, 1 view and edit, 3 edit survey
+    responses; REDCap 15.6's codes set 128 and add 1 (read), 2 (edit), 8, 16.
+    """
+    return bool(level & 2) if level >= 128 else level in (1, 3)
+
+
+def _levels(row: dict[str, Any], key: str) -> dict[str, int]:
+    """``forms`` or ``forms_export`` as {instrument: level}: a JSON object or CSV's ``form:1,form2:0``."""
+    given = row.get(key)
     if isinstance(given, str) and ":" in given:
         given = dict(part.split(":", 1) for part in given.split(",") if ":" in part)
     if isinstance(given, dict):
         return {str(f).strip(): int(v) for f, v in given.items() if str(v).strip().isdigit()}
-    if _flag(row.get("data_export", "")) is False:
-        return {f: 0 for f in forms}
     return {}
+
+
+def _export_levels(row: dict[str, Any], forms: list[str]) -> dict[str, int]:
+    """``forms_export`` per instrument, or the old single ``data_export`` right."""
+    levels = _levels(row, "forms_export")
+    if not levels and _flag(row.get("data_export", "")) is False:
+        return {f: 0 for f in forms}
+    return levels
 
 
 class TokenRights:
@@ -90,6 +106,7 @@ class TokenRights:
         self._users: list[dict[str, Any]] | None = None  # the user export's rows (None: not allowed or not asked)
         self._own: dict[str, bool | None] = {}  # what the rows say of this token's user, right -> yes/no/unknown
         self._forms_closed: set[str] = set()  # instruments the user export says this user may not export
+        self._forms_frozen: set[str] = set()  # instruments whose data this user may only read (``forms``)
 
     # ------------------------------------------------------------ the user export
     def learn_from_users(self, export: Callable[[], list[dict[str, Any]]]) -> None:
@@ -117,13 +134,16 @@ class TokenRights:
         own = {key: self._agree([_flag(r.get(key, "")) for r in mine]) for key in RESTRICTING}
         levels = [_export_levels(r, sorted(self._forms())) for r in mine]
         closed = {f for f in self._forms() if levels and all(lv.get(f, 1) == 0 for lv in levels)}
+        edits = [_levels(r, "forms") for r in mine]
+        frozen = {f for f in self._forms() if edits and all(f in e and not _editable(e[f]) for e in edits)}
         with self._lock:
-            changed = own != self._own or closed != self._forms_closed
-            self._own, self._forms_closed = own, closed
+            changed = own != self._own or closed != self._forms_closed or frozen != self._forms_frozen
+            self._own, self._forms_closed, self._forms_frozen = own, closed, frozen
         if changed:
             said = ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in own.items() if v is not None)
-            log.info("user rights from the user export (%s): %s%s", name or f"{len(mine)} candidate user(s)",
-                     said or "nothing certain", f"; no export of {sorted(closed)}" if closed else "")
+            log.info("user rights from the user export (%s): %s%s%s", name or f"{len(mine)} candidate user(s)",
+                     said or "nothing certain", f"; no export of {sorted(closed)}" if closed else "",
+                     f"; read-only {sorted(frozen)}" if frozen else "")
 
     @staticmethod
     def _agree(values: list[bool | None]) -> bool | None:
@@ -253,7 +273,11 @@ class TokenRights:
                 and event in (None, slot.event) and instance in (None, slot.instance or 1))
 
     def is_locked(self, slot: Slot) -> bool:
+        """Locked, or an instrument the user may only read: no write there can succeed."""
+        spec = self.shape.file_fields.get(slot.field)
         with self._lock:
+            if spec is not None and spec.form in self._forms_frozen:
+                return True
             return slot.record in self._locked or any(self._covers(k, slot) for k in self._form_locks)
 
     def record_locked(self, record: str) -> bool:

@@ -122,3 +122,11 @@ def test_a_refused_user_export_teaches_nothing() -> None:
     r = rights()
     r.learn_from_users(refused)
     assert r.can_import() and r.dir_mode(0o755) == 0o755 and r.user_right("file_repository") is None
+
+
+def test_an_instrument_the_user_may_only_read_shows_read_only() -> None:
+    r = rights("erin")
+    r.learn_from_users(lambda: [user("erin", forms={"consent": 2, "imaging": 130})])  # legacy and 15.6 codes
+    assert r.file_mode(0o644, CONSENT) == 0o444 and r.file_mode(0o644, MRI) == 0o644
+    r.learn_from_users(lambda: [user("erin", forms={"consent": 129, "imaging": 1})])
+    assert r.file_mode(0o644, CONSENT) == 0o444 and r.file_mode(0o644, MRI) == 0o644
