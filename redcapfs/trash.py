@@ -73,6 +73,7 @@ class Left:
     name: str | None
     size: int | None = None
     sha256: str | None = None
+    doc_id: int | None = None  # File Repository: the document that replaced this version
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,8 @@ class TrashEntry:
         t = self.target
         return {"id": self.id, "record": t.record, "event": t.event, "field": t.field, "instance": t.instance,
                 "name": t.name, "bytes": self.bytes, "when": iso_time(self.when), "why": self.why,
-                "url": t.url, "sha256": self.sha256, "left": asdict(self.left)}
+                "url": t.url, "sha256": self.sha256, "left": asdict(self.left),
+                "repository": t.is_repository, "folder": t.folder, "folder_id": t.folder_id, "doc_id": t.doc_id}
 
 
 def iso_time(when: float) -> str:

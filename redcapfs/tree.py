@@ -170,8 +170,9 @@ class Tree:
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
-        self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool.root, self.handles,
-                             self.uploader.import_allowed, self.uploader.import_known)  # fs/repotree.py
+        self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool, self.handles,
+                             self.uploader.import_allowed, self.uploader.import_known, project_id, trash,
+                             self.manifest)  # fs/repotree.py
 
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
@@ -208,6 +209,8 @@ class Tree:
         if is_repo_path(path):
             return self.repo.readdir(path)
         entries = self.ns.readdir(path)
+        if path.rstrip("/") == "":
+            entries = self.repo.root_entry() + entries  # .repository (fs/repository.py)
         self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
         return entries
 
