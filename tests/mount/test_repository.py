@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_upload_failures import cli, unsent
+from test_upload_failures import unsent
 
 redcap = pytest.importorskip("redcap")
 

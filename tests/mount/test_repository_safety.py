@@ -99,7 +99,8 @@ def test_overwrite_and_delete_keep_the_old_document_and_restore_puts_it_back(san
     second = _docs(alice, protocols)["plan.txt"]
     assert len(second) == 1 and _bytes(alice, second[0]) == b"version 2, longer\n"
     kept = [e for e in _trash(m) if e["repository"]]
-    assert [(e["why"], e["doc_id"], e["folder"], e["bytes"]) for e in kept] == [("replaced", first, "Protocols", 10)]
+    assert [(e["why"], e["doc_id"], e["folder"], e["bytes"]) for e in kept] == \
+        [("replaced", first, "Protocols", 10)]
     assert Path(kept[0]["left"]["name"]) == Path("plan.txt") and kept[0]["left"]["doc_id"] == second[0]
 
     restored = cli(m, "restore", kept[0]["id"])
@@ -118,7 +119,7 @@ def test_overwrite_and_delete_keep_the_old_document_and_restore_puts_it_back(san
 
 
 def test_sizes_are_learned_once_and_find_downloads_nothing(sandbox: Any, mount: Any) -> None:
-    sb, alice, protocols = _project(sandbox)
+    sb, alice, _ = _project(sandbox)
     alice.import_file_into_repository("readme.txt", io.BytesIO(b"top level\n"))
     exports = lambda: len(sb.calls(content="fileRepository", action="export"))  # noqa: E731
     m = mount(sb, env={"REDCAP_API_TOKEN": FULL})

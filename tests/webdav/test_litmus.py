@@ -1,4 +1,4 @@
-"""litmus, the WebDAV compliance suite, against the share's ``.repository/``: every result is the one docs/webdav.md lists.
+"""litmus, the WebDAV compliance suite, against the share's ``.repository/``: each result as docs/webdav.md says.
 
 litmus makes its own collection ``litmus/`` under the URL it is given and
 works inside it. It runs in the File Repository, the one place with free names
@@ -53,8 +53,8 @@ def test_litmus_suite_matches_the_documented_results(suite: str, sandbox, share,
     work = tmp_path / "litmus"
     work.mkdir()
     (work / "htdocs").symlink_to(HTDOCS / "htdocs")
-    run = subprocess.run([str(LITMUS / suite), sh.url + ".repository/", sh.user, sh.password], capture_output=True, text=True,
-                         errors="replace", cwd=str(work), timeout=300)
+    run = subprocess.run([str(LITMUS / suite), sh.url + ".repository/", sh.user, sh.password], capture_output=True,
+                         text=True, errors="replace", cwd=str(work), timeout=300)
     results = parse(run.stdout)
     assert "0 init" in results and "1 begin" in results, run.stdout + run.stderr
     listed = {test: result for (s, test), result in documented().items() if s == suite}
