@@ -285,6 +285,8 @@ class Tree:
             self.rights.note_written(local.slot)
 
     def fsync(self, fh: int) -> None:
+        if self.repo.owns(fh):
+            return self.repo.flush(fh)  # an fsync uploads, as in record folders
         local = self.handles.get(fh).local
         if local is not None:
             os.fsync(local.fd)  # no lock held: only this file's bytes

@@ -23,6 +23,7 @@ Each writer has its own lock, held over its bytes and its own upload only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -230,7 +231,9 @@ class RepoWrites:
         new_id = max(new) if new else None
         if new_id is not None:
             self.repo.learned_size(new_id, size, "upload")
-        old, writer.replaces = writer.replaces, None
+        old, writer.replaces = writer.replaces, new_id  # bytes written after an fsync replace this document
+        if new_id is not None:
+            writer.entry.retarget(dataclasses.replace(writer.entry.target, replaces=new_id), temp=False)
         if old is not None and old != new_id:
             left = Left(writer.name, size, sha256_file(writer.entry.data_path), new_id)
             target = self._target(writer.path, writer.folder_id, writer.name, doc_id=old)

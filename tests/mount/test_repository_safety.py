@@ -151,3 +151,19 @@ def test_rsync_into_the_repository_uploads_real_names_only(sandbox: Any, mount: 
     assert _bytes(alice, docs["a.txt"][0]) == b"alpha\n"
     assert len(docs["plan.txt"]) == 1 and _bytes(alice, docs["plan.txt"][0]) == b"version 3\n"
     assert sorted(os.listdir(m.path / ".repository" / "Protocols")) == ["a.txt", "plan.txt"]
+
+
+def test_bytes_written_after_an_fsync_replace_the_document_it_made(sandbox: Any, mount: Any) -> None:
+    sb, alice, protocols = _project(sandbox)
+    m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
+    fd = os.open(m.path / ".repository" / "Protocols" / "log.txt", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, b"part one\n")
+        os.fsync(fd)  # uploaded here: a first document
+        assert len(_docs(alice, protocols)["log.txt"]) == 1
+        os.write(fd, b"part two\n")
+    finally:
+        os.close(fd)  # uploaded again: it replaces the first one, never a second document of the name
+    docs = _docs(alice, protocols)["log.txt"]
+    assert len(docs) == 1 and _bytes(alice, docs[0]) == b"part one\npart two\n"
+    assert [(e["name"], e["why"], e["bytes"]) for e in _trash(m) if e["repository"]] == [("log.txt", "replaced", 9)]
