@@ -144,8 +144,8 @@ def test_rsync_into_the_repository_uploads_real_names_only(sandbox: Any, mount: 
     src.mkdir()
     (src / "a.txt").write_bytes(b"alpha\n")
     (src / "plan.txt").write_bytes(b"version 3\n")
-    subprocess.run(["rsync", "-r", "--ignore-times", f"{src}/", str(m.path / ".repository" / "Protocols") + "/"], check=True,
-                   capture_output=True)
+    dest = str(m.path / ".repository" / "Protocols") + "/"
+    subprocess.run(["rsync", "-r", "--ignore-times", f"{src}/", dest], check=True, capture_output=True)
     docs = _docs(alice, protocols)
     assert sorted(docs) == ["a.txt", "plan.txt"]  # rsync's .NAME.XXXXXX never became a document
     assert _bytes(alice, docs["a.txt"][0]) == b"alpha\n"
