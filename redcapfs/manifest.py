@@ -62,6 +62,13 @@ def file_key(slot: Slot, name: str) -> str:
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+_REPO_SLOT = hashlib.sha256(b"File Repository").hexdigest()
+
+
+def _repo_key(url: str, doc_id: int) -> str:
+    return hashlib.sha256(repr(("repository", url, doc_id)).encode()).hexdigest()
+
+
 class Manifest:
     """Sizes of file versions by hashed slot and name, and the feed's cursor; ``path=None`` keeps it in memory.
 
@@ -103,6 +110,18 @@ class Manifest:
                 self._db.execute("DELETE FROM files WHERE slot=?", (slot_key(slot),))
             else:
                 self._db.execute("DELETE FROM files WHERE key=?", (file_key(slot, name),))
+
+    # ------------------------------------------------------------ File Repository documents
+    # A document never changes under its id (every import is a new document), so its size is always trusted.
+    def repo_size(self, url: str, doc_id: int) -> int | None:
+        with self._lock:
+            row = self._db.execute("SELECT size FROM files WHERE key=?", (_repo_key(url, doc_id),)).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_repo_size(self, url: str, doc_id: int, size: int, source: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                             (_repo_key(url, doc_id), _REPO_SLOT, size, source, time.time()))
 
     def count(self) -> int:
         with self._lock:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from redcapfs.client.base import RedcapClient
 from redcapfs.cliout import say
 from redcapfs.errors import RedcapError
+from redcapfs.reposend import send_document
 from redcapfs.slotcheck import Looker, SlotNow
 from redcapfs.spool import SpoolEntry, Target
 from redcapfs.trash import Left, Trash, TrashFull, sha256_file
@@ -45,6 +46,8 @@ def send(client: RedcapClient, entry: SpoolEntry, force: bool) -> bool:
 
 def _send(looker: Looker, trash: Trash, entry: SpoolEntry, force: bool) -> bool:
     t = entry.target
+    if t.is_repository:
+        return send_document(looker.client, trash, entry)  # reposend.py: a document, not a slot
     size = entry.size()
     digest = sha256_file(entry.data_path)
     now = looker.look(t)

@@ -63,9 +63,22 @@ class Target:
     field: str
     instance: int | None
     name: str
+    # A File Repository document (``.repository``) instead of a slot: ``folder`` is its folder's path below
+    # ``.repository`` ("" for the top level), ``folder_id`` REDCap's id of it (None: top level), ``doc_id`` the
+    # document (a trash entry's version), ``replaces`` the document an upload is to replace (an overwrite).
+    folder: str | None = None
+    folder_id: int | None = None
+    doc_id: int | None = None
+    replaces: int | None = None
+
+    @property
+    def is_repository(self) -> bool:
+        return self.folder is not None
 
     def describe(self) -> str:
-        """``record/event/field[/instance]/name`` for listings and logs."""
+        """``record/event/field[/instance]/name`` (``.repository/folder/name``) for listings and logs."""
+        if self.folder is not None:
+            return "/".join([".repository"] + ([self.folder] if self.folder else []) + [self.name])
         parts = [self.record] + ([self.event] if self.event else []) + [self.field]
         if self.instance is not None:
             parts.append(str(self.instance))

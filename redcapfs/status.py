@@ -286,7 +286,7 @@ class StatusWriter:
 
 def start_writer(
     *,
-    mountpoint: Path,
+    mountpoint: Path | str,
     url: str,
     info: Mapping[str, Any],
     options: Mapping[str, Any],
@@ -296,7 +296,11 @@ def start_writer(
     log_file: Path | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> StatusWriter:
-    """Start the status file of the mount at ``mountpoint`` (call once FUSE is up); ``extra``: more fixed keys."""
+    """Start the status file of the mount at ``mountpoint`` (call once FUSE is up); ``extra``: more fixed keys.
+
+    A WebDAV share (``redcapfs serve webdav``) has one too: its ``mountpoint`` is the share's URL and
+    ``extra`` says ``mode: webdav`` (see :func:`start_share_writer`).
+    """
     project_id = str(info.get("project_id", ""))
     folder = project_dir(url, project_id)
     shown, shown_given = redact_options(options, options_given)
@@ -308,7 +312,7 @@ def start_writer(
         "pid": pid, "pid_start": process_start(pid), "started": _iso(started), "started_epoch": round(started, 3),
         "binding": fuse_binding(), "redcapfs_version": __version__, "state_dir": str(folder),
         "log_file": str(log_file) if log_file else None, "cache_limit": options.get("cache_size"),
-        **(extra or {}),
+        "mode": "mount", **(extra or {}),
     }
 
     def measure() -> dict[str, Any]:
@@ -320,6 +324,12 @@ def start_writer(
     writer = StatusWriter(status_path(mountpoint), facts, measure)
     stats.on_change = writer.poke
     return writer.start()
+
+
+def start_share_writer(share_url: str, **kwargs: Any) -> StatusWriter:
+    """The status file of a running ``serve webdav`` share: a mount's keys, ``mountpoint`` = the share's URL."""
+    extra = {**(kwargs.pop("extra", None) or {}), "mode": "webdav", "share_url": share_url}
+    return start_writer(mountpoint=share_url, extra=extra, **kwargs)
 
 
 # ------------------------------------------------------------------ the reader
@@ -349,12 +359,15 @@ def with_state(doc: dict[str, Any], table: set[str] | None) -> dict[str, Any]:
     mountpoint = str(doc.get("mountpoint", ""))
     in_table = mountpoint in table if table is not None else os.path.ismount(mountpoint)
     doc = dict(doc)
-    doc["kernel_mounted"] = in_table
+    share = doc.get("mode") == "webdav"
+    doc["kernel_mounted"] = in_table and not share  # a share's "mountpoint" is its URL
     if not alive:
         doc["state"] = "dead"
         doc["in_flight"] = []  # whatever it was sending died with it
         if doc.get("state_dir"):
             doc.update(spool_summary(Path(doc["state_dir"]) / "spool"))  # its open files are unsent now
+    elif share:
+        doc["state"] = "serving"
     else:
         doc["state"] = "mounted" if in_table else "unmounting"
     return doc
@@ -374,8 +387,8 @@ def read_all() -> list[dict[str, Any]]:
 
 
 def find(mountpoint: str) -> dict[str, Any] | None:
-    """The status of the mount at ``mountpoint`` (as typed, or resolved), or None."""
-    wanted = {os.path.abspath(os.path.expanduser(mountpoint))}
+    """The status of the mount at ``mountpoint`` (as typed, or resolved), or of the share at that URL, or None."""
+    wanted = {os.path.abspath(os.path.expanduser(mountpoint)), mountpoint, mountpoint.rstrip("/") + "/"}
     try:
         wanted.add(str(Path(mountpoint).expanduser().resolve()))
     except OSError:  # a dead FUSE mount answers ENOTCONN

@@ -66,6 +66,8 @@ def format_mount(doc: dict[str, Any]) -> str:
     """The text block of one mount."""
     state = doc.get("state", "?")
     lines = [f"{doc.get('mountpoint')}  {state}  (pid {doc.get('pid')}, since {doc.get('started')})"]
+    if doc.get("mode") == "webdav":
+        lines.append(f"  WebDAV share (redcapfs serve webdav), user {doc.get('share_user', '?')}")
     lines.append(f"  project {doc.get('project_id')} \"{doc.get('title', '')}\" at {doc.get('url')}")
     if "tls" in doc:
         how = f"https, trusting {doc.get('trust')}" if doc.get("tls") else "plain http, no TLS"

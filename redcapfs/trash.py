@@ -73,6 +73,7 @@ class Left:
     name: str | None
     size: int | None = None
     sha256: str | None = None
+    doc_id: int | None = None  # File Repository: the document that replaced this version
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,16 @@ class TrashEntry:
         t = self.target
         return {"id": self.id, "record": t.record, "event": t.event, "field": t.field, "instance": t.instance,
                 "name": t.name, "bytes": self.bytes, "when": iso_time(self.when), "why": self.why,
-                "url": t.url, "sha256": self.sha256, "left": asdict(self.left)}
+                "url": t.url, "sha256": self.sha256, "left": _left_public(self.left),
+                "repository": t.is_repository, "folder": t.folder, "folder_id": t.folder_id, "doc_id": t.doc_id}
+
+
+def _left_public(left: Left) -> dict[str, Any]:
+    """``left`` as listed; ``doc_id`` only for a File Repository version (record slots keep the old shape)."""
+    row = asdict(left)
+    if row.get("doc_id") is None:
+        row.pop("doc_id", None)
+    return row
 
 
 def iso_time(when: float) -> str:

@@ -19,6 +19,7 @@ from redcapfs.credentials import CredentialError, read_token
 from redcapfs.errors import RedcapError
 from redcapfs.locations import state_root
 from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, check_remote, open_remote
+from redcapfs.reposend import restore_document
 from redcapfs.slotcheck import Looker, SlotNow, opened_project
 from redcapfs.spool import Target
 from redcapfs.trash import Left, Trash, TrashEntry, TrashFull
@@ -126,6 +127,8 @@ def _restore(looker: Looker, trash: Trash, entry: TrashEntry, force: bool) -> in
     if t.project_id and t.project_id != project_id:
         say(f"not restored {entry.id}: kept from project {t.project_id}, but this token opens project {project_id}")
         return 1
+    if t.is_repository:
+        return restore_document(looker.client, trash, entry)  # reposend.py: a document, not a slot
     now = looker.look(t)
     if looker.holds(t, now, t.name, entry.bytes, entry.sha256):
         say(f"nothing to restore {entry.id}: {t.describe()} already holds this version")

@@ -172,8 +172,9 @@ class Tree:
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
-        self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool.root, self.handles,
-                             self.uploader.import_allowed, self.uploader.import_known)  # fs/repotree.py
+        self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool, self.handles,
+                             self.uploader.import_allowed, self.uploader.import_known, project_id, trash,
+                             self.manifest)  # fs/repotree.py
 
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
@@ -213,6 +214,8 @@ class Tree:
         entries = self.ns.readdir(path)
         if not entries:  # a field the token may not export, whose files were never seen: not "empty"
             self.rights.check_listable(self.ns.model.parse(path).field, path)
+        if path.rstrip("/") == "":
+            entries = self.repo.root_entry() + entries  # .repository (fs/repository.py)
         self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
         return entries
 
@@ -287,6 +290,8 @@ class Tree:
             self.rights.note_written(local.slot)
 
     def fsync(self, fh: int) -> None:
+        if self.repo.owns(fh):
+            return self.repo.flush(fh)  # an fsync uploads, as in record folders
         local = self.handles.get(fh).local
         if local is not None:
             os.fsync(local.fd)  # no lock held: only this file's bytes

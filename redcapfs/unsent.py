@@ -82,6 +82,8 @@ def public(entry: SpoolEntry) -> dict[str, Any]:
             "field": t.field, "instance": t.instance, "name": t.name, "bytes": entry.size(),
             "when": iso_time(entry.updated), "error": error_of(entry), "project_id": t.project_id,
             "data_path": str(entry.data_path), "may_be_on_server": entry.may_be_delivered(),
+            # a File Repository document instead of a slot: its folder below .repository ("" the top level)
+            "repository": t.is_repository, "folder": t.folder, "folder_id": t.folder_id,
             # the names of earlier versions, for scripts written against them
             "size": entry.size(), "target": asdict(t)}
 

@@ -7,20 +7,24 @@ names, no sizes, no times), ``export``/``import``/``delete`` of one document,
 
 * a listing is one call per folder, kept ``records_ttl`` seconds;
 * a size costs a download of the whole document (each one an entry in the
-  audit log); a document never changes under its id (an import is always a new
-  document), so a size learned once is kept for the mount's life and the bytes
-  stay in the content cache;
+  audit log): nothing cheaper exists in the API (``list`` has names and ids
+  only, there is no file-info call for documents). A document never changes
+  under its id (an import is always a new document), so a size learned once
+  (download or our own upload) is kept in the manifest (``manifest.py``) and
+  trusted across mounts: a remount's ``ls -l`` or ``rsync`` downloads nothing
+  again; the bytes stay in the content cache for the mount's life;
 * REDCap allows two documents of one name in a folder: the oldest (lowest
   ``doc_id``) keeps the name, each later one is shown as ``NAME [doc ID].EXT``
   (also when a folder has the name);
 * folder delete, rename and move are not in the API: EPERM.
 
 Folders the token may not see (role or DAG restricted) are not in its
-listings, so they are not shown. ``.repository`` is not listed in the root
-(``find``/``rsync`` of the mount see records only, and listing the root costs
-no File Repository call); it is reached by its path. Without the File
-Repository right the first listing is refused: ``.repository`` is then absent
-(ENOENT), with one log line. Writes are in :mod:`redcapfs.fs.repowrite`.
+listings, so they are not shown. ``.repository`` is listed in the root when
+the token may use the File Repository (one ``list`` call, asked once, at the
+first listing of the root); ``find`` and directory ``stat`` cost ``list``
+calls only, never a download. Without the File Repository right the first
+listing is refused: ``.repository`` is then absent (ENOENT), with one log
+line. Writes are in :mod:`redcapfs.fs.repowrite`.
 
 Locking: ``_lock`` guards the listing and size tables only; no call is made
 while holding it (a leaf, like ``SlotModel._lock``).
@@ -38,8 +42,18 @@ from dataclasses import dataclass
 from redcapfs import names
 from redcapfs.cache import ContentCache, Entry, cache_key
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import AlreadyExists, IsADirectory, NotADirectory, NotFound, NotPermitted, RedcapError
+from redcapfs.errors import (
+    AlreadyExists,
+    BadToken,
+    IsADirectory,
+    NoRights,
+    NotADirectory,
+    NotFound,
+    NotPermitted,
+    RedcapError,
+)
 from redcapfs.fs.base import Stat, TreeOptions
+from redcapfs.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +116,9 @@ class Repository:
     """Listings, lookups, sizes, reads, deletes and new folders of the File Repository."""
 
     def __init__(self, client: RedcapClient, cache: ContentCache, url: str, options: TreeOptions,
-                 epoch_ns: int) -> None:
+                 epoch_ns: int, manifest: Manifest | None = None) -> None:
         self.client = client
+        self.manifest = manifest
         self.cache = cache
         self.url = url
         self.options = options
@@ -121,9 +136,12 @@ class Repository:
             try:
                 self.listing(None)
                 self._available = True
-            except RedcapError as exc:
+            except (NoRights, BadToken) as exc:
                 log.info("the File Repository is not shown (.repository is absent): %s", exc)
                 self._available = False
+            except RedcapError as exc:  # the network or REDCap failed: asked again next time
+                log.warning("the File Repository could not be listed (not shown this time): %s", exc)
+                return False
         return self._available
 
     def listing(self, folder_id: int | None, fresh: bool = False) -> dict[str, Item]:
@@ -166,6 +184,10 @@ class Repository:
             raise NotADirectory("not a directory", path)
         return parent, parts[-1]
 
+    def root_entry(self) -> list[tuple[str, bool]]:
+        """``.repository`` for the root's listing, when this token may use the File Repository."""
+        return [(ROOT_NAME, True)] if self.available() else []
+
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         item = self.resolve(path)
         if not item.is_dir:
@@ -182,19 +204,28 @@ class Repository:
             info = self.client.repo_export(doc_id, out)  # type: ignore[arg-type]
             log.info("downloaded File Repository document %d (%d bytes)", doc_id, info.size or 0)
         entry = self.cache.fetch(self.key(doc_id), download)
-        with self._lock:
-            self._sizes[doc_id] = entry.size
+        self.learned_size(doc_id, entry.size, "download")
         return entry
 
     def size(self, doc_id: int) -> int:
-        """Known, or learned by a download (the listing has no sizes)."""
+        """Known (this mount or the manifest), or learned by a download (the listing has no sizes)."""
         with self._lock:
             known = self._sizes.get(doc_id)
+        if known is None and self.manifest is not None:
+            known = self.manifest.repo_size(self.url, doc_id)
+            if known is not None:
+                with self._lock:
+                    self._sizes[doc_id] = known
         return known if known is not None else self.fetch(doc_id).size
 
-    def learned_size(self, doc_id: int, size: int) -> None:
+    def learned_size(self, doc_id: int, size: int, source: str) -> None:
+        """A size from a download or our upload: for this mount and, in the manifest, for the next ones."""
         with self._lock:
+            if self._sizes.get(doc_id) == size:
+                return
             self._sizes[doc_id] = size
+        if self.manifest is not None:
+            self.manifest.put_repo_size(self.url, doc_id, size, source)
 
     def stat(self, path: str, writable: bool) -> Stat:
         item = self.resolve(path)

@@ -11,15 +11,17 @@ import logging
 import os
 import stat
 from collections.abc import Callable
-from pathlib import Path
 
 from redcapfs.cache import ContentCache
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import AccessDenied, NotFound, ReadOnly
+from redcapfs.errors import NotFound, ReadOnly
 from redcapfs.fs.base import WRITE_FLAGS, Stat, TreeOptions
 from redcapfs.fs.handles import Handle, Handles
 from redcapfs.fs.repository import ROOT_NAME, Repository, is_repo_path
 from redcapfs.fs.repowrite import RepoWrites
+from redcapfs.manifest import Manifest
+from redcapfs.spool import Spool
+from redcapfs.trash import Trash
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +32,15 @@ class RepoTree:
     """``.repository`` for the :class:`~redcapfs.tree.Tree` facade."""
 
     def __init__(self, client: RedcapClient, cache: ContentCache, url: str, options: TreeOptions, epoch_ns: int,
-                 spool_root: Path, handles: Handles, can_import: Callable[[], bool],
-                 known_import: Callable[[], bool | None]) -> None:
+                 spool: Spool, handles: Handles, can_import: Callable[[], bool],
+                 known_import: Callable[[], bool | None], project_id: str = "", trash: Trash | None = None,
+                 manifest: Manifest | None = None) -> None:
         self.options = options
         self.handles = handles
         self.known_import = known_import
-        self.repo = Repository(client, cache, url, options, epoch_ns)
-        self.writes = RepoWrites(self.repo, client, spool_root, options.read_only, can_import)
+        self.repo = Repository(client, cache, url, options, epoch_ns, manifest)
+        self.writes = RepoWrites(self.repo, client, spool, project_id, options.read_only, can_import,
+                                 options.temp_names, trash)
 
     def owns(self, fh: int | None) -> bool:
         return self.writes.of(fh) is not None
@@ -53,6 +57,10 @@ class RepoTree:
             st = os.fstat(writer.fd)
             return Stat(False, st.st_size, stat.S_IFREG | 0o644, st.st_mtime_ns, self.options.uid, self.options.gid)
         return self.repo.stat(path, self._writable())
+
+    def root_entry(self) -> list[tuple[str, bool]]:
+        """``.repository`` in the root's listing (when this token may use the File Repository)."""
+        return self.repo.root_entry()
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         listed = self.repo.readdir(path)
@@ -98,11 +106,7 @@ class RepoTree:
         self.writes.release(fh)
 
     def unlink(self, path: str) -> None:
-        if self.options.read_only:
-            raise ReadOnly("read-only mount", path)
-        if not self.writes.can_import():
-            raise AccessDenied("this API token has no import rights", path)
-        self.repo.unlink(path)
+        self.writes.delete(path)
 
     def mkdir(self, path: str) -> None:
         if self.options.read_only:
@@ -113,4 +117,10 @@ class RepoTree:
         self.repo.refuse("delete a folder", path)
 
     def rename(self, old: str, new: str) -> None:
+        """Only a local temporary file may be renamed (that is its upload); REDCap cannot rename documents."""
+        writer = self.writes.pending(old)
+        if writer is not None and writer.temp and is_repo_path(new) and not writer.gone:
+            self.writes.check(new)
+            self.writes.commit(writer, new)
+            return
         self.repo.refuse("rename or move a file or folder", old)

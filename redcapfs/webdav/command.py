@@ -28,7 +28,7 @@ from typing import Any
 
 from redcapfs.credentials import CredentialError, read_token
 from redcapfs.locations import UnsafeDirectoryError
-from redcapfs.options import MountError, check_url, parse_options
+from redcapfs.options import MountError, MountOptions, check_url, parse_options
 from redcapfs.remote import RemoteRefused, check_remote
 from redcapfs.session import Session, open_session
 from redcapfs.tempnames import TempNames
@@ -116,13 +116,14 @@ def main(argv: list[str]) -> int:
         return 1
     del token
     try:
-        return _serve(args, session, host, port, tls, TempNames.from_option(opts.temp_names), opts.read_only)
+        return _serve(args, session, host, port, tls, TempNames.from_option(opts.temp_names), opts)
     finally:
         session.close()
 
 
 def _serve(args: argparse.Namespace, session: Session, host: str, port: int, tls: bool, temp_names: TempNames,
-           read_only: bool) -> int:
+           opts: MountOptions) -> int:
+    read_only = opts.read_only
     from redcapfs.webdav.app import make_server
 
     try:
@@ -141,14 +142,38 @@ def _serve(args: argparse.Namespace, session: Session, host: str, port: int, tls
         signal.signal(sig, lambda *_: stop.set())
     bound_host, bound_port = server.bind_addr[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    print(f"url={'https' if tls else 'http'}://{shown}:{bound_port}/", flush=True)
+    share_url = f"{'https' if tls else 'http'}://{shown}:{bound_port}/"
+    print(f"url={share_url}", flush=True)
     print(f"user={USER}", flush=True)
     print(f"password={password}", flush=True)
+    writer = _status(args, session, opts, share_url)
     print("ready", flush=True)
     log.info("serving %s on %s:%d (%s)", args.url, bound_host, bound_port, "TLS" if tls else "plain http")
-    _run_until(server, stop)
+    try:
+        _run_until(server, stop)
+    finally:
+        if writer is not None:
+            writer.stop()  # a clean stop removes the status file, as an unmount does
     log.info("stopped")
     return 0
+
+
+def _status(args: argparse.Namespace, session: Session, opts: MountOptions, share_url: str) -> Any:
+    """The share's status file for ``redcapfs status`` (the mount's keys, ``mode: webdav``; never the password)."""
+    from dataclasses import asdict
+
+    from redcapfs import status
+
+    try:
+        return status.start_share_writer(
+            share_url, url=args.url, info=session.info, options=asdict(opts),
+            options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
+            log_file=Path(args.log_file) if args.log_file else None,
+            extra={**(session.remote.status_facts() if session.remote else {}),
+                   "change_feed": session.tree.feed.mode, "share_user": USER})
+    except Exception:
+        log.exception("the status file could not be started")
+        return None
 
 
 def _run_until(server: Any, stop: threading.Event) -> None:

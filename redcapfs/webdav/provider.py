@@ -16,6 +16,15 @@ one syscall would:
 * Dead properties are refused (403): REDCap has nowhere to keep them. The
   Win32 attributes Explorer sets after a copy are accepted and, except for
   the modification time, ignored (as ``chown`` is on the mount).
+* In ``.repository`` (the File Repository) REDCap's API can add documents and
+  folders and delete documents, nothing else. So COPY of a file is an import
+  of its bytes (over an existing file: the mount's overwrite, the old document
+  kept in the trash), COPY of a folder makes the folder and copies its files,
+  and MOVE of a file is a COPY and then a DELETE of the source: RFC 4918
+  defines MOVE as exactly that, the delete comes only after REDCap has the
+  copy, and the deleted document is kept in the local trash as every delete
+  is. Folders cannot be deleted, renamed or moved (403), nor can a file
+  replace a folder (that would need the folder deleted).
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from typing import Any
 from wsgidav.dav_error import HTTP_CONFLICT, HTTP_FORBIDDEN, DAVError
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
+from redcapfs.errors import NotPermitted
+from redcapfs.fs.repotree import is_repo_path
 from redcapfs.tempnames import TempNames
 from redcapfs.tree import Stat, Tree
 from redcapfs.webdav.statuses import dav_error, status_for
@@ -185,6 +196,21 @@ class FolderResource(_TimesMixin, DAVCollection):
             raise dav_error(exc) from None
         return True
 
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        """A folder of a COPY: made at the destination (File Repository only; its files follow one by one)."""
+        dest = _norm(dest_path)
+        if is_move or not (is_repo_path(self.path) and is_repo_path(dest)):
+            raise DAVError(HTTP_FORBIDDEN, context_info="folders can be copied within .repository only, "
+                                                        "and never moved or renamed (REDCap's API cannot)")
+        if self.provider.get_resource_inst(dest, self.environ) is None:
+            self.create_collection_at(dest)
+
+    def create_collection_at(self, path: str) -> None:
+        try:
+            self.provider.tree.mkdir(path, 0o755)
+        except Exception as exc:
+            raise dav_error(exc) from None
+
     def support_recursive_delete(self) -> bool:
         return False
 
@@ -250,9 +276,35 @@ class FileResource(_TimesMixin, DAVNonCollection):
             return self._move_placeholder(dest)
         try:
             self.provider.tree.rename(self.path, dest)
+        except NotPermitted:
+            if not (is_repo_path(self.path) and is_repo_path(dest)):
+                raise dav_error(NotPermitted("not allowed", self.path)) from None
+            return self._move_document(dest)
         except Exception as exc:
             raise dav_error(exc) from None
         self.provider.placeholders.discard(dest)
+        return True
+
+    def support_recursive_move(self, dest_path: str) -> bool:
+        return False  # WsgiDAV's default asserts a collection; a file's MOVE is copy_move_single, then delete
+
+    def copy_move_single(self, dest_path: str, *, is_move: bool) -> None:
+        """A COPY (or a File Repository MOVE) to a new name, or a file of a folder being copied.
+
+        For a MOVE, WsgiDAV deletes the source after this returned (the copy is in REDCap).
+        """
+        self._copy_bytes(_norm(dest_path))
+
+    def _move_document(self, dest: str) -> bool:
+        """MOVE in the File Repository: the copy is imported first, then the source deleted (kept in the trash).
+
+        To a new name WsgiDAV does the two steps (``copy_move_single``, then ``delete``) and answers 201.
+        """
+        if self.provider.get_resource_inst(dest, self.environ) is None:
+            return False
+        self._copy_bytes(dest)
+        self.delete()
+        log.info("MOVE %s -> %s: imported as a new document, then the source deleted", self.path, dest)
         return True
 
     def _move_placeholder(self, dest: str) -> bool:
@@ -263,10 +315,20 @@ class FileResource(_TimesMixin, DAVNonCollection):
         return True
 
     def handle_copy(self, dest_path: str, *, depth_infinity: bool) -> bool:
-        """The bytes read and written again, as ``cp`` on the mount does."""
+        """Over an existing file: the bytes read and written onto it, as ``cp`` on the mount does (the mount's
+        overwrite rule, never a delete first). To a new name WsgiDAV calls ``copy_move_single`` (and says 201)."""
         dest = _norm(dest_path)
+        if self.provider.get_resource_inst(dest, self.environ) is None:
+            return False
+        self._copy_bytes(dest)
+        return True
+
+    def _copy_bytes(self, dest: str) -> None:
         parent = self.provider.get_resource_inst(posixpath.dirname(dest), self.environ)
         target = self.provider.get_resource_inst(dest, self.environ)
+        if target is not None and target.is_collection:
+            raise DAVError(HTTP_FORBIDDEN, context_info="a file cannot replace a folder: REDCap's API cannot "
+                                                        "delete folders")
         if target is None:
             target = parent.create_empty_resource(posixpath.basename(dest))
         source = self.get_content()
@@ -281,4 +343,3 @@ class FileResource(_TimesMixin, DAVNonCollection):
         finally:
             source.close()
         target.end_write(with_errors=False)
-        return True

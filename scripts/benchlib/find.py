@@ -33,7 +33,9 @@ def _project(cfg: Config, work: Path) -> tuple[Project, Path]:
 
 
 def _local_tree(proj: Project, root: Path) -> Path:
-    """The mount's layout on local disk: RECORD/FIELD/ for every field, and each stored file (empty)."""
+    """The mount's layout on local disk: RECORD/FIELD/ for every field, each stored file (empty), and the
+    (empty) File Repository folder ``.repository`` the mount lists at its top."""
+    (root / ".repository").mkdir(parents=True)
     for rec in proj.records:
         for field in proj.file_fields:
             (root / rec / field).mkdir(parents=True)

@@ -137,8 +137,11 @@ def expected_layout(pd: ProjectDef) -> tuple[dict[str, str], dict[str, StoredFil
 
 
 def expected_tree(pd: ProjectDef) -> set[str]:
-    """Relative paths of every directory and file the mount of ``pd`` must show."""
-    return set(expected_layout(pd)[0])
+    """Relative paths of every directory and file the mount of ``pd`` must show.
+
+    The loaded projects have an empty File Repository, which the root lists as ``.repository``.
+    """
+    return set(expected_layout(pd)[0]) | {".repository"}
 
 
 def expected_files(pd: ProjectDef) -> dict[str, StoredFile]:

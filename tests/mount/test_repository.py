@@ -11,10 +11,14 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_upload_failures import unsent
 
 redcap = pytest.importorskip("redcap")
 
@@ -53,7 +57,7 @@ def test_listing_read_and_two_files_of_one_name(filled: Any, mount: Any) -> None
     sb, alice, protocols = filled
     m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
     repo = m.path / ".repository"
-    assert ".repository" not in os.listdir(m.path)  # reached by path, not listed (docs/SEMANTICS.md)
+    assert ".repository" in os.listdir(m.path)  # listed in the root (docs/SEMANTICS.md)
     assert "%2Erepository" not in os.listdir(m.path)
     assert sorted(os.listdir(repo)) == ["Protocols", "readme.txt"]
     assert (repo / "Protocols").is_dir()
@@ -119,7 +123,7 @@ def test_a_record_named_like_the_folder_is_listed_escaped(filled: Any, mount: An
     alice.import_records([{"record_id": ".repository", "redcap_event_name": "screening_arm_1"}])
     m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
     listed = os.listdir(m.path)
-    assert ".repository" not in listed and "%2Erepository" in listed
+    assert ".repository" in listed and "%2Erepository" in listed
     assert sorted(os.listdir(m.path / "%2Erepository")) == sorted(os.listdir(m.path / "1001"))
     assert sorted(os.listdir(m.path / ".repository")) == ["Protocols", "readme.txt"]
 
@@ -146,8 +150,8 @@ def test_a_failed_upload_fails_close_and_keeps_the_bytes(sandbox: Any, mount: An
     r = subprocess.run(["cp", str(src), str(repo) + "/"], capture_output=True, text=True)  # import 2: fails
     assert r.returncode != 0, r
     assert "new.txt" not in _docs(alice)
-    kept = list((tmp_path / "state").rglob("repository-unsent/*new.txt"))
-    assert len(kept) == 1 and kept[0].read_bytes() == src.read_bytes()
+    kept = [e for e in unsent(m) if e["repository"]]
+    assert len(kept) == 1 and Path(kept[0]["data_path"]).read_bytes() == src.read_bytes()
     assert "upload of 'new.txt'" in m.log and "the bytes are kept in" in m.log
 
     (repo / "plan.txt").write_bytes(b"version 2\n")  # import 3 succeeds, the delete of the old one fails

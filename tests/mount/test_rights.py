@@ -104,14 +104,14 @@ def test_a_dag_token_sees_only_its_dags_records_and_mkdir_joins_the_dag(team: An
               for r in alice.export_records(export_data_access_groups=True)}
     mine = sorted(r for r, g in groups.items() if g == group)
     assert len(mine) == 1 and len(groups) > 1
-    assert sorted(os.listdir(m.path)) == mine
+    assert sorted(os.listdir(m.path)) == [".repository", *mine]  # the File Repository is listed too
     assert _errno(os.stat, m.path / "1001") == errno.ENOENT
     new = redcap.Project(sb.url, DAGGER).generate_next_record_name()
     os.mkdir(m.path / new)
     groups = {r["record_id"]: r["redcap_data_access_group"]
               for r in alice.export_records(export_data_access_groups=True)}
     assert groups[new] == group
-    assert sorted(os.listdir(m.path)) == sorted([*mine, new])
+    assert sorted(os.listdir(m.path)) == sorted([".repository", *mine, new])
 
 
 def test_a_locked_record_shows_read_only_after_the_first_refusal(team: Any, mount: Any, tmp_path: Path) -> None:

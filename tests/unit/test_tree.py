@@ -63,7 +63,7 @@ def err(fn) -> int:
 
 def test_listing_and_reading(tmp_path: Path) -> None:
     tree, client = make(tmp_path)
-    assert [n for n, _ in tree.readdir("/")] == ["1", "2", "3"]
+    assert [n for n, _ in tree.readdir("/")] == [".repository", "1", "2", "3"]  # the File Repository first
     assert tree.readdir("/1/doc") == [("a.pdf", False)]
     assert client.calls[("file", "export")] == 0, "listing downloads nothing"
     assert tree.getattr("/1/doc/a.pdf").size == 8
@@ -250,7 +250,7 @@ def test_listings_do_not_wait_for_a_refresh_but_a_create_does(tmp_path: Path) ->
     before = tree.records.refreshes
     tree.records.expire()
 
-    assert [n for n, _ in tree.readdir("/")] == ["1", "2", "3"]  # answered from the index it has
+    assert [n for n, _ in tree.readdir("/")] == [".repository", "1", "2", "3"]  # answered from the index it has
     assert held.started.wait(30), "the listing started a refresh"
     assert tree.getattr("/1/doc/a.pdf").size == 8
     assert tree.records.refreshes == before, "the listing returned while the export was still held"

@@ -436,7 +436,7 @@ class TreeMachine(RuleBasedStateMachine):
     @invariant()
     def listings_equal_the_model(self) -> None:
         model = self.model
-        assert sorted(n for n, _ in self.tree.readdir("/")) == sorted(model.records)
+        assert sorted(n for n, _ in self.tree.readdir("/")) == sorted([".repository", *model.records])
         for record in ALL_RECORDS:
             if record not in model.records:
                 continue

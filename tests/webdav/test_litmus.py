@@ -1,11 +1,11 @@
-"""litmus, the WebDAV compliance suite, against the share: every result is the one docs/webdav.md lists.
+"""litmus, the WebDAV compliance suite, against the share's ``.repository/``: each result as docs/webdav.md says.
 
 litmus makes its own collection ``litmus/`` under the URL it is given and
-works inside it. The share has no folder with free names yet (another issue
-adds ``.repository``): the only place a new collection can be made is the root,
-where MKCOL makes a *record*, and inside a record only events exist. So most
-tests meet a slot rule or a REDCap limitation, and docs/webdav.md names the
-reason for each. Each suite gets a fresh sandbox, so each can make its record.
+works inside it. It runs in the File Repository, the one place with free names
+and folders; the tests that fail need what REDCap's API lacks (folder delete,
+rename and move; dead properties), and docs/webdav.md names the reason for
+each. The exact set is asserted, both ways, so a regression (or a fix) shows.
+Each suite gets a fresh sandbox, since folders litmus makes cannot be deleted.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def test_litmus_suite_matches_the_documented_results(suite: str, sandbox, share,
     work = tmp_path / "litmus"
     work.mkdir()
     (work / "htdocs").symlink_to(HTDOCS / "htdocs")
-    run = subprocess.run([str(LITMUS / suite), sh.url, sh.user, sh.password], capture_output=True, text=True,
-                         errors="replace", cwd=str(work), timeout=300)
+    run = subprocess.run([str(LITMUS / suite), sh.url + ".repository/", sh.user, sh.password], capture_output=True,
+                         text=True, errors="replace", cwd=str(work), timeout=300)
     results = parse(run.stdout)
     assert "0 init" in results and "1 begin" in results, run.stdout + run.stderr
     listed = {test: result for (s, test), result in documented().items() if s == suite}
