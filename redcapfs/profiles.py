@@ -225,6 +225,8 @@ def choose(source: str | None, environ: Mapping[str, str] | None = None, config:
     if source is not None and "://" in source:
         return Choice(source)
     config = load(config_path(env)) if config is None else config
+    if source is not None and source not in config.profiles and ("/" in source or ":" in source):
+        return Choice(source)  # a URL without its scheme: the URL check says what is wrong with it
     if source is not None:
         return Choice(config.get(source).url, config.get(source))
     if config.default:
