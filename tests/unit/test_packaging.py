@@ -52,3 +52,20 @@ def test_installed_wheel_prints_its_docs(wheel: Path, tmp_path: Path) -> None:
     assert text.rstrip("\n") == (REPO / "docs" / "SEMANTICS.md").read_text().rstrip("\n")
     helptext = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60).stdout
     assert "redcapfs docs" in helptext and "docs/SEMANTICS.md" not in helptext
+
+
+def test_no_help_text_sends_users_to_a_source_tree_path() -> None:
+    """An installed copy has no docs/ folder beside it: help names `redcapfs docs NAME` instead."""
+    import re
+
+    from redcapfs.cli import COMMANDS
+
+    for name in [*COMMANDS, ""]:
+        text = subprocess.run([sys.executable, "-m", "redcapfs", "help", *([name] if name else [])],
+                              capture_output=True, text=True, timeout=60).stdout
+        assert text.strip(), name
+        assert not re.search(r"docs/\S+\.md", text), (name, re.findall(r"docs/\S+\.md", text))
+    names = subprocess.run([sys.executable, "-m", "redcapfs", "docs"], capture_output=True, text=True,
+                           timeout=60).stdout
+    for doc in ("semantics", "troubleshooting", "profiles", "local-data", "unsent", "webdav", "readme"):
+        assert f"  {doc} " in names, doc
