@@ -25,7 +25,7 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "mount": Command("redcapfs.mount", "main", "[URL|PROFILE] MOUNTPOINT [-o OPTIONS]",
-                     "mount a REDCap project (token from the profile, --token-file, -o token_file, "
+                     "mount a REDCap project (by URL or profile; token from the profile, --token-file, "
                      "REDCAP_API_TOKEN or a prompt)"),
     "unmount": Command("redcapfs.mount", "unmount_main", "MOUNTPOINT",
                        "unmount it, after the uploads in flight (alias: umount)"),
@@ -41,7 +41,7 @@ COMMANDS: dict[str, Command] = {
                       "what each mount is doing: transfers, unsent files, API calls, cache"),
     "profiles": Command("redcapfs.profiles_cli", "main", "[--json]",
                         "the profiles of ~/.config/redcapfs/config.toml (never their tokens)"),
-    "clean": Command("redcapfs.clean", "main", "[--project KEY] [--dry-run] [--force]",
+    "clean": Command("redcapfs.clean", "main", "[--project KEY|PROFILE] [--dry-run] [--force]",
                      "remove local copies no mount is using (cache, spool, trash, logs)"),
     "docs": Command("redcapfs.doccmd", "main", "[NAME]", "print the installed documentation (semantics, ...)"),
     "serve": Command("redcapfs.webdav.command", "main", "webdav URL [--addr H:P]",
