@@ -24,25 +24,30 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "mount": Command("redcapfs.mount", "main", "URL MOUNTPOINT [-o OPTIONS]",
-                     "mount a REDCap project (token from REDCAP_API_TOKEN, --token-file, -o token_file "
-                     "or a prompt)"),
+    "mount": Command("redcapfs.mount", "main", "[URL|PROFILE] MOUNTPOINT [-o OPTIONS]",
+                     "mount a REDCap project (by URL or profile; token from the profile, --token-file, "
+                     "REDCAP_API_TOKEN or a prompt)"),
     "unmount": Command("redcapfs.mount", "unmount_main", "MOUNTPOINT",
                        "unmount it, after the uploads in flight (alias: umount)"),
     "demo": Command("redcapfs.demo", "main", "[MOUNTPOINT]", "run the sandbox with the demo project and mount it"),
-    "unsent": Command("redcapfs.unsent", "main_unsent", "",
+    "unsent": Command("redcapfs.unsent", "main_unsent", "[PROFILE] [--json]",
                       "list files written through a mount that never reached REDCap"),
-    "retry": Command("redcapfs.unsent", "main_retry", "[ID ...]",
+    "retry": Command("redcapfs.unsent", "main_retry", "[PROFILE] [ID ...]",
                      "send them again (--incomplete ID, --force ID, --delete ID)"),
     "trash": Command("redcapfs.trashcli", "main_trash", "[--empty [ID ...]]",
                      "list (or empty) the versions that replaces and deletes removed"),
     "restore": Command("redcapfs.trashcli", "main_restore", "ID", "put a version from the trash back"),
-    "status": Command("redcapfs.status_cli", "main", "[MOUNTPOINT] [--json]",
+    "status": Command("redcapfs.status_cli", "main", "[MOUNTPOINT|PROFILE] [--json]",
                       "what each mount is doing: transfers, unsent files, API calls, cache"),
+    "profiles": Command("redcapfs.profiles_cli", "main", "[--json]",
+                        "the profiles of ~/.config/redcapfs/config.toml (never their tokens)"),
+    "clean": Command("redcapfs.clean", "main", "[--project KEY|PROFILE] [--dry-run] [--force]",
+                     "remove local copies no mount is using (cache, spool, trash, logs)"),
+    "docs": Command("redcapfs.doccmd", "main", "[NAME]", "print the installed documentation (semantics, ...)"),
     "serve": Command("redcapfs.webdav.command", "main", "webdav URL [--addr H:P]",
-                     "serve the project as a WebDAV share (docs/webdav.md)"),
+                     "serve the project as a WebDAV share (redcapfs docs webdav)"),
     "sandbox": Command("redcapfs.sandbox.cli", "main", "[PROJECT] [options]",
-                       "run the REDCap-compatible sandbox API server (docs/sandbox.md)"),
+                       "run the REDCap-compatible sandbox API server (redcapfs docs sandbox)"),
     "help": Command("redcapfs.cli", "help_main", "[COMMAND]", "this list, or a command's own --help"),
     "completion": Command("redcapfs.completion", "main", "bash", "print a bash completion script"),
 }
@@ -62,7 +67,9 @@ def version() -> str:
 def usage() -> str:
     lines = ["usage: redcapfs COMMAND [ARGS]      (redcapfs help COMMAND, or COMMAND --help, for its options)",
              "       redcapfs URL MOUNTPOINT -o OPTIONS   (as mount -t fuse.redcapfs and fstab run it)",
-             "       redcapfs --version", "", "commands:"]
+             "       redcapfs --version", "",
+             "documentation: `redcapfs docs` lists it (installed with the package), `redcapfs docs semantics` "
+             "prints one", "", "commands:"]
     for name, cmd in COMMANDS.items():
         left = f"  {name} {cmd.usage}".rstrip()
         lines.append(f"{left:<38} {cmd.summary}" if len(left) < 38 else f"{left}\n{'':<38} {cmd.summary}")
@@ -102,8 +109,17 @@ def _run(name: str, rest: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the console script: no command prints a traceback when its reader goes away."""
+    from redcapfs.cliout import finish, quiet_pipe
+
+    try:
+        return finish(_main(list(sys.argv[1:] if argv is None else argv)))
+    except BrokenPipeError:  # `redcapfs … | head`: the reader has all it wanted
+        quiet_pipe()
+        return 0
+
+
+def _main(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage(), end="")
         return 0
@@ -113,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     if "://" in args[0]:  # mount.fuse3: redcapfs URL MOUNTPOINT -o OPTIONS
         return _run("mount", args)
     name = ALIASES.get(args[0], args[0])
+    if name not in COMMANDS and not args[0].startswith("-") and len(args) > 1:
+        from redcapfs.profiles import is_profile
+
+        if is_profile(args[0]):  # mount -t fuse.redcapfs PROFILE MOUNTPOINT
+            return _run("mount", args)
     if name not in COMMANDS:
         print(f"redcapfs: unknown command {args[0]!r}\n{usage()}", end="", file=sys.stderr)
         return 2

@@ -31,6 +31,11 @@ def finish(code: int) -> int:
     return code
 
 
+def quiet_pipe() -> None:
+    """After a BrokenPipeError escaped a command: stdout to /dev/null, so the exit flush prints nothing."""
+    _silence(sys.stdout)
+
+
 def _silence(stream: object) -> None:
     """Point the stream's descriptor at /dev/null so later writes and the exit flush succeed."""
     try:

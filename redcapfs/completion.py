@@ -31,6 +31,7 @@ _redcapfs() {
             fi
             COMPREPLY=($(compgen -W "@MOUNTFLAGS@" -- "$cur") $(compgen -d -- "$cur"));;
         help) COMPREPLY=($(compgen -W "@COMMANDS@" -- "$cur"));;
+        docs) COMPREPLY=($(compgen -W "@DOCS@" -- "$cur"));;
         completion) COMPREPLY=($(compgen -W "bash" -- "$cur"));;
         unmount|umount|status|demo) COMPREPLY=($(compgen -d -- "$cur"));;
         *) COMPREPLY=($(compgen -f -- "$cur"));;
@@ -59,7 +60,15 @@ def bash_script() -> str:
     from redcapfs.cli import ALIASES, COMMANDS
 
     return (_SCRIPT.replace("@COMMANDS@", " ".join([*COMMANDS, *ALIASES]))
-            .replace("@OPTIONS@", " ".join(option_names())).replace("@MOUNTFLAGS@", " ".join(mount_flags())))
+            .replace("@OPTIONS@", " ".join(option_names())).replace("@MOUNTFLAGS@", " ".join(mount_flags()))
+            .replace("@DOCS@", " ".join(_doc_names())))
+
+
+def _doc_names() -> list[str]:
+    from redcapfs.doccmd import available, docs_dir
+
+    folder = docs_dir()
+    return list(available(folder)) if folder is not None else []
 
 
 def main(argv: list[str]) -> int:

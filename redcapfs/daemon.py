@@ -30,8 +30,8 @@ READY = "ready"
 START_TIMEOUT = 300.0
 
 
-def start_background(argv: list[str], token: str) -> int:
-    """Start the detached child and wait for its "ready" or its error."""
+def start_background(argv: list[str], token: str, log_hint: str = "see its log") -> int:
+    """Start the detached child and wait for its "ready" or its error (``log_hint``: where its log is)."""
     token_r, token_w = os.pipe()
     ready_r, ready_w = os.pipe()
     child_argv = [sys.executable, "-m", "redcapfs", "mount", *argv,
@@ -47,7 +47,7 @@ def start_background(argv: list[str], token: str) -> int:
         pass
     finally:
         os.close(token_w)
-    message = wait_ready(ready_r, proc)
+    message = wait_ready(ready_r, proc, log_hint)
     if message.startswith(READY):
         notice = message[len(READY):].strip()
         if notice:
@@ -60,7 +60,7 @@ def start_background(argv: list[str], token: str) -> int:
         return 1
 
 
-def wait_ready(fd: int, proc: subprocess.Popen) -> str:
+def wait_ready(fd: int, proc: subprocess.Popen, log_hint: str = "see its log") -> str:
     """The child's one-line answer; a child that dies or never answers is reported, not waited for forever.
 
     The child's stderr is drained meanwhile (so it can never block on a full
@@ -93,10 +93,10 @@ def wait_ready(fd: int, proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         code = None
     if code is None:
-        return f"the mount process gave no answer within {START_TIMEOUT:.0f} s; see its log"
+        return f"the mount process gave no answer within {START_TIMEOUT:.0f} s; {log_hint}"
     lines = errors.decode("utf-8", "replace").strip().splitlines()
     return (f"the mount process exited ({code}) before the mount was ready"
-            + (f": {lines[-1][:500]}" if lines else "; see its log"))
+            + (f": {lines[-1][:500]}" if lines else f"; {log_hint}"))
 
 
 def report(fd: int, message: str) -> None:

@@ -30,7 +30,7 @@ redcapfs demo: the demo project is mounted at {mp}
   (a local sandbox REDCap API at {url}; its data is thrown away when the demo ends)
 
 Things to try in another terminal:
-  ls {mp}                                            records (odd names are escaped: docs/names.md)
+  ls {mp}                                            records (odd names are escaped: redcapfs docs names)
   find {mp}/1002                                     events, file fields, instances, files
   ls -l {mp}/1001/screening_arm_1/consent_form/      exact sizes, nothing downloaded yet
   md5sum {mp}/1001/baseline_arm_1/mri_upload/*       one download, then served from the cache
@@ -39,7 +39,7 @@ Things to try in another terminal:
   rm {mp}/1003/baseline_arm_1/radiology_report/notes.txt                 deletes in REDCap
   mkdir {mp}/3001                                    creates a record
   rsync -a {mp}/ /tmp/redcap-copy/                  a full copy; run it twice, the second copies nothing
-  docs/SEMANTICS.md says what each operation does.
+  `redcapfs docs semantics` says what each operation does.
 
 Press Ctrl-C to unmount and stop.
 """
@@ -51,7 +51,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-o", dest="options", action="append", default=[], help="mount options")
     parser.add_argument("--port", type=int, default=0, help="sandbox port (default: any free one)")
     parser.add_argument("--webdav", nargs="?", const="127.0.0.1:8808", metavar="ADDR",
-                        help="serve the demo as a WebDAV share instead of mounting it (docs/webdav.md)")
+                        help="serve the demo as a WebDAV share instead of mounting it (redcapfs docs webdav)")
     args = parser.parse_args(argv)
     if args.webdav:
         return _webdav_demo(args)
@@ -99,7 +99,7 @@ def _webdav_demo(args: argparse.Namespace) -> int:
         for opt in args.options:
             argv += ["-o", opt]
         share = subprocess.Popen(argv, env=_demo_env(token, data_dir))  # prints url=, user=, password=, ready
-        print("redcapfs demo: the demo project as a WebDAV share (docs/webdav.md); Ctrl-C stops it", flush=True)
+        print("redcapfs demo: the demo project as a WebDAV share (redcapfs docs webdav); Ctrl-C stops it", flush=True)
         _wait_for_signal(share)
         share.send_signal(signal.SIGTERM)
         return share.wait()
@@ -117,7 +117,7 @@ def _unmount(mountpoint: Path, env: dict[str, str]) -> bool:
         if not os.path.ismount(mountpoint):
             return True
     print(f"redcapfs demo: {mountpoint} is still mounted (see the message above); unmount it with "
-          f"`fusermount3 -u {mountpoint}` (docs/TROUBLESHOOTING.md)", file=sys.stderr, flush=True)
+          f"`fusermount3 -u {mountpoint}` (redcapfs docs troubleshooting)", file=sys.stderr, flush=True)
     return False
 
 

@@ -27,7 +27,7 @@ def fuse_problem(device: str = DEVICE, allow_other: bool = False) -> str | None:
             return reason
     if allow_other and os.geteuid() != 0 and not _user_allow_other():
         return (f"allow_other needs the line user_allow_other in {FUSE_CONF} "
-                "(an administrator adds it; see docs/TROUBLESHOOTING.md)")
+                "(an administrator adds it; see `redcapfs docs troubleshooting`)")
     return None
 
 

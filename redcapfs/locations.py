@@ -7,7 +7,9 @@ listing must not leak what a study holds). A project's folder is named by a hash
 of its URL and project id instead.
 
 Lookup order of the root: ``$REDCAPFS_STATE_DIR``, then
-``$XDG_STATE_HOME/redcapfs``, then ``~/.local/state/redcapfs``.
+``$XDG_STATE_HOME/redcapfs``, then ``~/.local/state/redcapfs`` on Linux (or
+wherever that folder already exists), else platformdirs' user state folder
+(``~/Library/Application Support/redcapfs`` on macOS).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import logging
 import os
 import stat
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -77,7 +80,12 @@ def _root_candidate(environ: Mapping[str, str]) -> Path:
     xdg = environ.get("XDG_STATE_HOME", "").strip()
     if xdg and os.path.isabs(xdg):  # the XDG spec says relative values are to be ignored
         return Path(xdg) / "redcapfs"
-    return Path.home() / ".local" / "state" / "redcapfs"
+    linux = Path.home() / ".local" / "state" / "redcapfs"
+    if sys.platform.startswith("linux") or linux.exists():
+        return linux
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("redcapfs", appauthor=False))
 
 
 def state_root_path(environ: Mapping[str, str] | None = None) -> Path:

@@ -19,14 +19,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 from redcapfs import binding, status
-from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
+from redcapfs.credentials import CredentialError, read_token_from_fd
 from redcapfs.daemon import StatusNotifier, pidfile, ready, report, start_background
 from redcapfs.fusecheck import fuse_problem
-from redcapfs.locations import UnsafeDirectoryError, state_root
+from redcapfs.locations import UnsafeDirectoryError, normalize_url, project_dir, state_root
+from redcapfs.mountlog import PrivateLogHandler, mount_log_path, open_private
 from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
+from redcapfs.profiles import Profile, choose, remember
+from redcapfs.progresslog import ProgressLogger
 from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
 from redcapfs.session import Session, TokenRefused, open_session
+from redcapfs.status import write_private_json
+from redcapfs.tokensource import token_for
 from redcapfs.unmount import unmount_main
 
 __all__ = ["MountError", "build_parser", "check_mountpoint", "main", "parse_options", "parse_size",
@@ -41,18 +46,29 @@ EXIT_TOKEN = 77
 
 def main(argv: list[str]) -> int:
     """``redcapfs mount``."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     try:
+        profile = _choose(args)
         opts, mountpoint, notice = _checks(args)
         token_file = args.token_file or opts.token_file
-        token = read_token_from_fd(args.token_fd) if args.token_fd is not None else read_token(token_file)
+        token = read_token_from_fd(args.token_fd) if args.token_fd is not None else token_for(profile, token_file)
     except (MountError, CredentialError) as exc:
         return _fail(str(exc), args.ready_fd, EXIT_TOKEN if isinstance(exc, CredentialError) else 1)
     if notice:
         print(f"redcapfs mount: {notice}", file=sys.stderr)
     if args.foreground or args.ready_fd is not None:
         return run_foreground(args, opts, mountpoint, token)
-    return start_background(argv, token)
+    return start_background(argv, token, log_hint(args, mountpoint))
+
+
+def _choose(args: argparse.Namespace) -> Profile | None:
+    """URL, profile name, default profile or REDCAP_API_URL (profiles.py); a profile's options come first."""
+    choice = choose(args.source)
+    args.url = choice.url
+    args.profile = choice.profile.name if choice.profile else None
+    if choice.profile is not None:
+        args.options = [*choice.profile.options, *args.options]
+    return choice.profile
 
 
 def _checks(args: argparse.Namespace) -> tuple[MountOptions, Path, str]:
@@ -97,12 +113,11 @@ def _fail(message: str, ready_fd: int | None = None, code: int = 1) -> int:
 
 
 def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
+    """The mount's log: its own file (rotatable), or stderr in the foreground, or the journal under systemd."""
     level = logging.DEBUG if args.debug else getattr(logging, (args.log_level or "info").upper())
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        handler: logging.Handler = PrivateLogHandler(log_path)
     else:
         handler = logging.StreamHandler(sys.stderr)
         if os.environ.get("JOURNAL_STREAM"):
@@ -115,16 +130,24 @@ def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _log_path(args: argparse.Namespace) -> Path | None:
+def _log_path(args: argparse.Namespace, mountpoint: Path | None = None) -> Path | None:
+    """``--log-file``, else none (stderr, journal) in the foreground or under systemd, else one file per mount."""
     if args.log_file:
         return Path(args.log_file)
     if args.foreground or os.environ.get("JOURNAL_STREAM"):
         return None
-    return state_root() / "mount.log"
+    return mount_log_path(mountpoint if mountpoint is not None else Path(args.mountpoint))
+
+
+def log_hint(args: argparse.Namespace, mountpoint: Path) -> str:
+    """Where the background mount logs, in words, for "see its log" messages."""
+    path = _log_path(args, mountpoint)
+    return f"see its log {path}" if path is not None else "see its log (journalctl)"
 
 
 def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, session: Session,
-            notice: str, writers: list[status.StatusWriter], notifier: StatusNotifier) -> None:
+            notice: str, writers: list[status.StatusWriter], notifier: StatusNotifier,
+            progress: ProgressLogger) -> None:
     """Once the kernel has the answer to init: raise the readahead, start the status file, report ready.
 
     libfuse's init runs before the kernel takes its answer, so this runs in a
@@ -141,11 +164,13 @@ def _settle(args: argparse.Namespace, opts: MountOptions, mountpoint: Path, sess
         writers.append(status.start_writer(
             mountpoint=mountpoint, url=args.url, info=session.info, options=asdict(opts),
             options_given=args.options, stats=session.client.stats, cache_dir=session.cache.root,
-            log_file=_log_path(args),
-            extra={**(session.remote.status_facts() if session.remote else {}), "change_feed": session.tree.feed.mode}))
+            log_file=_log_path(args, mountpoint),
+            extra={**(session.remote.status_facts() if session.remote else {}), "change_feed": session.tree.feed.mode,
+                   "profile": args.profile}))
     except Exception:
         log.exception("the status file could not be started")
     ready(args.ready_fd, notice)
+    progress.start()  # long uploads (a cp held at close) and downloads, named in the log every 10 s
     notifier.start()  # STATUS= lines for systemctl status, from the status file just started
 
 
@@ -157,7 +182,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     empty log helps nobody.
     """
     try:
-        log_path = _log_path(args)
+        log_path = _log_path(args, mountpoint)
         setup_logging(args, log_path)
         if log_path is not None:
             _stderr_to(log_path)  # libfuse prints its reasons on stderr, which a background child has closed
@@ -173,6 +198,9 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         log.exception("mount failed")
         return _fail(f"the mount failed: {type(exc).__name__}: {exc}", args.ready_fd)
     del token
+    if args.profile:
+        remember(args.profile, args.url, session.tree.project_id)
+    note_project(args.url, session)
     ops = RedcapOperations(session.tree)
     notes = [session.feed_notice] if session.feed_notice else []
     if session.unsent:
@@ -181,8 +209,10 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     notice = " ".join(notes)
     writers: list[status.StatusWriter] = []
     notifier = StatusNotifier(lambda: status.read_private_json(status.status_path(mountpoint)))
-    ops.on_init = lambda: threading.Thread(target=_settle, name="ready", daemon=True,
-                                           args=(args, opts, mountpoint, session, notice, writers, notifier)).start()
+    progress = ProgressLogger(session.client.stats)
+    ops.on_init = lambda: threading.Thread(
+        target=_settle, name="ready", daemon=True,
+        args=(args, opts, mountpoint, session, notice, writers, notifier, progress)).start()
     pid_path.write_text(str(os.getpid()))
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:
@@ -196,6 +226,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
         cause = fuse_problem(allow_other=opts.allow_other) or f"libfuse failed ({exc}); {where}"
         return _fail(f"FUSE could not mount {mountpoint}: {cause}", args.ready_fd)
     finally:
+        progress.stop()
         notifier.stop()
         session.close()
         pid_path.unlink(missing_ok=True)
@@ -203,6 +234,16 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
             writer.stop()
         log.info("unmounted %s", mountpoint)
     return 0
+
+
+def note_project(url: str, session: Session) -> None:
+    """``about.json`` in the project's state folder, so `redcapfs clean` can say whose folder it is."""
+    try:
+        folder = project_dir(url, session.tree.project_id)
+        write_private_json(folder / "about.json", {"url": normalize_url(url), "project_id": session.tree.project_id,
+                                                   "title": str(session.info.get("project_title", ""))})
+    except (OSError, UnsafeDirectoryError) as exc:
+        log.warning("could not note the project in its state folder: %s", exc)
 
 
 def _fsname(url: str, opts: MountOptions, session: Session) -> str:
@@ -214,7 +255,7 @@ def _fsname(url: str, opts: MountOptions, session: Session) -> str:
 
 def _stderr_to(path: Path) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = open_private(path)
     except OSError as exc:
         log.warning("could not send stderr to %s: %s", path, exc.strerror)
         return

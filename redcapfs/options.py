@@ -206,19 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     """``redcapfs mount``'s arguments (the token is never one of them)."""
     parser = argparse.ArgumentParser(
         prog="redcapfs mount",
-        description="Mount a REDCap project's files. The token comes from REDCAP_API_TOKEN, "
-                    "--token-file (mode 0600) or a hidden prompt; never from an argument.",
+        description="Mount a REDCap project's files. URL|PROFILE is the API URL or a profile of "
+                    "~/.config/redcapfs/config.toml (`redcapfs profiles`; without it: the default profile, else "
+                    "REDCAP_API_URL). The token comes from --token-file or -o token_file (mode 0600), else the "
+                    "profile (its token_file, token_command or keyring), else REDCAP_API_TOKEN, else a hidden "
+                    "prompt; never from an argument.",
         epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, poll=30 (s between "
                "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, attr_timeout=1, "
                "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
-               "(docs/temp-names.md), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else "
+               "(redcapfs docs temp-names), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, "
+               "CURL_CA_BUNDLE, else "
                "the system trust store), insecure_http (allow http:// beyond this machine; the token crosses "
                "unencrypted), trash=on|off, trash_days=7, trash_size=2G (the local trash of replaced and deleted "
-               "versions). HTTPS_PROXY/NO_PROXY are honoured (docs/TROUBLESHOOTING.md). "
+               "versions). HTTPS_PROXY/NO_PROXY are honoured (redcapfs docs troubleshooting). "
                "REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
-               "(default: libfuse3 if installed). See docs/SEMANTICS.md. Also: " + mount8.MOUNT8_HELP + ".")
-    parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
+               "(default: libfuse3 if installed). `redcapfs docs semantics` says what each operation does "
+               "(`redcapfs docs` lists the installed documentation). Also: " + mount8.MOUNT8_HELP + ".")
+    parser.add_argument("source", nargs="?", metavar="URL|PROFILE",
+                        help="the API URL (e.g. https://redcap.example.edu/api/) or a profile of "
+                             "`redcapfs profiles`; without it: the default profile, else REDCAP_API_URL")
     parser.add_argument("mountpoint")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
     parser.add_argument("--token-file", help="file holding the token (must not be group/world readable)")

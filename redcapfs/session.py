@@ -159,9 +159,13 @@ def _owner_alive(pid: int) -> bool:
         return True
     if not pid_alive(pid, None):
         return False
+    import psutil  # portable: /proc on Linux, sysctl on macOS and the BSDs
+
     try:
-        return b"redcapfs" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+        return any("redcapfs" in part for part in psutil.Process(pid).cmdline())
+    except psutil.AccessDenied:
+        return True  # it runs and hides its command line: do not delete what it may be using
+    except psutil.Error:
         return False
 
 

@@ -45,6 +45,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from redcapfs.locations import private_dir
 
 log = logging.getLogger(__name__)
@@ -86,31 +88,44 @@ class Target:
 
 
 def process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    """When ``pid`` started (psutil's create time, as text), to tell a reused pid from its first owner.
+
+    psutil works the same on Linux, macOS and the BSDs; on Linux it reads the
+    start time from /proc, as this module did before it.
+    """
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.3f}"
+    except (psutil.Error, OSError):
         return None
-    return text.rsplit(")", 1)[-1].split()[19]
+
+
+def _legacy_start(pid: int) -> str | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot): what entries of earlier versions recorded."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def pid_alive(pid: int, start: str | None) -> bool:
     """Whether the owning process still runs: not gone, not a zombie, not a reused pid."""
     if pid <= 0:
-        return False  # os.kill(0, …) would signal our own process group
+        return False  # pid 0 is no process of ours (and os.kill(0, …) would signal our own group)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):  # killed, not yet reaped: dead to us
+            return False
+        now = f"{proc.create_time():.3f}"
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    except OSError:
-        return False
-    if fields[0] in ("Z", "X"):  # killed but not yet reaped: dead for our purpose
-        return False
-    return start is None or fields[19] == start
+    except (psutil.AccessDenied, psutil.ZombieProcess):
+        return True  # it exists; another user's process cannot own our spool, but it is not ours to judge dead
+    if start is None:
+        return True
+    if start.isdigit():  # written by an earlier version: clock ticks from /proc
+        legacy = _legacy_start(pid)
+        return legacy is None or legacy == start
+    return now == start
 
 
 STATES = ("open", "unsent", "temp", "conflict")

@@ -68,7 +68,8 @@ def format_mount(doc: dict[str, Any]) -> str:
     lines = [f"{doc.get('mountpoint')}  {state}  (pid {doc.get('pid')}, since {doc.get('started')})"]
     if doc.get("mode") == "webdav":
         lines.append(f"  WebDAV share (redcapfs serve webdav), user {doc.get('share_user', '?')}")
-    lines.append(f"  project {doc.get('project_id')} \"{doc.get('title', '')}\" at {doc.get('url')}")
+    lines.append(f"  project {doc.get('project_id')} \"{doc.get('title', '')}\" at {doc.get('url')}"
+                 + (f" (profile {doc['profile']})" if doc.get("profile") else ""))
     if "tls" in doc:
         how = f"https, trusting {doc.get('trust')}" if doc.get("tls") else "plain http, no TLS"
         lines.append(f"  connection: {how}" + (f", proxy {doc['proxy']}" if doc.get("proxy") else ""))
@@ -95,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="redcapfs status",
         description="Show every redcapfs mount of this user: project, transfers in flight, unsent files, "
                     "API calls and rate, cache use. Reads local status files only (no API call).")
-    parser.add_argument("mountpoint", nargs="?", help="only this mount")
+    parser.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT|PROFILE",
+                        help="only this mount, or the mounts of this profile")
+    parser.add_argument("--profile", help="only the mounts made with this profile")
     parser.add_argument("--json", action="store_true", help="a JSON array, one object per mount")
     return parser
 
@@ -103,7 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """``redcapfs status``."""
     args = build_parser().parse_args(argv)
-    if args.mountpoint is not None:
+    if args.profile is None and args.mountpoint is not None and not os.path.isdir(args.mountpoint):
+        from redcapfs.profiles import is_profile
+
+        if is_profile(args.mountpoint):
+            args.profile, args.mountpoint = args.mountpoint, None
+    if args.profile is not None:
+        docs = [doc for doc in status.read_all() if doc.get("profile") == args.profile]
+    elif args.mountpoint is not None:
         doc = status.find(args.mountpoint)
         if doc is None:
             print(f"redcapfs status: {args.mountpoint} is not a redcapfs mount "

@@ -27,7 +27,7 @@ from redcapfs.trash import Left, Trash, TrashEntry, TrashFull
 TRASH_EPILOG = """Every replace and delete through the mount, and every replace made by `redcapfs retry` or
 `redcapfs restore`, first keeps the version it removes here, byte for byte, for trash_days (default 7)
 and within trash_size (default 2G), oldest first out. Mount options: -o trash_days=N, -o trash_size=SIZE,
--o trash=off. See docs/unsent.md.
+-o trash=off. See `redcapfs docs unsent`.
 """
 
 

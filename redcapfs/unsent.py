@@ -23,13 +23,16 @@ from typing import Any
 
 from redcapfs.client.http import HttpClient
 from redcapfs.cliout import finish, say
-from redcapfs.credentials import CredentialError, read_token
+from redcapfs.credentials import CredentialError
 from redcapfs.errors import RedcapError
-from redcapfs.locations import state_root
+from redcapfs.locations import normalize_url, state_root
+from redcapfs.profiles import Profile, ProfileError, is_profile, known_project, load, remember
 from redcapfs.remote import CLI_HINT, RemoteRefused, add_trust_arguments, check_remote, open_remote
 from redcapfs.retry import send
 from redcapfs.slotcheck import opened_project
 from redcapfs.spool import Spool, SpoolEntry
+from redcapfs.status_cli import human
+from redcapfs.tokensource import token_for
 from redcapfs.trash import iso_time
 
 ERRORS = {
@@ -88,6 +91,19 @@ def public(entry: SpoolEntry) -> dict[str, Any]:
             "size": entry.size(), "target": asdict(t)}
 
 
+def _profile(name: str | None) -> Profile | None:
+    return None if name is None else load().get(name)
+
+
+def of_profile(entries: list[SpoolEntry], profile: Profile | None) -> list[SpoolEntry]:
+    """The entries of a profile's project: its URL, and its project once a mount or retry has learned it."""
+    if profile is None:
+        return entries
+    url, project = normalize_url(profile.url), known_project(profile.name)
+    return [e for e in entries if normalize_url(e.target.url) == url
+            and (project is None or not e.target.project_id or e.target.project_id == project)]
+
+
 def _line(entry: SpoolEntry) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.updated))
     t, status = entry.target, entry.status() or "?"
@@ -100,9 +116,16 @@ def _line(entry: SpoolEntry) -> str:
 def main_unsent(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="redcapfs unsent", description="List files that never reached REDCap.",
                                      epilog=RETRY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("profile_name", nargs="?", metavar="PROFILE", help="only this profile's project")
+    parser.add_argument("--profile", help="the same as PROFILE")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    entries = unsent_entries()
+    try:
+        profile = _profile(args.profile or args.profile_name)
+    except ProfileError as exc:
+        say(f"redcapfs unsent: {exc}", err=True)
+        return finish(2)
+    entries = of_profile(unsent_entries(), profile)
     if args.json:
         say(json.dumps([public(entry) for entry in entries], indent=2))
         return finish(0)
@@ -118,7 +141,10 @@ def main_unsent(argv: list[str]) -> int:
 def _retry_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="redcapfs retry", description="Send unsent files to REDCap again.",
                                      epilog=RETRY_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ids", nargs="*", help="entries to send (default: every entry in state unsent)")
+    parser.add_argument("ids", nargs="*", metavar="[PROFILE] ID",
+                        help="entries to send (default: every entry in state unsent); a first word naming a "
+                             "profile picks its project and token")
+    parser.add_argument("--profile", help="only this profile's entries, sent with its token")
     parser.add_argument("--token-file", help="file holding the API token (mode 0600)")
     parser.add_argument("--url", help="only entries for this API URL")
     parser.add_argument("--incomplete", action="store_true",
@@ -133,11 +159,18 @@ def _retry_parser() -> argparse.ArgumentParser:
 
 def main_retry(argv: list[str]) -> int:
     args = _retry_parser().parse_args(argv)
+    if args.profile is None and args.ids and is_profile(args.ids[0]):
+        args.profile, args.ids = args.ids[0], args.ids[1:]
+    try:
+        args.profile_obj = _profile(args.profile)
+    except ProfileError as exc:
+        say(f"redcapfs retry: {exc}", err=True)
+        return 2
     if (args.incomplete or args.force or args.delete) and not args.ids:
         flag = "--delete" if args.delete else "--incomplete" if args.incomplete else "--force"
         say(f"redcapfs retry: {flag} needs the IDs it applies to (see `redcapfs unsent`)", err=True)
         return 2
-    entries = _select(unsent_entries(), args.ids, args.url)
+    entries = _select(of_profile(unsent_entries(), args.profile_obj), args.ids, args.url)
     if entries is None:
         return 2
     if args.delete:
@@ -176,7 +209,7 @@ def _send_all(entries: list[SpoolEntry], args: argparse.Namespace) -> int:
         return 2
     try:
         check_remote(urls[0], args.ca, args.insecure_http)  # before the token is asked for
-        token = read_token(args.token_file)
+        token = token_for(args.profile_obj, args.token_file)
     except (CredentialError, RemoteRefused) as exc:
         say(f"redcapfs retry: {exc}", err=True)
         return 2
@@ -186,27 +219,53 @@ def _send_all(entries: list[SpoolEntry], args: argparse.Namespace) -> int:
         say(f"redcapfs retry: {exc}", err=True)
         return 2
     with remote.client as client:
-        if not _same_project(client, entries, remote.refusal):
+        chosen = _same_project(client, entries, remote.refusal, args.profile_obj)
+        if chosen is None:
             return 1
-        results = [send(client, entry, args.force) for entry in entries]
-    return 0 if all(results) else 1
+        return _send_each(client, chosen, args.force)
 
 
-def _same_project(client: HttpClient, entries: list[SpoolEntry],
-                  explain: Callable[[RedcapError], str] = str) -> bool:
-    """The token must open the project the bytes were written for: record names repeat across projects."""
+def _send_each(client: HttpClient, entries: list[SpoolEntry], force: bool) -> int:
+    """Send one after another, saying N/M and the bytes so far; a total at the end."""
+    total = sum(e.size() for e in entries)
+    done_bytes, sent = 0, 0
+    for n, entry in enumerate(entries, 1):
+        size = entry.size()
+        say(f"[{n}/{len(entries)}] {entry.id}: {entry.target.describe()} ({human(size)}; "
+            f"{human(done_bytes)} of {human(total)} done)")
+        if send(client, entry, force):
+            sent += 1
+        done_bytes += size
+    failed = len(entries) - sent
+    say(f"retry: {sent} of {len(entries)} file(s) done, {human(total)} looked at"
+        + (f"; {failed} not sent (see `redcapfs unsent`)" if failed else ""))
+    return 0 if not failed else 1
+
+
+def _same_project(client: HttpClient, entries: list[SpoolEntry], explain: Callable[[RedcapError], str] = str,
+                  profile: Profile | None = None) -> list[SpoolEntry] | None:
+    """The token must open the project the bytes were written for: record names repeat across projects.
+
+    With a profile, entries of the server's other projects are left for their own profiles.
+    """
     try:
         project_id = opened_project(client)
     except RedcapError as exc:
         for entry in entries:
             entry.note_error(str(exc))
             say(f"failed {entry.id}: {entry.target.describe()}: {explain(exc)}")
-        return False
+        return None
     wrong = [e for e in entries if e.target.project_id and e.target.project_id != project_id]
+    if profile is not None:
+        remember(profile.name, profile.url, project_id)
+        if wrong:
+            say(f"left {len(wrong)} entr(y/ies) of other projects on this server (profile {profile.name} "
+                f"opens project {project_id})")
+        return [e for e in entries if e not in wrong]
     for entry in wrong:
         say(f"not sent {entry.id}: written for project {entry.target.project_id}, "
             f"but this token opens project {project_id}")
-    return not wrong
+    return None if wrong else entries
 
 
 def _select(entries: list[SpoolEntry], ids: list[str], url: str | None) -> list[SpoolEntry] | None:

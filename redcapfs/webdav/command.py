@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Connect to Server, davfs2, rclone), with the mount's semantics. The token comes from "
                     "REDCAP_API_TOKEN, --token-file or a prompt; the share has its own random password.",
         epilog="-o options as for `redcapfs mount` (ro, cache_size, records_ttl, content_ttl, rate, timeout, "
-               "batch, arm, keep_cache, temp_names, ca). See docs/webdav.md.")
+               "batch, arm, keep_cache, temp_names, ca). See `redcapfs docs webdav`.")
     parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
     parser.add_argument("--addr", default=DEFAULT_ADDR, help=f"HOST:PORT to listen on (default {DEFAULT_ADDR}; "
                                                               "port 0 picks a free one)")
