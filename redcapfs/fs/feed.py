@@ -19,7 +19,9 @@ Our own uploads and deletes are never taken for a colleague's: each is noted
 with its slot and time, and a log row of that record, field, event and
 instance within a minute of it is ours (and teaches our user name; rows of
 another user are never ours). Same user in the web page in the same minute on
-the same slot stays ambiguous (docs/SEMANTICS.md).
+the same slot stays ambiguous (docs/SEMANTICS.md). The log's times are in the
+server's zone: ``clock`` (logrows.ServerClock) learns its offset from our own
+rows and keeps it in the manifest.
 
 Lock: ``_lock`` guards the pending uploads, the user name and the activity
 time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
@@ -87,7 +89,10 @@ class ChangeFeed:
         # stored after every poll for the next mount.
         self._cursor: str | None = manifest.meta("cursor")
         self._seen: set[str] = set(json.loads(manifest.meta("cursor_seen") or "[]"))
+        stored = json.loads(manifest.meta("server_clock") or "null")  # [offset seconds, confirmed]
+        self.clock = logrows.ServerClock(*stored) if stored else logrows.ServerClock()
         self._used = time.monotonic()
+        self._asked: float | None = None  # when this mount's previous log export was sent (wall clock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -166,7 +171,7 @@ class ChangeFeed:
     def _read_past(self, ours: _Ours) -> bool:
         """Whether the polls have read the log well past ``ours`` (its row, if any, was seen)."""
         cursor = self._cursor
-        return cursor is not None and cursor > logrows.minute(ours.when + OUR_WINDOW)
+        return cursor is not None and cursor > self.clock.latest_minute(ours.when + OUR_WINDOW)
 
     def _is_ours(self, change: logrows.Change, field: str) -> bool:
         key = _slot_key(change.record, field, change.event, change.instance or 1)
@@ -174,7 +179,7 @@ class ChangeFeed:
             if self._user is not None and change.username != self._user:
                 return False
             for ours in self._ours:
-                if not ours.done and ours.key == key and logrows.near(change.stamp, ours.when):
+                if not ours.done and ours.key == key and self.clock.near(change.stamp, ours.when):
                     ours.done = True
                     learned = self._user is None
                     self._user = change.username
@@ -195,9 +200,12 @@ class ChangeFeed:
     def _first_cursor(self) -> None:
         """No cursor yet: start it at the log's newest row (the index, read after this, has all of them)."""
         began = time.time()
-        rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
+        rows = self.client.export_log(self.clock.minute(began - FIRST_LOOKBACK))
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
-        cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
+        if self.clock.bound(stamps, time.time()):
+            self._store_clock("the newest log row")
+        self._asked = began
+        cursor = max(stamps) if stamps else self.clock.minute(began - FIRST_LOOKBACK)
         self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
                                     if str(r.get("timestamp", ""))[:16] == cursor])
         self.manifest.set_meta("trusted_since", repr(began))
@@ -205,11 +213,13 @@ class ChangeFeed:
         self.polls += 1
 
     def _poll_locked(self) -> int:
-        cursor = self._cursor or logrows.minute(time.time())
+        cursor = self._cursor or self.clock.minute(time.time())
         seen = self._seen
+        asked = time.time()
         rows = self.client.export_log(cursor)
         self.polls += 1
         fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
+        self._learn_clock(rows, fresh, asked)
         changes = logrows.parse(fresh)
         redone = self._apply(changes) if changes else 0
         self._advance(cursor, seen, rows)
@@ -227,6 +237,26 @@ class ChangeFeed:
         if newest == cursor:
             prints = sorted(seen | set(prints))
         self._store_cursor(newest, prints)
+
+    def _learn_clock(self, rows: list[dict], fresh: list[dict], asked: float) -> None:
+        """The server's zone from this poll: a row new since the previous export was written since it."""
+        previous, self._asked = self._asked, asked
+        now = time.time()
+        if previous is not None:
+            for row in reversed(fresh):
+                if self.clock.learn(str(row.get("timestamp", ""))[:16], previous, now):
+                    self._store_clock("a row new since the previous poll")
+                    return
+        if self.clock.bound([str(r.get("timestamp", ""))[:16] for r in rows], now):
+            self._store_clock("the newest log row")
+
+    def _store_clock(self, source: str) -> None:
+        """Keep the server's offset for the next mount (a remount's first rows need it before any write)."""
+        clock = self.clock
+        sign, left = ("-", -clock.offset) if clock.offset < 0 else ("+", clock.offset)
+        log.info("REDCap's log times: server at UTC%s%02d:%02d (%s, from %s)", sign, left // 3600,
+                 left % 3600 // 60, "confirmed" if clock.confirmed else "a guess", source)
+        self.manifest.set_meta("server_clock", json.dumps([clock.offset, clock.confirmed]))
 
     def _store_cursor(self, cursor: str, prints: list[str]) -> None:
         self._cursor, self._seen = cursor, set(prints)
@@ -265,7 +295,7 @@ class ChangeFeed:
         if not theirs and old == new:
             return  # a change elsewhere in the record (a text field): the file stayed
         when = max((c.stamp for c in theirs), default="")
-        self.slots.changed_elsewhere(slot, old, new, logrows.stamp_ns(when) if when else None)
+        self.slots.changed_elsewhere(slot, old, new, self.clock.stamp_ns(when) if when else None)
 
     def _names_slot(self, change: logrows.Change, slot: Slot) -> bool:
         """Whether the row may be about this slot's file (unnamed details: any file of the record)."""
