@@ -237,3 +237,31 @@ def test_a_design_change_in_the_log_reloads_the_design(sandbox: Any, mount: Any)
     settle(lambda: len(sb.calls()))
     assert "extra_scan" in os.listdir(event_dir)
     assert after(sb, mark, content="metadata"), "the design was not read again"
+
+
+def test_log_times_in_another_zone_than_the_mounts(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    """The sandbox writes the log in its own zone (this test's, UTC here); the mount runs at UTC+5:45.
+
+    A colleague's upload takes the moment it was made (not one shifted by the zones' difference), and our
+    own write is still told from a colleague's: the time we set on it stays.
+    """
+    sb = two_users(sandbox)
+    m = mount(sb, NO_KERNEL_CACHE, env={"TZ": "NPT-5:45"})
+    wait_for_poll(sb, time.time())
+    slot_dir = m.path.joinpath(*SLOT)
+    mark = time.time()
+    upload_as(sb, BOB, tmp_path, "zoned.txt", b"from the web page\n")
+    made = time.time()
+    wait_for_poll(sb, mark)
+    mtime = (slot_dir / "zoned.txt").stat().st_mtime
+    assert mark - 61 <= mtime <= made + 1, (mtime, mark)  # the log's minute of the upload, in true time
+
+    mark = time.time()
+    (slot_dir / "zoned.txt").write_bytes(b"our edit\n")
+    os.utime(slot_dir / "zoned.txt", (1_577_836_800, 1_577_836_800))  # 2020-01-01: ours outranks the log's
+    wait_for_poll(sb, mark)
+    wait_for_poll(sb, time.time())
+    assert (slot_dir / "zoned.txt").stat().st_mtime == 1_577_836_800
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("zoned.txt", b"our edit\n")
+    (slot_dir / "zoned.txt").write_bytes(b"our second edit\n")  # not refused as a colleague's newer version
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("zoned.txt", b"our second edit\n")
