@@ -161,7 +161,7 @@ class Tree:
         self.feed.on_design_change.append(self.reload_design)
         self._design_timer = threading.Event()
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
-                                 on_write=self.feed.note_ours)
+                                 on_write=self.feed.note_ours, fresh=self.feed.fresh)
         self.rights = TokenRights(shape, self.uploader.import_known)  # docs/SEMANTICS.md: rights
         self.records.on_export = self.rights.learn_from_export
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
 FIRST_LOOKBACK = 86400.0  # the first cursor's probe: a day covers any difference of time zones
+FRESH_SLACK = 5.0  # seconds beyond one poll interval that a poll still vouches for the index
 OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read this far past it
 
 
@@ -93,6 +94,7 @@ class ChangeFeed:
         self.clock = logrows.ServerClock(*stored) if stored else logrows.ServerClock()
         self._used = time.monotonic()
         self._asked: float | None = None  # when this mount's previous log export was sent (wall clock)
+        self._covered: float | None = None  # monotonic start of the last poll that was applied in full
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -130,6 +132,17 @@ class ChangeFeed:
         log.warning("change feed off: %s; changes made elsewhere show after records_ttl/content_ttl", why)
         return (f"note: {why}; changes made elsewhere show after records_ttl/content_ttl, "
                 "and file sizes are asked again")
+
+    def fresh(self) -> bool:
+        """Whether the index is vouched for now: the feed is on and its last full poll began recently.
+
+        Every change made before that poll began is in the index, so what a
+        slot holds can be read there instead of asked (Uploader: no probe
+        before an upload or delete). The window is what changed since.
+        """
+        covered = self._covered
+        return (self.mode == "log" and covered is not None
+                and time.monotonic() - covered <= self.poll + FRESH_SLACK)
 
     def stop(self) -> None:
         self._stop.set()
@@ -199,7 +212,7 @@ class ChangeFeed:
 
     def _first_cursor(self) -> None:
         """No cursor yet: start it at the log's newest row (the index, read after this, has all of them)."""
-        began = time.time()
+        began, started = time.time(), time.monotonic()
         rows = self.client.export_log(self.clock.minute(began - FIRST_LOOKBACK))
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
         if self.clock.bound(stamps, time.time()):
@@ -211,11 +224,12 @@ class ChangeFeed:
         self.manifest.set_meta("trusted_since", repr(began))
         self.manifest.trusted_since = began
         self.polls += 1
+        self._covered = started
 
     def _poll_locked(self) -> int:
         cursor = self._cursor or self.clock.minute(time.time())
         seen = self._seen
-        asked = time.time()
+        asked, started = time.time(), time.monotonic()
         rows = self.client.export_log(cursor)
         self.polls += 1
         fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
@@ -223,6 +237,7 @@ class ChangeFeed:
         changes = logrows.parse(fresh)
         redone = self._apply(changes) if changes else 0
         self._advance(cursor, seen, rows)
+        self._covered = started
         if self.manifest.trusted_since is None:
             since = self.manifest.meta("trusted_since")
             self.manifest.trusted_since = float(since) if since else time.time()

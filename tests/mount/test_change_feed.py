@@ -265,3 +265,60 @@ def test_log_times_in_another_zone_than_the_mounts(sandbox: Any, mount: Any, tmp
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("zoned.txt", b"our edit\n")
     (slot_dir / "zoned.txt").write_bytes(b"our second edit\n")  # not refused as a colleague's newer version
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("zoned.txt", b"our second edit\n")
+
+
+def probes(sb: Any, mark: float) -> list[dict[str, Any]]:
+    """File-info calls since ``mark``: what the slot holds asked of REDCap."""
+    return [c for c in file_calls(after(sb, mark)) if c.get("fileinfo")]
+
+
+def kept(mnt: Any) -> list[tuple[str, str, bytes]]:
+    """(name, why, bytes) of every version in the mount's local trash."""
+    from test_trash_restore import trash_dir, trash_rows
+
+    return sorted((r["name"], r["why"], (trash_dir(mnt) / f"{r['id']}.data").read_bytes()) for r in trash_rows(mnt))
+
+
+def test_with_the_feed_a_cp_asks_no_probe_and_still_keeps_the_old(sandbox: Any, mount: Any,
+                                                                   tmp_path: Path) -> None:
+    """With the feed on and a recent poll, the index says what a slot holds: no file-info call before a cp."""
+    sb = two_users(sandbox)
+    m = mount(sb, "poll=1")
+    slot_dir = m.path.joinpath(*SLOT)
+    wait_for_poll(sb, time.time())
+    mine = tmp_path / "source-of-mine.txt"
+    mine.write_bytes(b"into an empty slot\n")
+    mark = time.time()
+    run("cp", str(mine), str(slot_dir / "mine.txt"))  # an empty slot, known empty: nothing to keep
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("mine.txt", b"into an empty slot\n")
+    settle(lambda: len(sb.calls()))
+    assert probes(sb, mark) == [], probes(sb, mark)
+    assert kept(m) == []
+
+    theirs = os.urandom(70_000)
+    mark = time.time()
+    upload_as(sb, BOB, tmp_path, "mine.txt", theirs)  # a colleague replaces it; the next poll shows it
+    wait_for_poll(sb, mark)
+    assert (slot_dir / "mine.txt").stat().st_size == len(theirs)  # the new size is learnt (cp stats it first)
+    mark = time.time()
+    run("cp", str(mine), str(slot_dir / "mine.txt"))  # over the colleague's version: kept byte for byte
+    settle(lambda: len(sb.calls()))
+    assert probes(sb, mark) == [], probes(sb, mark)
+    assert len(after(sb, mark, content="file", action="export")) == 1  # the one download the trash needs
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("mine.txt", b"into an empty slot\n")
+    assert kept(m) == [("mine.txt", "replaced", theirs)]
+
+
+def test_without_the_feed_a_cp_over_a_file_probes_first(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    """Today's behaviour without the log: the slot is asked of REDCap before the replace (one file-info call)."""
+    sb = two_users(sandbox)
+    upload_as(sb, BOB, tmp_path, "old.txt", b"old version\n")
+    m = mount(sb, "poll=0")
+    src = tmp_path / "new.txt"
+    src.write_bytes(b"new version\n")
+    assert (m.path.joinpath(*SLOT) / "old.txt").stat().st_size == len(b"old version\n")  # size learnt first
+    mark = time.time()
+    run("cp", str(src), str(m.path.joinpath(*SLOT) / "old.txt"))
+    settle(lambda: len(sb.calls()))
+    assert len(probes(sb, mark)) == 1
+    assert kept(m) == [("old.txt", "replaced", b"old version\n")]
