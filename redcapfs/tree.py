@@ -108,7 +108,7 @@ from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
-from redcapfs.fs.prefetch import SizePrefetch
+from redcapfs.fs.prefetch import SizePrefetch, sizes_notice
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
 from redcapfs.fs.repotree import RepoTree, is_repo_path
@@ -350,6 +350,8 @@ class Tree:
     def start_feed(self) -> str:
         """At mount: REDCap's log as change feed when ``poll`` is set; the line to say if it is not usable."""
         notice = self.feed.start() if self.options.poll > 0 else ""
+        sizes = sizes_notice(self.client, self.records, self.slots, self.manifest)  # after the log: reads the index
+        notice = " ".join(n for n in (notice, sizes) if n)
         if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
             threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),
                              name="design-reload", daemon=True).start()

@@ -14,6 +14,12 @@ The kernel's later ``stat`` calls find the sizes known or the lookup in flight
 
 Lock: ``_lock`` guards the table of listed directories; a leaf. No lookup runs
 under it.
+
+A server without the file-info fast path (the undocumented ``fileinfo`` flag,
+docs/redcap-api.md) can only tell a size by sending the file: ``sizes_notice``
+says so once at mount, with how many of the project's files that is. Whether
+the server has it is asked once per project (one file-info call on a file of
+the index, whose size is then known) and kept in the manifest.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from redcapfs.client.base import RedcapClient
+from redcapfs.errors import RedcapError
+from redcapfs.fs.slots import SlotModel
+from redcapfs.manifest import Manifest
+from redcapfs.recordcache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +111,34 @@ class SizePrefetch:
                 return False
             self._started.add(key)
             return True
+
+
+def sizes_notice(client: RedcapClient, records: RecordCache, slots: SlotModel, manifest: Manifest) -> str:
+    """At mount, after the index: the line to say when sizes need downloads on this server, else ""."""
+    with records.view() as index:
+        files = list(index.slots_with_files())
+    if not files:
+        return ""
+    known = manifest.meta("fileinfo")
+    if known is None:
+        slot, name = files[0]
+        try:
+            info = client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
+        except RedcapError as exc:  # cannot tell now (a locked record, a hiccup): ask again next mount
+            log.debug("file-info probe at mount: %s", exc)
+            return ""
+        if info is not None and info.size is not None and info.name in (None, name):
+            slots.learned_size(slot, name, info.size)
+        supported = getattr(client, "fileinfo_supported", True)
+        if supported is None:
+            return ""
+        known = "yes" if supported else "no"
+        manifest.set_meta("fileinfo", known)
+    if known == "yes":
+        return ""
+    unknown = sum(1 for slot, name in files if slots.size(slot, name) is None)
+    log.warning("the server does not answer file-info calls: %d of %d file sizes need a download", unknown,
+                len(files))
+    return (f"note: this REDCap server has no file-info call, so a file's size needs a download of the file: "
+            f"{unknown} of the {len(files)} files known now (ls -l, stat and rsync read them once; "
+            "the bytes stay in the cache)")

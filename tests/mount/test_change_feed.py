@@ -322,3 +322,35 @@ def test_without_the_feed_a_cp_over_a_file_probes_first(sandbox: Any, mount: Any
     settle(lambda: len(sb.calls()))
     assert len(probes(sb, mark)) == 1
     assert kept(m) == [("old.txt", "replaced", b"old version\n")]
+
+
+def project_file_count(sb: Any) -> int:
+    """Filled file fields in the project, counted through PyCap (not through the mount)."""
+    project = redcap.Project(sb.url, sb.token)
+    fields = {f["field_name"] for f in project.export_metadata() if f["field_type"] == "file"}
+    return sum(1 for row in project.export_records() for k, v in row.items() if k in fields and v)
+
+
+def test_a_server_without_file_info_is_said_once_at_mount_with_how_many_files(sandbox: Any, mount: Any,
+                                                                              tmp_path: Path) -> None:
+    sb = sandbox("--no-fileinfo")
+    upload_as(sb, sb.token, tmp_path, "one.txt", b"one\n")
+    total = project_file_count(sb)
+    assert total >= 1
+    m = mount(sb, "poll=1")
+    notes = [line for line in m.stderr.splitlines() if "no file-info call" in line]
+    assert len(notes) == 1 and f"{total} of the {total} files" in notes[0], m.describe()
+    probes_at_mount = [c for c in file_calls(sb.calls()) if c.get("fileinfo")]
+    assert len(probes_at_mount) == 1  # asked once, of one file
+    m.unmount()
+    mark = time.time()
+    m2 = mount(sb, "poll=1")
+    assert "no file-info call" in m2.stderr, m2.describe()  # remembered: said again, not asked again
+    settle(lambda: len(sb.calls()))
+    assert file_calls(after(sb, mark)) == []
+
+
+def test_a_server_with_file_info_says_nothing_of_sizes(sandbox: Any, mount: Any) -> None:
+    sb = sandbox()
+    m = mount(sb, "poll=1")
+    assert "no file-info call" not in m.stderr, m.describe()
