@@ -48,7 +48,7 @@ from redcapfs.shape import ProjectShape, Slot
 log = logging.getLogger(__name__)
 
 IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
-FIRST_LOOKBACK = 86400.0  # the first cursor's probe: a day covers any difference of time zones
+FIRST_LOOKBACK = 2 * 86400.0  # the first cursor's probe: two days cover any two zones (UTC-12 .. UTC+14)
 FRESH_SLACK = 5.0  # seconds beyond one poll interval that a poll still vouches for the index
 OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read this far past it
 
