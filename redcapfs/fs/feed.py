@@ -16,12 +16,13 @@ log cannot be read (no Logging right: 403) the mount falls back to TTL
 refreshes and the manifest's sizes are not used (``mode`` says "ttl").
 
 Our own uploads and deletes are never taken for a colleague's: each is noted
-with its slot and time, and a log row of that record, field, event and
-instance within a minute of it is ours (and teaches our user name; rows of
-another user are never ours). Same user in the web page in the same minute on
-the same slot stays ambiguous (docs/SEMANTICS.md). The log's times are in the
-server's zone: ``clock`` (logrows.ServerClock) learns its offset from our own
-rows and keeps it in the manifest.
+with its slot and time, and the first log row of that record, field, event
+and instance from a minute before the call on is ours (and teaches our user
+name; rows of another user are never ours). Same user in the web page on the
+same slot before the poll that reads our row stays ambiguous (docs/SEMANTICS.md).
+The log's times are in the server's zone: ``clock`` (logrows.ServerClock)
+learns its offset from rows that appear between two polls and keeps it in the
+manifest.
 
 Lock: ``_lock`` guards the pending uploads, the user name and the activity
 time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the

@@ -94,24 +94,11 @@ def parse(rows: Iterable[dict]) -> list[Change]:
 
 
 def stamp_ns(stamp: str) -> int | None:
-    """The log's minute as nanoseconds since the epoch (local time), or None when unreadable."""
+    """The log's minute read in this machine's zone (nanoseconds), or None; the feed uses ``ServerClock``."""
     try:
         return int(time.mktime(time.strptime(stamp[:16], STAMP))) * 1_000_000_000
     except (ValueError, OverflowError):
         return None
-
-
-def minute(when: float) -> str:
-    """A wall-clock time in the log's form."""
-    return time.strftime(STAMP, time.localtime(when))
-
-
-def near(stamp: str, when: float, slack_minutes: int = 1) -> bool:
-    """Whether the log's ``stamp`` is within ``slack_minutes`` of the wall-clock time ``when``."""
-    ns = stamp_ns(stamp)
-    if ns is None:
-        return False
-    return abs(ns / 1e9 - (when - when % 60)) <= 60 * slack_minutes
 
 
 def _naive(stamp: str) -> int | None:
