@@ -350,7 +350,7 @@ class Tree:
     def start_feed(self) -> str:
         """At mount: REDCap's log as change feed when ``poll`` is set; the line to say if it is not usable."""
         notice = self.feed.start() if self.options.poll > 0 else ""
-        sizes = sizes_notice(self.client, self.records, self.slots, self.manifest)  # after the log: reads the index
+        sizes = sizes_notice(self.records, self.slots, self.manifest)  # after the log: no call of its own
         notice = " ".join(n for n in (notice, sizes) if n)
         if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
             threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from redcapfs import errors as E
 from redcapfs.client.base import RedcapClient
 from redcapfs.fs import logrows
+from redcapfs.fs.prefetch import remember_fileinfo
 from redcapfs.fs.slots import SlotModel
 from redcapfs.manifest import Manifest
 from redcapfs.recordcache import RecordCache
@@ -149,6 +150,14 @@ class ChangeFeed:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self._remember()
+
+    def _remember(self) -> None:
+        """Keep what the client learnt of the file-info call (at every poll and at unmount)."""
+        try:
+            remember_fileinfo(self.client, self.records, self.slots, self.manifest)
+        except Exception as exc:  # a closed manifest at a racing unmount: the next mount learns again
+            log.debug("could not keep what the file-info call does: %s", exc)
 
     def touch(self) -> None:
         """The mount was used: polls stay at ``poll`` (a float store, no lock)."""
@@ -167,6 +176,7 @@ class ChangeFeed:
                 self.poll_now()
             except Exception as exc:  # the cursor stays: the next poll covers the gap
                 log.warning("change feed poll failed: %s", exc)
+            self._remember()
 
     # ------------------------------------------------------------ our own writes
     def note_ours(self, slot: Slot) -> None:
