@@ -45,6 +45,7 @@ class MountOptions:
     content_ttl: float = 300.0
     poll: float = 30.0  # seconds between change-feed polls while in use; 0 = no change feed (TTLs)
     poll_idle: float = 600.0  # seconds between polls once the mount is idle
+    slot_check: str = "always"  # before a replace/delete: ask REDCap (always) or trust a fresh change feed (feed)
     metadata_ttl: float = 0.0  # without the change feed: reload the design this often (0 = never)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
@@ -120,6 +121,15 @@ def _cache_size(text: str) -> int:
     return value
 
 
+def _slot_check(value: str) -> str:
+    """``always`` (ask REDCap before each replace/delete, so the trash keeps even a version uploaded a moment ago
+    elsewhere) or ``feed`` (trust the change feed's index while its last poll is fresh: one call less per upload,
+    with a window of one poll interval; docs/SEMANTICS.md, "the local trash")."""
+    if value not in ("always", "feed"):
+        raise ValueError("slot_check is always or feed")
+    return value
+
+
 def _checked_temp_names(value: str) -> str:
     """Parse now, so a bad list is refused before anything is mounted."""
     TempNames.from_option(value)
@@ -142,6 +152,7 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "arm": _whole(1, 1_000_000),
     "temp_names": _checked_temp_names,
     "ca": str,
+    "slot_check": _slot_check,
 }
 _TRASH = ("trash", "trash_days", "trash_size")  # parsed together by TrashSettings.from_options
 _FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache",
@@ -212,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "profile (its token_file, token_command or keyring), else REDCAP_API_TOKEN, else a hidden "
                     "prompt; never from an argument.",
         epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, poll=30 (s between "
-               "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, attr_timeout=1, "
+               "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, slot_check=always|feed (before a replace "
+               "or delete ask REDCap what the slot holds, or trust a fresh change feed: one call less per upload, a "
+               "version a colleague uploaded within the poll window is then not kept in the trash), attr_timeout=1, "
                "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
                "(redcapfs docs temp-names), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, "

@@ -99,9 +99,19 @@ def tls_cause(message: str) -> str:
 
 
 def load_shape(client: HttpClient, info: dict) -> ProjectShape:
-    """The structure calls, made once per mount."""
-    return ProjectShape.from_api(info, client.metadata(), client.arms(), client.events(),
-                                 client.form_event_mapping(), client.repeating_forms_events())
+    """The structure calls, made once per mount.
+
+    Arms, events and their forms are asked only of a longitudinal project (``from_api`` reads them only
+    then), and the repeating setup only when the project info does not say there is none: a classic
+    project's mount costs four calls fewer (issue 11: a remount in at most six calls).
+    """
+    longitudinal = str(info.get("is_longitudinal", 0)).strip().lower() in ("1", "true", "yes", "y")
+    repeating = str(info.get("has_repeating_instruments_or_events", 1)).strip().lower() not in ("0", "false", "no")
+    return ProjectShape.from_api(info, client.metadata(),
+                                 client.arms() if longitudinal else [],
+                                 client.events() if longitudinal else [],
+                                 client.form_event_mapping() if longitudinal else [],
+                                 client.repeating_forms_events() if repeating else [])
 
 
 def open_session(url: str, token: str, opts: MountOptions) -> Session:

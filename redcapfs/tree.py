@@ -108,7 +108,7 @@ from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
-from redcapfs.fs.prefetch import SizePrefetch
+from redcapfs.fs.prefetch import SizePrefetch, sizes_notice
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
 from redcapfs.fs.repotree import RepoTree, is_repo_path
@@ -161,7 +161,8 @@ class Tree:
         self.feed.on_design_change.append(self.reload_design)
         self._design_timer = threading.Event()
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
-                                 on_write=self.feed.note_ours)
+                                 on_write=self.feed.note_ours,
+                                 fresh=self.feed.fresh if self.options.slot_check == "feed" else None)
         self.rights = TokenRights(shape, self.uploader.import_known, lambda: self.manifest.meta("user"),
                                   lambda: (client.instruments(), client.events()))  # docs/SEMANTICS.md: rights
         self.records.on_export = self.rights.learn_from_export
@@ -364,6 +365,8 @@ class Tree:
         if self.rights.user_right("api_import") is False:
             self.uploader.learned_import(False)
         notice = self.feed.start() if self.options.poll > 0 else ""
+        sizes = sizes_notice(self.records, self.slots, self.manifest)  # after the log: no call of its own
+        notice = " ".join(n for n in (notice, sizes) if n)
         if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
             threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),
                              name="design-reload", daemon=True).start()

@@ -27,14 +27,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # benchlib and passthrough
 sys.path.insert(1, str(HERE.parent))  # redcapfs, for a checkout without an installed package
 
-from benchlib import big, diag, feed, find, machine, rss, small  # noqa: E402
+from benchlib import big, diag, feed, feedscale, find, machine, rss, small  # noqa: E402
 from benchlib.config import GROUPS, Config  # noqa: E402
 from benchlib.stats import SCHEMA, Figure, table  # noqa: E402
 from benchlib.tools import fio_version  # noqa: E402
 
 RUNNERS: dict[str, Callable[[Config], list[Figure]]] = {
     "sandbox": diag.run, "big": big.run, "rss": rss.run, "small": small.run, "find": find.run,
-    "feed": feed.run}
+    "feed": feed.run, "feed-scale": feedscale.run}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

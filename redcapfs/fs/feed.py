@@ -16,10 +16,13 @@ log cannot be read (no Logging right: 403) the mount falls back to TTL
 refreshes and the manifest's sizes are not used (``mode`` says "ttl").
 
 Our own uploads and deletes are never taken for a colleague's: each is noted
-with its slot and time, and a log row of that record, field, event and
-instance within a minute of it is ours (and teaches our user name; rows of
-another user are never ours). Same user in the web page in the same minute on
-the same slot stays ambiguous (docs/SEMANTICS.md).
+with its slot and time, and the first log row of that record, field, event
+and instance from a minute before the call on is ours (and teaches our user
+name; rows of another user are never ours). Same user in the web page on the
+same slot before the poll that reads our row stays ambiguous (docs/SEMANTICS.md).
+The log's times are in the server's zone: ``clock`` (logrows.ServerClock)
+learns its offset from rows that appear between two polls and keeps it in the
+manifest.
 
 Lock: ``_lock`` guards the pending uploads, the user name and the activity
 time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from redcapfs import errors as E
 from redcapfs.client.base import RedcapClient
 from redcapfs.fs import logrows
+from redcapfs.fs.prefetch import remember_fileinfo
 from redcapfs.fs.slots import SlotModel
 from redcapfs.manifest import Manifest
 from redcapfs.recordcache import RecordCache
@@ -46,7 +50,8 @@ from redcapfs.shape import ProjectShape, Slot
 log = logging.getLogger(__name__)
 
 IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
-FIRST_LOOKBACK = 86400.0  # the first cursor's probe: a day covers any difference of time zones
+FIRST_LOOKBACK = 2 * 86400.0  # the first cursor's probe: two days cover any two zones (UTC-12 .. UTC+14)
+FRESH_SLACK = 5.0  # seconds beyond one poll interval that a poll still vouches for the index
 OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read this far past it
 
 
@@ -88,7 +93,11 @@ class ChangeFeed:
         # stored after every poll for the next mount.
         self._cursor: str | None = manifest.meta("cursor")
         self._seen: set[str] = set(json.loads(manifest.meta("cursor_seen") or "[]"))
+        stored = json.loads(manifest.meta("server_clock") or "null")  # [offset seconds, confirmed]
+        self.clock = logrows.ServerClock(*stored) if stored else logrows.ServerClock()
         self._used = time.monotonic()
+        self._asked: float | None = None  # when this mount's previous log export was sent (wall clock)
+        self._covered: float | None = None  # monotonic start of the last poll that was applied in full
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -127,10 +136,29 @@ class ChangeFeed:
         return (f"note: {why}; changes made elsewhere show after records_ttl/content_ttl, "
                 "and file sizes are asked again")
 
+    def fresh(self) -> bool:
+        """Whether the index is vouched for now: the feed is on and its last full poll began recently.
+
+        Every change made before that poll began is in the index, so what a
+        slot holds can be read there instead of asked (Uploader: no probe
+        before an upload or delete). The window is what changed since.
+        """
+        covered = self._covered
+        return (self.mode == "log" and covered is not None
+                and time.monotonic() - covered <= self.poll + FRESH_SLACK)
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        self._remember()
+
+    def _remember(self) -> None:
+        """Keep what the client learnt of the file-info call (at every poll and at unmount)."""
+        try:
+            remember_fileinfo(self.client, self.records, self.slots, self.manifest)
+        except Exception as exc:  # a closed manifest at a racing unmount: the next mount learns again
+            log.debug("could not keep what the file-info call does: %s", exc)
 
     def touch(self) -> None:
         """The mount was used: polls stay at ``poll`` (a float store, no lock)."""
@@ -149,6 +177,7 @@ class ChangeFeed:
                 self.poll_now()
             except Exception as exc:  # the cursor stays: the next poll covers the gap
                 log.warning("change feed poll failed: %s", exc)
+            self._remember()
 
     # ------------------------------------------------------------ our own writes
     def note_ours(self, slot: Slot) -> None:
@@ -167,7 +196,7 @@ class ChangeFeed:
     def _read_past(self, ours: _Ours) -> bool:
         """Whether the polls have read the log well past ``ours`` (its row, if any, was seen)."""
         cursor = self._cursor
-        return cursor is not None and cursor > logrows.minute(ours.when + OUR_WINDOW)
+        return cursor is not None and cursor > self.clock.latest_minute(ours.when + OUR_WINDOW)
 
     def _is_ours(self, change: logrows.Change, field: str) -> bool:
         key = _slot_key(change.record, field, change.event, change.instance or 1)
@@ -175,7 +204,7 @@ class ChangeFeed:
             if self._user is not None and change.username != self._user:
                 return False
             for ours in self._ours:
-                if not ours.done and ours.key == key and logrows.near(change.stamp, ours.when):
+                if not ours.done and ours.key == key and self.clock.near(change.stamp, ours.when):
                     ours.done = True
                     learned = self._user is None
                     self._user = change.username
@@ -195,27 +224,34 @@ class ChangeFeed:
 
     def _first_cursor(self) -> None:
         """No cursor yet: start it at the log's newest row (the index, read after this, has all of them)."""
-        began = time.time()
-        rows = self.client.export_log(logrows.minute(began - FIRST_LOOKBACK))
+        began, started = time.time(), time.monotonic()
+        rows = self.client.export_log(self.clock.minute(began - FIRST_LOOKBACK))
         stamps = [str(r.get("timestamp", ""))[:16] for r in rows if r.get("timestamp")]
-        cursor = max(stamps) if stamps else logrows.minute(began - FIRST_LOOKBACK)
+        if self.clock.bound(stamps, time.time()):
+            self._store_clock("the newest log row")
+        self._asked = began
+        cursor = max(stamps) if stamps else self.clock.minute(began - FIRST_LOOKBACK)
         self._tell_rows(rows)  # locks of the last day are known from the start
         self._store_cursor(cursor, [logrows.fingerprint(r) for r in rows
                                     if str(r.get("timestamp", ""))[:16] == cursor])
         self.manifest.set_meta("trusted_since", repr(began))
         self.manifest.trusted_since = began
         self.polls += 1
+        self._covered = started
 
     def _poll_locked(self) -> int:
-        cursor = self._cursor or logrows.minute(time.time())
+        cursor = self._cursor or self.clock.minute(time.time())
         seen = self._seen
+        asked, started = time.time(), time.monotonic()
         rows = self.client.export_log(cursor)
         self.polls += 1
         fresh = [r for r in rows if logrows.fingerprint(r) not in seen]
         self._tell_rows(fresh)
+        self._learn_clock(rows, fresh, asked)
         changes = logrows.parse(fresh)
         redone = self._apply(changes) if changes else 0
         self._advance(cursor, seen, rows)
+        self._covered = started
         if self.manifest.trusted_since is None:
             since = self.manifest.meta("trusted_since")
             self.manifest.trusted_since = float(since) if since else time.time()
@@ -237,6 +273,26 @@ class ChangeFeed:
         if newest == cursor:
             prints = sorted(seen | set(prints))
         self._store_cursor(newest, prints)
+
+    def _learn_clock(self, rows: list[dict], fresh: list[dict], asked: float) -> None:
+        """The server's zone from this poll: a row new since the previous export was written since it."""
+        previous, self._asked = self._asked, asked
+        now = time.time()
+        if previous is not None:
+            for row in reversed(fresh):
+                if self.clock.learn(str(row.get("timestamp", ""))[:16], previous, now):
+                    self._store_clock("a row new since the previous poll")
+                    return
+        if self.clock.bound([str(r.get("timestamp", ""))[:16] for r in rows], now):
+            self._store_clock("the newest log row")
+
+    def _store_clock(self, source: str) -> None:
+        """Keep the server's offset for the next mount (a remount's first rows need it before any write)."""
+        clock = self.clock
+        sign, left = ("-", -clock.offset) if clock.offset < 0 else ("+", clock.offset)
+        log.info("REDCap's log times: server at UTC%s%02d:%02d (%s, from %s)", sign, left // 3600,
+                 left % 3600 // 60, "confirmed" if clock.confirmed else "a guess", source)
+        self.manifest.set_meta("server_clock", json.dumps([clock.offset, clock.confirmed]))
 
     def _store_cursor(self, cursor: str, prints: list[str]) -> None:
         self._cursor, self._seen = cursor, set(prints)
@@ -275,7 +331,7 @@ class ChangeFeed:
         if not theirs and old == new:
             return  # a change elsewhere in the record (a text field): the file stayed
         when = max((c.stamp for c in theirs), default="")
-        self.slots.changed_elsewhere(slot, old, new, logrows.stamp_ns(when) if when else None)
+        self.slots.changed_elsewhere(slot, old, new, self.clock.stamp_ns(when) if when else None)
 
     def _names_slot(self, change: logrows.Change, slot: Slot) -> bool:
         """Whether the row may be about this slot's file (unnamed details: any file of the record)."""

@@ -12,14 +12,33 @@ A row is ``timestamp`` (``YYYY-MM-DD HH:MM``, server time, minute resolution),
 * a ``Lock/Unlock Record`` row is no data change (:func:`locks` reads it for
   fs/rights.py; REDCap's wording: docs/sandbox.md, "Locking").
 
-Times are read as this machine's local time: REDCap writes its server's local
-time and says nothing of its zone, so when the two zones differ every time
-from the log is shifted by the difference (still stable and monotonic).
+REDCap writes its server's local time (PHP's ``date()`` in the zone the
+server is set to) and says nothing of that zone, in the rows and in the
+``beginTime`` filter alike; the API exports no time zone either. So
+:class:`ServerClock` keeps the server's offset from UTC, learned (not this
+machine's zone, which may differ: a laptop abroad, a server set to UTC):
+
+* a row that a poll sees and the poll before it (in this mount, at most six
+  minutes before) did not was written between the two: its minute minus that
+  moment, to the one multiple of 15 minutes that fits (every zone's offset is
+  one; clocks may differ by two minutes), *confirms* the offset. Any change in
+  the project while the mount is in use does it, ours or a colleague's, and a
+  DST change is picked up the same way;
+* until then the offset is a *guess*: this machine's own, raised to the lowest
+  offset the log allows (no row can be newer than now, so a row that looks
+  ahead of this machine's clock shows the server's zone is further east).
+
+Unconfirmed, our own rows are matched by slot alone (time window
+``MAX_OFFSET``); confirmed, within a minute. Times given to files are kept
+monotonic by the slot model (never back in time), so a corrected guess never
+moves a time backwards.
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -30,6 +49,8 @@ _SKIP = ("download", "export", "page view", "view ")
 _FIELD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*) = '")
 _EVENT = re.compile(r"event = '([^']*)'")
 _INSTANCE = re.compile(r"instance = (\d+)")
+QUARTER = 900  # seconds: every time zone's offset from UTC is a multiple of 15 minutes
+MAX_OFFSET = 14 * 3600  # the widest offsets in use: UTC-12 .. UTC+14
 
 
 @dataclass(frozen=True)
@@ -77,24 +98,89 @@ def parse(rows: Iterable[dict]) -> list[Change]:
 
 
 def stamp_ns(stamp: str) -> int | None:
-    """The log's minute as nanoseconds since the epoch (local time), or None when unreadable."""
+    """The log's minute read in this machine's zone (nanoseconds), or None; the feed uses ``ServerClock``."""
     try:
         return int(time.mktime(time.strptime(stamp[:16], STAMP))) * 1_000_000_000
     except (ValueError, OverflowError):
         return None
 
 
-def minute(when: float) -> str:
-    """A wall-clock time in the log's form."""
-    return time.strftime(STAMP, time.localtime(when))
+def _naive(stamp: str) -> int | None:
+    """The log's minute read as if it were UTC (seconds): server local time plus the server's offset."""
+    try:
+        return calendar.timegm(time.strptime(stamp[:16], STAMP))
+    except (ValueError, OverflowError):
+        return None
 
 
-def near(stamp: str, when: float, slack_minutes: int = 1) -> bool:
-    """Whether the log's ``stamp`` is within ``slack_minutes`` of the wall-clock time ``when``."""
-    ns = stamp_ns(stamp)
-    if ns is None:
-        return False
-    return abs(ns / 1e9 - (when - when % 60)) <= 60 * slack_minutes
+class ServerClock:
+    """The REDCap server's offset from UTC, so the log's local times mean the right moments (module docstring).
+
+    Not locked: the feed calls it under its poll lock or its own lock; an
+    offset is one int store.
+    """
+
+    def __init__(self, offset: int | None = None, confirmed: bool = False) -> None:
+        self.offset = time.localtime().tm_gmtoff if offset is None else offset
+        self.confirmed = confirmed and offset is not None
+
+    def stamp_ns(self, stamp: str) -> int | None:
+        """The log's minute as nanoseconds since the epoch, or None when unreadable."""
+        naive = _naive(stamp)
+        return None if naive is None else (naive - self.offset) * 1_000_000_000
+
+    def minute(self, when: float) -> str:
+        """A moment (epoch seconds) in the log's form, in the server's zone (for ``beginTime``)."""
+        return time.strftime(STAMP, time.gmtime(when + self.offset))
+
+    def latest_minute(self, when: float) -> str:
+        """``minute(when)`` at the widest offset still possible: a bound the log is surely past."""
+        return self.minute(when) if self.confirmed else time.strftime(STAMP, time.gmtime(when + MAX_OFFSET))
+
+    def near(self, stamp: str, when: float, until: float | None = None) -> bool:
+        """Whether the row's ``stamp`` may be a call made from ``when`` to ``until`` (default: now).
+
+        Unconfirmed, anywhere in the widest spread of zones. A long upload's
+        row is written when it ends, so the window runs to now, not a minute.
+        """
+        naive = _naive(stamp)
+        if naive is None:
+            return False
+        until = time.time() if until is None else until
+        if not self.confirmed:
+            return when - MAX_OFFSET - 180 <= naive <= until + MAX_OFFSET + 120
+        moment = naive - self.offset
+        return when - when % 60 - 120 <= moment <= until + 60
+
+    def learn(self, stamp: str, after: float, before: float) -> bool:
+        """A row written between ``after`` and ``before`` (epoch seconds) has ``stamp``: learn the offset.
+
+        The offset is ``stamp - moment`` give or take the minute's truncation
+        and the clocks' difference (2 minutes either way); when exactly one
+        multiple of 15 minutes fits, it is the server's. True if it changed.
+        """
+        naive = _naive(stamp)
+        if naive is None or before - after > 6 * 60:
+            return False
+        low, high = naive - before - 120, naive + 60 - after + 120
+        fits = [q * QUARTER for q in range(math.ceil(low / QUARTER), math.floor(high / QUARTER) + 1)
+                if abs(q * QUARTER) <= MAX_OFFSET]
+        if len(fits) != 1:
+            return False
+        changed = (fits[0], True) != (self.offset, self.confirmed)
+        self.offset, self.confirmed = fits[0], True
+        return changed
+
+    def bound(self, stamps: list[str], now: float) -> bool:
+        """No row is newer than ``now``: raise a guessed offset the newest row shows too small. True if changed."""
+        naives = [n for n in (_naive(s) for s in stamps) if n is not None]
+        if self.confirmed or not naives:
+            return False
+        lowest = max(naives) - now  # offset >= this (give or take the clocks' difference)
+        if lowest <= self.offset + 120:
+            return False
+        self.offset = min(MAX_OFFSET, math.ceil((lowest - 120) / QUARTER) * QUARTER)
+        return True
 
 
 # ------------------------------------------------------------------ lock rows

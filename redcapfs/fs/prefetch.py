@@ -14,6 +14,12 @@ The kernel's later ``stat`` calls find the sizes known or the lookup in flight
 
 Lock: ``_lock`` guards the table of listed directories; a leaf. No lookup runs
 under it.
+
+A server without the file-info fast path (the undocumented ``fileinfo`` flag,
+docs/redcap-api.md) can only tell a size by sending the file: ``sizes_notice``
+says so at mount, with how many of the project's files that is. What the
+client learns of it (at the first size lookup, no call of its own) is kept in
+the manifest by ``remember_fileinfo``, so every later mount knows at once.
 """
 
 from __future__ import annotations
@@ -25,6 +31,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+
+from redcapfs.client.base import RedcapClient
+from redcapfs.fs.slots import SlotModel
+from redcapfs.manifest import Manifest
+from redcapfs.recordcache import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +110,40 @@ class SizePrefetch:
                 return False
             self._started.add(key)
             return True
+
+
+def _counts(records: RecordCache, slots: SlotModel, load: bool) -> tuple[int, int]:
+    """(files without a known size, files) in the index; ``load``: read it first if this mount has none."""
+    with (records.view() if load else records.current()) as index:
+        files = list(index.slots_with_files())
+    return sum(1 for slot, name in files if slots.size(slot, name) is None), len(files)
+
+
+def sizes_notice(records: RecordCache, slots: SlotModel, manifest: Manifest) -> str:
+    """At mount, after the log: the line to say when this server's sizes need downloads, else "" (no call).
+
+    Known from an earlier mount of the project (``remember_fileinfo``); a
+    first mount cannot know without a call of its own, so it says nothing and
+    logs it the moment the first size lookup shows it.
+    """
+    if manifest.meta("fileinfo") != "no":
+        return ""
+    unknown, total = _counts(records, slots, load=True)  # the index the mount reads next anyway
+    return (f"note: this REDCap server has no file-info call, so a file's size needs a download of the file: "
+            f"{unknown} of the {total} files known now (ls -l, stat and rsync read them once; "
+            "the bytes stay in the cache)")
+
+
+def remember_fileinfo(client: RedcapClient, records: RecordCache, slots: SlotModel, manifest: Manifest) -> None:
+    """What the client has learnt of the file-info call, kept for the next mount's notice; logged once."""
+    supported = getattr(client, "fileinfo_supported", None)
+    if supported is None:
+        return
+    value = "yes" if supported else "no"
+    if manifest.meta("fileinfo") == value:
+        return
+    manifest.set_meta("fileinfo", value)
+    if not supported:
+        unknown, total = _counts(records, slots, load=False)  # a size was looked up: the index is there
+        log.warning("this REDCap server has no file-info call: a file's size needs a download of the file "
+                    "(%d of the %d files known now); later mounts say so at mount", unknown, total)

@@ -10,6 +10,14 @@ Before every replace and delete the version taken out of REDCap is kept in
 the local trash (``trash.py``): from the content cache when it is there, else
 downloaded first (one Export File). A version the trash cannot hold
 (``TrashFull``, ENOSPC) refuses the change; an upload so refused stays unsent.
+
+What the slot holds before a change is asked of the server (one file-info
+call). Only with ``-o slot_check=feed`` (``fresh`` given) and while the change
+feed vouches for the records index (a poll began less than ``poll + 5``
+seconds ago and covered every change before it) does the index answer
+instead, so an upload or delete costs no probe; a colleague's change made
+after that poll began is then the window (docs/SEMANTICS.md). The default asks:
+issue 10's "every replace keeps the version it removes" is the more specific rule.
 """
 
 from __future__ import annotations
@@ -41,8 +49,10 @@ class Uploader:
 
     def __init__(self, client: RedcapClient, slots: SlotModel, records: RecordCache, url: str,
                  project_id: str, trash: Trash | None = None,
-                 on_write: Callable[[Slot], None] | None = None) -> None:
+                 on_write: Callable[[Slot], None] | None = None,
+                 fresh: Callable[[], bool] | None = None) -> None:
         self.client = client
+        self.fresh = fresh  # whether the change feed vouches for the index now (no probe needed)
         self.trash = trash
         self.on_write = on_write  # told before each upload or delete (the change feed: not a colleague's)
         self.slots = slots
@@ -95,7 +105,10 @@ class Uploader:
         raise FileChanged(why, describe(slot, name))
 
     def ask(self, slot: Slot) -> FileInfo | None:
-        """What the slot holds now, asked of the server (one file-info call): EMPTY, or None if it cannot say."""
+        """What the slot holds now (one file-info call, or the index the feed vouches for): EMPTY, or None."""
+        known = self._vouched(slot)
+        if known is not None:
+            return known
         try:
             return self.client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
         except EmptySlot:
@@ -103,6 +116,17 @@ class Uploader:
         except RedcapError as exc:  # cannot say (a locked record, a hiccup): the caller falls back to the index
             log.debug("%s: file-info before a change failed: %s", describe(slot, "the slot's file"), exc)
             return None
+
+    def _vouched(self, slot: Slot) -> FileInfo | None:
+        """What the index says the slot holds, if the change feed's last poll is recent enough to trust it."""
+        if self.fresh is None or not self.fresh():
+            return None
+        known = self.slots.server_file(slot, current=True)
+        if known is None:
+            return EMPTY
+        if known.name is None:  # "[document]" not resolved yet: the server knows the name
+            return None
+        return FileInfo(known.name, known.size)
 
     def verify(self, slot: Slot, name: str) -> FileInfo | None:
         """Make sure the slot holds ``name`` right now, asked of the server; returns what it said.

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MIB = 1 << 20
-GROUPS = ("sandbox", "big", "rss", "small", "find", "feed")
+GROUPS = ("sandbox", "big", "rss", "small", "find", "feed", "feed-scale")
 
 
 @dataclass

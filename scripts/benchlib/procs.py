@@ -25,7 +25,8 @@ class Sandbox:
 
     command: ClassVar[list[str]] = [sys.executable, "-m", "redcapfs", "sandbox"]  # an experiment may swap it
 
-    def __init__(self, work: Path, name: str, project_dir: Path, latency_ms: float, tls: bool = False) -> None:
+    def __init__(self, work: Path, name: str, project_dir: Path, latency_ms: float, tls: bool = False,
+                 extra: tuple[str, ...] = ()) -> None:
         self.name = name
         self.latency_ms = latency_ms
         self.ca: str | None = None  # the throwaway CA of a --tls sandbox (its ``ca=`` line)
@@ -34,7 +35,7 @@ class Sandbox:
         self.stderr_path = work / f"{name}-sandbox.stderr"
         argv = [*self.command, str(project_dir), "--host", "127.0.0.1",
                 "--port", "0", "--data-dir", str(self.data), "--request-log", str(self.log),
-                "--latency", str(latency_ms), "--max-upload-mb", "100000", *(["--tls"] if tls else [])]
+                "--latency", str(latency_ms), "--max-upload-mb", "100000", *(["--tls"] if tls else []), *extra]
         with open(self.stderr_path, "wb") as err:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                          text=True, cwd=str(REPO))

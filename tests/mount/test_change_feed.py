@@ -237,3 +237,121 @@ def test_a_design_change_in_the_log_reloads_the_design(sandbox: Any, mount: Any)
     settle(lambda: len(sb.calls()))
     assert "extra_scan" in os.listdir(event_dir)
     assert after(sb, mark, content="metadata"), "the design was not read again"
+
+
+def test_log_times_in_another_zone_than_the_mounts(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    """The sandbox writes the log in its own zone (this test's, UTC here); the mount runs at UTC+5:45.
+
+    A colleague's upload takes the moment it was made (not one shifted by the zones' difference), and our
+    own write is still told from a colleague's: the time we set on it stays.
+    """
+    sb = two_users(sandbox)
+    m = mount(sb, NO_KERNEL_CACHE, env={"TZ": "NPT-5:45"})
+    wait_for_poll(sb, time.time())
+    slot_dir = m.path.joinpath(*SLOT)
+    mark = time.time()
+    upload_as(sb, BOB, tmp_path, "zoned.txt", b"from the web page\n")
+    made = time.time()
+    wait_for_poll(sb, mark)
+    mtime = (slot_dir / "zoned.txt").stat().st_mtime
+    assert mark - 61 <= mtime <= made + 1, (mtime, mark)  # the log's minute of the upload, in true time
+
+    mark = time.time()
+    (slot_dir / "zoned.txt").write_bytes(b"our edit\n")
+    os.utime(slot_dir / "zoned.txt", (1_577_836_800, 1_577_836_800))  # 2020-01-01: ours outranks the log's
+    wait_for_poll(sb, mark)
+    wait_for_poll(sb, time.time())
+    assert (slot_dir / "zoned.txt").stat().st_mtime == 1_577_836_800
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("zoned.txt", b"our edit\n")
+    (slot_dir / "zoned.txt").write_bytes(b"our second edit\n")  # not refused as a colleague's newer version
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("zoned.txt", b"our second edit\n")
+
+
+def probes(sb: Any, mark: float) -> list[dict[str, Any]]:
+    """File-info calls since ``mark``: what the slot holds asked of REDCap."""
+    return [c for c in file_calls(after(sb, mark)) if c.get("fileinfo")]
+
+
+def kept(mnt: Any) -> list[tuple[str, str, bytes]]:
+    """(name, why, bytes) of every version in the mount's local trash."""
+    from test_trash_restore import trash_dir, trash_rows
+
+    return sorted((r["name"], r["why"], (trash_dir(mnt) / f"{r['id']}.data").read_bytes()) for r in trash_rows(mnt))
+
+
+def test_with_the_feed_a_cp_asks_no_probe_and_still_keeps_the_old(sandbox: Any, mount: Any,
+                                                                   tmp_path: Path) -> None:
+    """With the feed on and a recent poll, the index says what a slot holds: no file-info call before a cp."""
+    sb = two_users(sandbox)
+    m = mount(sb, "poll=1,slot_check=feed")
+    slot_dir = m.path.joinpath(*SLOT)
+    wait_for_poll(sb, time.time())
+    mine = tmp_path / "source-of-mine.txt"
+    mine.write_bytes(b"into an empty slot\n")
+    mark = time.time()
+    run("cp", str(mine), str(slot_dir / "mine.txt"))  # an empty slot, known empty: nothing to keep
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("mine.txt", b"into an empty slot\n")
+    settle(lambda: len(sb.calls()))
+    assert probes(sb, mark) == [], probes(sb, mark)
+    assert kept(m) == []
+
+    theirs = os.urandom(70_000)
+    mark = time.time()
+    upload_as(sb, BOB, tmp_path, "mine.txt", theirs)  # a colleague replaces it; the next poll shows it
+    wait_for_poll(sb, mark)
+    assert (slot_dir / "mine.txt").stat().st_size == len(theirs)  # the new size is learnt (cp stats it first)
+    mark = time.time()
+    run("cp", str(mine), str(slot_dir / "mine.txt"))  # over the colleague's version: kept byte for byte
+    settle(lambda: len(sb.calls()))
+    assert probes(sb, mark) == [], probes(sb, mark)
+    assert len(after(sb, mark, content="file", action="export")) == 1  # the one download the trash needs
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("mine.txt", b"into an empty slot\n")
+    assert kept(m) == [("mine.txt", "replaced", theirs)]
+
+
+def test_without_the_feed_a_cp_over_a_file_probes_first(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    """Today's behaviour without the log: the slot is asked of REDCap before the replace (one file-info call)."""
+    sb = two_users(sandbox)
+    upload_as(sb, BOB, tmp_path, "old.txt", b"old version\n")
+    m = mount(sb, "poll=0")
+    src = tmp_path / "new.txt"
+    src.write_bytes(b"new version\n")
+    assert (m.path.joinpath(*SLOT) / "old.txt").stat().st_size == len(b"old version\n")  # size learnt first
+    mark = time.time()
+    run("cp", str(src), str(m.path.joinpath(*SLOT) / "old.txt"))
+    settle(lambda: len(sb.calls()))
+    assert len(probes(sb, mark)) == 1
+    assert kept(m) == [("old.txt", "replaced", b"old version\n")]
+
+
+def project_file_count(sb: Any) -> int:
+    """Filled file fields in the project, counted through PyCap (not through the mount)."""
+    project = redcap.Project(sb.url, sb.token)
+    fields = {f["field_name"] for f in project.export_metadata() if f["field_type"] == "file"}
+    return sum(1 for row in project.export_records() for k, v in row.items() if k in fields and v)
+
+
+def test_a_server_without_file_info_is_said_once_at_mount_with_how_many_files(sandbox: Any, mount: Any,
+                                                                              tmp_path: Path) -> None:
+    """The first size lookup shows the server lacks the call (no call of its own); every later mount says so."""
+    sb = sandbox("--no-fileinfo")
+    upload_as(sb, sb.token, tmp_path, "one.txt", b"one\n")
+    total = project_file_count(sb)
+    assert total >= 2
+    m = mount(sb, "poll=1")
+    assert "no file-info call" not in m.stderr  # a first mount cannot know without asking
+    assert (m.path.joinpath(*SLOT) / "one.txt").stat().st_size == 4  # its size needs the file itself
+    m.unmount()
+    assert "no file-info call" in m.log, m.describe()  # said in the log the moment it showed
+    mark = time.time()
+    m2 = mount(sb, "poll=1")
+    notes = [line for line in m2.stderr.splitlines() if "no file-info call" in line]
+    assert len(notes) == 1 and f"{total - 1} of the {total} files" in notes[0], m2.describe()
+    settle(lambda: len(sb.calls()))
+    assert file_calls(after(sb, mark)) == []  # said from what the last mount learnt: no call to know it
+
+
+def test_a_server_with_file_info_says_nothing_of_sizes(sandbox: Any, mount: Any) -> None:
+    sb = sandbox()
+    m = mount(sb, "poll=1")
+    assert "no file-info call" not in m.stderr, m.describe()
