@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "profile (its token_file, token_command or keyring), else REDCAP_API_TOKEN, else a hidden "
                     "prompt; never from an argument.",
         epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, poll=30 (s between "
-               "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, slot_check=always|feed (before a replace "
-               "or delete ask REDCap what the slot holds, or trust a fresh change feed: one call less per upload, a "
+               "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, "
+               "slot_check=always|feed (before a replace or delete ask REDCap what the slot holds, or trust a "
+               "fresh change feed: one call less per upload, a "
                "version a colleague uploaded within the poll window is then not kept in the trash), attr_timeout=1, "
                "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "

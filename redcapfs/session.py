@@ -148,7 +148,7 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
     manifest = Manifest(folder / "manifest.sqlite")
     tree_opts = TreeOptions(read_only=opts.read_only, records_ttl=opts.records_ttl,
                             content_ttl=opts.content_ttl, poll=opts.poll, poll_idle=opts.poll_idle,
-                            metadata_ttl=opts.metadata_ttl,
+                            metadata_ttl=opts.metadata_ttl, slot_check=opts.slot_check,
                             sizes_ahead=8 if opts.rate is None else max(1, min(8, int(opts.rate))),
                             batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
                             temp_names=TempNames.from_option(opts.temp_names))
