@@ -425,7 +425,7 @@ class Tree:
 
     def _local_stat(self, local: LocalFile) -> Stat:
         st = os.fstat(local.fd) if local.fd >= 0 else None
-        size = st.st_size if st else 0
-        mtime = local.mtime_ns or (st.st_mtime_ns if st else time.time_ns())
+        size = local.size() if st else 0
+        mtime = local.mtime_ns or local.base_mtime_ns or (st.st_mtime_ns if st else time.time_ns())
         mode = local.mode if local.mode is not None else rules.file_mode(self.options)
         return Stat(False, size, stat.S_IFREG | mode, mtime, self.options.uid, self.options.gid)

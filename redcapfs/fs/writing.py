@@ -12,6 +12,7 @@ server side changed meanwhile it starts again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -119,15 +120,32 @@ class Writing:
         return self.handles.add(Handle(local=local, writable=True))
 
     def _copy_start(self, node: FileNode, local: LocalFile) -> None:
-        """Opening without O_TRUNC starts from the current content (another writer's, or the server's)."""
-        if node.local is not None:
-            with node.local.lock:
-                size = node.local.size()
+        """Opening without O_TRUNC starts from the current content (another writer's, or the server's).
+
+        The server's bytes are copied in only when first needed (``LocalFile.ensure_filled``), when
+        the size is known to report meanwhile: `touch`, `cp -p`'s time setting and an open that
+        writes nothing download nothing. The copy reports that version's time until it is written.
+        """
+        other = node.local
+        if other is not None:
+            with other.lock:
+                local.base_mtime_ns = other.mtime_ns or other.base_mtime_ns
+                if other.fill is not None:  # not copied in yet: neither is this one
+                    local.fill, local.fill_size = other.fill, other.fill_size
+                    return
+                size = other.size()
                 if size:
-                    os.copy_file_range(node.local.fd, local.fd, size, 0, 0)
+                    os.copy_file_range(other.fd, local.fd, size, 0, 0)
             return
-        if node.raw is not None:
+        if node.raw is None:
+            return
+        size = self.content.slots.size(node.slot, node.name)
+        if size is None:
             self.content.copy_into(node, local.fd)
+            size = local.size()
+        else:
+            local.fill, local.fill_size = functools.partial(self.content.copy_into, node), size
+        local.base_mtime_ns = self.content.slots.attr(node.slot, node.name, size).mtime_ns
 
     # ------------------------------------------------------------ changing bytes
     def write(self, fh: int, data: bytes, offset: int) -> int:
@@ -136,6 +154,7 @@ class Writing:
             raise InvalidArgument("file not open for writing")
         local = handle.local
         with local.lock:
+            local.ensure_filled()
             self._detach_from_cache(local)
             local.entry.writing()  # before the bytes change: a crash now leaves it incomplete, not final
             written = os.pwrite(local.fd, data, offset)
@@ -144,6 +163,7 @@ class Writing:
 
     def truncate_local(self, local: LocalFile, length: int) -> None:
         with local.lock:
+            local.ensure_filled(needed=length > 0)
             self._detach_from_cache(local)
             local.entry.writing()
             os.ftruncate(local.fd, length)
