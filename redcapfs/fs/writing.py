@@ -139,13 +139,12 @@ class Writing:
             return
         if node.raw is None:
             return
-        size = self.content.slots.size(node.slot, node.name)
-        if size is None:
+        known = self.content.slots.size(node.slot, node.name)
+        if known is None:
             self.content.copy_into(node, local.fd)
-            size = local.size()
         else:
-            local.fill, local.fill_size = functools.partial(self.content.copy_into, node), size
-        local.base_mtime_ns = self.content.slots.attr(node.slot, node.name, size).mtime_ns
+            local.fill, local.fill_size = functools.partial(self.content.copy_into, node), known
+        local.base_mtime_ns = self.content.slots.attr(node.slot, node.name, local.size()).mtime_ns
 
     # ------------------------------------------------------------ changing bytes
     def write(self, fh: int, data: bytes, offset: int) -> int:
