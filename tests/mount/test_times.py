@@ -142,8 +142,16 @@ def test_saves_in_a_row_with_vim_never_warn_w11(sandbox: Any, mount: Any, tmp_pa
     path = slot / "notes.txt"
     path.write_bytes(b"line1\nline2\n")
     want = b"line1\nline2\n"
-    for n in range(3, 9):
+    for n in range(3, 11):
         messages = tmp_path / f"vim-{n}.txt"
+        if n % 3 == 0:  # a save by another tool right before vim reads the file
+            with open(path, "ab") as out:
+                out.write(f"added{n}\n".encode())
+            want += f"added{n}\n".encode()
+        elif n % 3 == 1:
+            (tmp_path / "copy.txt").write_bytes(want + b"copied\n")
+            subprocess.run(["cp", str(tmp_path / "copy.txt"), str(path)], check=True)
+            want += b"copied\n"
         r = subprocess.run(["vim", "-es", "-N", "-u", vimrc, "-i", "NONE", *settings,
                             "-c", f"redir! > {messages}", "-c", f"normal Goline{n}", "-c", "wq", str(path)],
                            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=str(slot))
@@ -153,3 +161,28 @@ def test_saves_in_a_row_with_vim_never_warn_w11(sandbox: Any, mount: Any, tmp_pa
         want += f"line{n}\n".encode()
         assert server_bytes(sb, *SLOT) == want, (n, said, mnt.log[-3000:])
         assert path.read_bytes() == want
+
+
+def test_the_time_a_writer_saw_is_the_time_the_version_keeps(sandbox: Any, mount: Any) -> None:
+    """After the last write, fstat of the open handle, stat after the close and stat after a remount agree.
+
+    The close's release reaches the mount after close() returned: a stat in between used to see the
+    spool file's time, later the upload's, and vim read that as "changed since reading it" (W11).
+    """
+    sb = sandbox()
+    mnt = mount(sb, "attr_timeout=0")
+    path = mnt.path.joinpath(*SLOT) / "seen.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"version one\n")
+        os.fsync(fd)  # the upload
+        seen = os.fstat(fd).st_mtime_ns
+        assert os.stat(path).st_mtime_ns == seen
+    finally:
+        os.close(fd)
+    assert server_bytes(sb, *SLOT) == b"version one\n"
+    assert os.stat(path).st_mtime_ns == seen
+    with open(path, "rb+") as again:  # opened to modify, nothing written: its time stays the version's
+        assert os.fstat(again.fileno()).st_mtime_ns == seen
+    mnt.unmount()
+    assert os.stat(mount(sb).path.joinpath(*SLOT) / "seen.txt").st_mtime_ns == seen
