@@ -296,12 +296,15 @@ class Tree:
     def unlink(self, path: str) -> None:
         if is_repo_path(path):
             return self.repo.unlink(path)
+        self.writing.settle_held(path)  # a held empty truncation goes first (fs/emptygrace.py)
         self.writing.unlink(self._file_at(path), path)
 
     def rename(self, old: str, new: str) -> None:
         """Files only; see fs/renames.py for what each kind of rename means."""
         if is_repo_path(old) or is_repo_path(new):
             return self.repo.rename(old, new)
+        self.writing.settle_held(old)
+        self.writing.settle_held(new)
         self.renames.rename(old, new)
 
     # ================================================================ directories
@@ -384,6 +387,7 @@ class Tree:
         self.feed.stop()
         self._design_timer.set()
         self.ahead.close()
+        self.writing.grace.settle()  # held empty truncations are sent (or kept as unsent) before unmount
         for fh in self.handles.all():
             try:
                 self.release(fh)

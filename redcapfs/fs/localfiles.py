@@ -146,6 +146,7 @@ class LocalFile:
                 os.lseek(self.fd, 0, os.SEEK_SET)
                 raise
         self.fill = None
+        self.entry.retarget(self.entry.target, temp=False)  # its bytes are here now: a crash keeps them
 
     @property
     def unlinked(self) -> bool:

@@ -22,6 +22,7 @@ from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgumen
 from redcapfs.fs import rules
 from redcapfs.fs.base import FileNode, TreeOptions
 from redcapfs.fs.content import ServerContent
+from redcapfs.fs.emptygrace import EmptyGrace
 from redcapfs.fs.handles import Handle, Handles
 from redcapfs.fs.localfiles import KEEP_AT_CLOSE, SEND_AT_CLOSE, SEND_AT_FLUSH, FileState, LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace, ServerName
@@ -30,6 +31,7 @@ from redcapfs.shape import ProjectShape, Slot
 
 log = logging.getLogger(__name__)
 
+LAZY_COPY_MIN = 1 << 20  # from this size a writer's starting copy waits for its first use (docs/SEMANTICS.md)
 CHECK_TRIES = 5  # the server side of a slot changing under every check this often is not a normal day
 
 
@@ -45,6 +47,7 @@ class Writing:
         self.handles = handles
         self.content = content
         self.uploader = uploader
+        self.grace = EmptyGrace(options.empty_grace, self._close_last)  # fs/emptygrace.py
 
     # ------------------------------------------------------------ rules with I/O
     def require_writable(self, slot: Slot | None, path: str, probe: bool = True) -> None:
@@ -109,22 +112,30 @@ class Writing:
                     os.ftruncate(node.local.fd, 0)
             return self.handles.add(Handle(local=node.local, writable=True))
         self.require_writable(node.slot, path)
-        local = self.local.new(node.slot, node.name, FileState.TRUNCATED if truncate else FileState.CLEAN)
+        held = node.local if node.local is not None and self.grace.take(node.local) else None
+        # Taking over a held empty truncation: this copy starts empty too, and differs from the server.
+        local = self.local.new(node.slot, node.name,
+                               FileState.TRUNCATED if truncate or held is not None else FileState.CLEAN)
         try:
-            if not truncate:
+            if held is not None:
+                local.opened_version = min(local.opened_version, held.opened_version)  # the conflict check
+            elif not truncate:
                 self._copy_start(node, local)
         except BaseException:
             self.local.drop(local)
             raise
         self.local.add_writer(local)
+        if held is not None:
+            self._unlist(held)  # never sent: the new writer is the file now
         return self.handles.add(Handle(local=local, writable=True))
 
     def _copy_start(self, node: FileNode, local: LocalFile) -> None:
         """Opening without O_TRUNC starts from the current content (another writer's, or the server's).
 
-        The server's bytes are copied in only when first needed (``LocalFile.ensure_filled``), when
-        the size is known to report meanwhile: `touch`, `cp -p`'s time setting and an open that
-        writes nothing download nothing. The copy reports that version's time until it is written.
+        A file of ``LAZY_COPY_MIN`` bytes or more that is not in the content cache is copied in only
+        when its bytes are first needed (``LocalFile.ensure_filled``): `touch` and an open that writes
+        nothing download nothing. Smaller or cached files are copied now (the version at open). The
+        copy reports that version's time until it is written.
         """
         other = node.local
         if other is not None:
@@ -140,10 +151,12 @@ class Writing:
         if node.raw is None:
             return
         known = self.content.slots.size(node.slot, node.name)
-        if known is None:
-            self.content.copy_into(node, local.fd)
+        cached = self.content.cache.lookup(self.content.key(node)) is not None
+        if known is None or known < LAZY_COPY_MIN or cached:
+            self.content.copy_into(node, local.fd)  # cheap: taken now, the version at open
         else:
             local.fill, local.fill_size = functools.partial(self.content.copy_into, node), known
+            local.entry.retarget(local.entry.target, temp=True)  # an empty copy is never kept after a crash
         local.base_mtime_ns = self.content.slots.attr(node.slot, node.name, local.size()).mtime_ns
 
     # ------------------------------------------------------------ changing bytes
@@ -245,6 +258,23 @@ class Writing:
         local = handle.local
         if not self.local.release(local):
             return  # other handles still have it, or a temporary file that stays listed
+        if self.grace.held(local):
+            return  # a reader of a held empty truncation: the grace still decides (fs/emptygrace.py)
+        if not local.temp and local.state is FileState.TRUNCATED and self.grace.grace > 0:
+            self.grace.hold(local)  # sent when the grace passes, unless a writer takes over
+            return
+        self._close_last(local)
+
+    def settle_held(self, path: str) -> None:
+        """Send a held empty truncation in ``path``'s slot now: a rename or delete is about to change it."""
+        if not self.grace.any():
+            return
+        ref = self.ns.resolve(path)
+        if ref.kind == "file":
+            self.grace.settle(ref.slot())
+
+    def _close_last(self, local: LocalFile) -> None:
+        """What the last close does: NEW/TRUNCATED copies are sent, clean ones dropped, failed ones kept."""
         if not local.temp and local.state in SEND_AT_CLOSE:
             self._send_at_release(local)
         if not local.temp:
