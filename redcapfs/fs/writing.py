@@ -47,7 +47,7 @@ class Writing:
         self.handles = handles
         self.content = content
         self.uploader = uploader
-        self.grace = EmptyGrace(options.empty_grace, self._close_last)  # fs/emptygrace.py
+        self.grace = EmptyGrace(options.empty_grace, self._grace_over)  # fs/emptygrace.py
 
     # ------------------------------------------------------------ rules with I/O
     def require_writable(self, slot: Slot | None, path: str, probe: bool = True) -> None:
@@ -269,9 +269,19 @@ class Writing:
         """Send a held empty truncation in ``path``'s slot now: a rename or delete is about to change it."""
         if not self.grace.any():
             return
-        ref = self.ns.resolve(path)
+        try:
+            ref = self.ns.resolve(path)
+        except FsError:
+            return  # the operation itself will say what is wrong with the path
         if ref.kind == "file":
             self.grace.settle(ref.slot())
+
+    def _grace_over(self, local: LocalFile) -> None:
+        """The grace of a held empty truncation ended: send it; a reader still holding it drops it later."""
+        if local.refs > 0:
+            self._send_at_release(local)  # that reader's last close unlists and drops the copy
+            return
+        self._close_last(local)
 
     def _close_last(self, local: LocalFile) -> None:
         """What the last close does: NEW/TRUNCATED copies are sent, clean ones dropped, failed ones kept."""
