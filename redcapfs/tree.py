@@ -34,6 +34,7 @@ piece              job                                                         s
 ``uploader``       every network write: Import/Delete File, records, rights    the rights answer
 ``rules``          what may be created, renamed, deleted (pure)                none
 ``writing``        create, write, truncate, flush, last close, unlink          none
+``emptygrace``     a truncation to empty closed unwritten, held for a grace    held copies, timers
 ``renames``        the four kinds of rename                                    none
 ``recorddirs``     mkdir/rmdir of records, events, instances                   none
 ``handles``        fh -> handle, reads                                         the handle table
