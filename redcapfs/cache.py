@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from redcapfs.errors import LocalIOError
+
 log = logging.getLogger(__name__)
 
 
@@ -48,9 +50,10 @@ class Entry:
 class Flight:
     """One download in progress: readers wait for the bytes they need, or for its end.
 
-    ``written`` counts the bytes at the start of ``part`` that are on disk; a
-    client that rewinds to retry moves it back. Readers of a flight get bytes
-    as they arrive, and the download's error (never a short file) if it fails.
+    ``written`` counts the bytes at the start of ``part`` that are on disk; it
+    never goes back (a retried attempt is checked against them, see
+    :class:`_Published`). Readers of a flight get bytes as they arrive, and the
+    download's error (never a short file) if it fails.
     """
 
     def __init__(self, part: Path) -> None:
@@ -80,27 +83,63 @@ class Flight:
             raise self.error
 
 
-class _Published:
-    """The file object a download writes into, telling its :class:`Flight` how far it got."""
+AnswerCheck = Callable[[str | None, int | None], None]
 
-    def __init__(self, raw: BinaryIO, flight: Flight) -> None:
+
+class _Published:
+    """The file object a download writes into, telling its :class:`Flight` how far it got.
+
+    A client that retries a broken download rewinds (seek, truncate) and sends
+    the body again. Readers may already hold the first attempt's bytes, so they
+    are never cut: a restarted attempt must announce the same name and length
+    (``begin_body``) and its bytes are compared with those already on disk up to
+    where the first attempt got; only past that are new bytes added. Any
+    difference (a colleague replaced the file between the attempts) raises
+    :class:`LocalIOError` (EIO for every reader), never a splice of two versions.
+    """
+
+    def __init__(self, raw: BinaryIO, flight: Flight, check: AnswerCheck | None = None) -> None:
         self._raw = raw
         self._flight = flight
+        self._check = check
+        self._answer: tuple[str | None, int | None] | None = None
+        self.high = 0  # bytes on disk: readers may have read any of them
+
+    def begin_body(self, name: str | None, length: int | None) -> None:
+        """An attempt's answer starts (called by the client before its first byte)."""
+        if self._answer is None:
+            if self._check is not None:
+                self._check(name, length)
+            self._answer = (name, length)
+            return
+        if (name, length) != self._answer:
+            log.warning("a restarted download answers another version (%s bytes, %s before): refused",
+                        length, self._answer[1])
+            raise LocalIOError(f"the file changed on the server during its download (now {name!r}, {length} "
+                               f"bytes; it began as {self._answer[0]!r}, {self._answer[1]} bytes); open it again")
 
     def write(self, data: bytes) -> int:
-        written = self._raw.write(data)
-        self._flight.advance(self._raw.tell())
-        return written
+        position = self._raw.tell()
+        overlap = max(0, min(len(data), self.high - position))
+        if overlap and os.pread(self._raw.fileno(), overlap, position) != data[:overlap]:
+            log.warning("a restarted download sent other bytes than its first attempt at offset %d: refused",
+                        position)
+            raise LocalIOError("the file changed on the server while its download was restarted; open it again")
+        self._raw.seek(position + overlap)
+        if overlap < len(data):
+            self._raw.write(data[overlap:])
+        end = self._raw.tell()
+        if end > self.high:
+            self.high = end
+            self._flight.advance(end)
+        return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        position = self._raw.seek(offset, whence)
-        self._flight.advance(min(self._flight.written, position))
-        return position
+        return self._raw.seek(offset, whence)
 
     def truncate(self, size: int | None = None) -> int:
-        # Lower the count first: a reader must never be told bytes exist that are being cut.
-        self._flight.advance(min(self._flight.written, self._raw.tell() if size is None else size))
-        return self._raw.truncate(size)
+        # A retry's rewind: the bytes stay (readers may have them); the next attempt is compared with them.
+        return self._raw.tell() if size is None else size
 
     def tell(self) -> int:
         return self._raw.tell()
@@ -110,6 +149,14 @@ class _Published:
 
     def flush(self) -> None:
         self._raw.flush()
+
+    def finished(self) -> int:
+        """The complete size; a restarted attempt that ended before the bytes already there is another version."""
+        end = self._raw.tell()
+        if end < self.high:
+            raise LocalIOError(f"the file changed on the server while its download was restarted ({end} bytes, "
+                               f"{self.high} before); open it again")
+        return end
 
 
 def cache_key(*parts: object) -> str:
@@ -166,13 +213,13 @@ class ContentCache:
             self._entries.move_to_end(key)
             return entry
 
-    def fetch(self, key: str, download: Callable[[BinaryIO], object]) -> Entry:
+    def fetch(self, key: str, download: Callable[[BinaryIO], object], check: AnswerCheck | None = None) -> Entry:
         """Return the entry for ``key``, running ``download(fileobj)`` at most once at a time.
 
         ``download`` writes the body into the file object and raises on any
         failure; it must not return before the body is complete.
         """
-        started = self.start(key, download)
+        started = self.start(key, download, check)
         if isinstance(started, Entry):
             return started
         started.done.wait()
@@ -181,8 +228,12 @@ class ContentCache:
         assert started.entry is not None
         return started.entry
 
-    def start(self, key: str, download: Callable[[BinaryIO], object]) -> Entry | Flight:
+    def start(self, key: str, download: Callable[[BinaryIO], object],
+              check: AnswerCheck | None = None) -> Entry | Flight:
         """The complete entry, or the download in progress (started in the background if needed).
+
+        ``check(name, length)`` vets the first attempt's answer before any byte reaches a reader
+        (with clients that announce it: ``begin_body``).
 
         A reader can serve bytes of a :class:`Flight` as they arrive (``part``
         exists from the start; open it before the download ends and the
@@ -198,16 +249,18 @@ class ContentCache:
             part = self.root / f"{key}.part-{next(self._part_ids)}"
             fd = os.open(part, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             flight = self._flights[key] = Flight(part)
-        thread = threading.Thread(target=self._run, args=(key, flight, fd, download), daemon=True,
+        thread = threading.Thread(target=self._run, args=(key, flight, fd, download, check), daemon=True,
                                   name="cache-download")
         thread.start()
         return flight
 
-    def _run(self, key: str, flight: Flight, fd: int, download: Callable[[BinaryIO], object]) -> None:
+    def _run(self, key: str, flight: Flight, fd: int, download: Callable[[BinaryIO], object],
+             check: AnswerCheck | None) -> None:
         try:
             with os.fdopen(fd, "w+b", buffering=0) as raw:
-                download(_Published(raw, flight))  # type: ignore[arg-type]
-                size = raw.tell()
+                out = _Published(raw, flight, check)
+                download(out)  # type: ignore[arg-type]
+                size = out.finished()
             flight.entry = self._publish(key, flight.part, size)
         except BaseException as exc:
             flight.error = exc

@@ -36,6 +36,11 @@ _QUIET = {errno.ENOENT, errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOTEMP
 # renameat2(2) flags as the kernel passes them (linux/fs.h).
 RENAME_NOREPLACE = 1
 
+# utimensat(2)'s markers in tv_nsec (linux/stat.h); libfuse passes them with tv_sec 0, so with
+# nanosecond times mfusepy hands them to us as these very numbers.
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -95,6 +100,9 @@ class RedcapOperations(Operations):
     """mfusepy operations over a :class:`Tree`."""
 
     use_ns = True  # times in nanoseconds: rsync compares them exactly
+    # libfuse2 drops a setattr that sets only one of the two times (`touch -m -d`, `tar -x`) unless the
+    # filesystem says it understands UTIME_OMIT; libfuse3 always passes the markers (utimens below).
+    flag_utime_omit_ok = True
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree
@@ -229,7 +237,12 @@ class RedcapOperations(Operations):
 
     @operation
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
-        self.tree.utimens(path, times[1] if times else None)
+        """Only the modification time is kept; UTIME_OMIT leaves it alone, UTIME_NOW (or no times) is now."""
+        mtime = times[1] if times else UTIME_NOW
+        if mtime == UTIME_OMIT:  # the access time alone (`touch -a`): nothing we keep changes
+            self.tree.check_exists(path)
+            return
+        self.tree.utimens(path, None if mtime == UTIME_NOW else mtime)
 
     # Refused explicitly, so the errno is a clear one rather than ENOSYS.
     @operation

@@ -21,6 +21,7 @@ from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.http import HttpClient
 from redcapfs.client.trust import innermost_reason
+from redcapfs.fs.emptygrace import EMPTY_GRACE
 from redcapfs.locations import UnsafeDirectoryError, private_dir, project_dir
 from redcapfs.manifest import Manifest
 from redcapfs.options import MountError, MountOptions
@@ -151,7 +152,7 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
                             metadata_ttl=opts.metadata_ttl, slot_check=opts.slot_check,
                             sizes_ahead=8 if opts.rate is None else max(1, min(8, int(opts.rate))),
                             batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
-                            temp_names=TempNames.from_option(opts.temp_names))
+                            temp_names=TempNames.from_option(opts.temp_names), empty_grace=EMPTY_GRACE)
     trash = Trash(folder / "trash", opts.trash)
     trash.expire()  # versions past trash_days go at every mount, not only when something new is kept
     _owner(tree_opts, opts)

@@ -34,6 +34,7 @@ piece              job                                                         s
 ``uploader``       every network write: Import/Delete File, records, rights    the rights answer
 ``rules``          what may be created, renamed, deleted (pure)                none
 ``writing``        create, write, truncate, flush, last close, unlink          none
+``emptygrace``     a truncation to empty closed unwritten, held for a grace    held copies, timers
 ``renames``        the four kinds of rename                                    none
 ``recorddirs``     mkdir/rmdir of records, events, instances                   none
 ``handles``        fh -> handle, reads                                         the handle table
@@ -307,12 +308,15 @@ class Tree:
     def unlink(self, path: str) -> None:
         if is_repo_path(path):
             return self.repo.unlink(path)
+        self.writing.settle_held(path)  # a held empty truncation goes first (fs/emptygrace.py)
         self.writing.unlink(self._file_at(path), path)
 
     def rename(self, old: str, new: str) -> None:
         """Files only; see fs/renames.py for what each kind of rename means."""
         if is_repo_path(old) or is_repo_path(new):
             return self.repo.rename(old, new)
+        self.writing.settle_held(old)
+        self.writing.settle_held(new)
         self.renames.rename(old, new)
 
     # ================================================================ directories
@@ -401,6 +405,7 @@ class Tree:
         self.feed.stop()
         self._design_timer.set()
         self.ahead.close()
+        self.writing.grace.settle()  # held empty truncations are sent (or kept as unsent) before unmount
         for fh in self.handles.all():
             try:
                 self.release(fh)
@@ -442,7 +447,7 @@ class Tree:
 
     def _local_stat(self, local: LocalFile) -> Stat:
         st = os.fstat(local.fd) if local.fd >= 0 else None
-        size = st.st_size if st else 0
-        mtime = local.mtime_ns or (st.st_mtime_ns if st else time.time_ns())
+        size = local.size() if st else 0
+        mtime = local.mtime_ns or local.base_mtime_ns or (st.st_mtime_ns if st else time.time_ns())
         mode = local.mode if local.mode is not None else rules.file_mode(self.options)
         return Stat(False, size, stat.S_IFREG | mode, mtime, self.options.uid, self.options.gid)

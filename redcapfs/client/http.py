@@ -279,6 +279,9 @@ class HttpClient(Transport):
         with closing(resp):
             ctype = parse_content_type(resp.headers.get("Content-Type"))
             written = 0
+            begin = getattr(out, "begin_body", None)  # a reader-facing output checks each attempt's answer
+            if begin is not None:
+                begin(ctype.name, content_length(resp))
             if ctype.name is None and ctype.mime in PEEK_MIMES:
                 written = self._write_peeked(ctx, resp, out)
                 progress.set(written)

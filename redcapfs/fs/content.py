@@ -92,18 +92,37 @@ class ServerContent:
 
     def fetch(self, node: FileNode) -> Entry:
         """The complete cached file, downloaded once however many readers ask."""
-        entry = self.cache.fetch(self.key(node), self.downloader(node))
+        entry = self.cache.fetch(self.key(node), self.downloader(node), self.answer_check(node))
         self.slots.learned_size(node.slot, node.name, entry.size, "download")
         return entry
 
     def start(self, node: FileNode) -> Entry | Flight:
         """The cached file, or the download filling it (readers are served as bytes arrive)."""
-        return self.cache.start(self.key(node), self.downloader(node))
+        return self.cache.start(self.key(node), self.downloader(node), self.answer_check(node))
+
+    def answer_check(self, node: FileNode) -> Callable[[str | None, int | None], None]:
+        """Refuse an answer that is another version than the one opened: checked when its headers
+        arrive (before a reader gets a byte of it) and again at its end."""
+        slot = node.slot
+        reported = self.slots.size(slot, node.name)  # what stat already told: a different body is another version
+
+        def check(name: str | None, length: int | None) -> None:
+            if name and node.raw != DOCUMENT_PLACEHOLDER and name != node.name:  # replaced since our listing
+                log.warning("download of %s refused: the slot now holds %r", describe(slot, node.name), name)
+                raise NotFound(f"replaced on the server by {name!r}; list the folder again")
+            if reported is not None and length is not None and length != reported:
+                self.slots.forget_content(slot, node.name)  # the next stat asks again
+                log.warning("download of %s refused: %d bytes, but %d were reported before (replaced on the "
+                            "server meanwhile)", describe(slot, node.name), length, reported)
+                raise LocalIOError(f"the file changed on the server while it was opened ({length} bytes, "
+                                   f"{reported} reported before); open it again")
+
+        return check
 
     def downloader(self, node: FileNode) -> Callable[[BinaryIO], None]:
         """One Export File into the cache's file object; logs a failure once, however many readers wait."""
         slot = node.slot
-        reported = self.slots.size(slot, node.name)  # what stat already told: a different body is another version
+        check = self.answer_check(node)
 
         def download(out: BinaryIO) -> None:
             try:
@@ -114,15 +133,7 @@ class ServerContent:
                 raise
             if node.raw == DOCUMENT_PLACEHOLDER and info.name:
                 self.slots.learned_name(slot, info.name)
-            elif info.name and info.name != node.name:  # a colleague replaced it since our listing
-                log.warning("download of %s refused: the slot now holds %r", describe(slot, node.name), info.name)
-                raise NotFound(f"replaced on the server by {info.name!r}; list the folder again")
-            if reported is not None and out.tell() != reported:
-                self.slots.forget_content(slot, node.name)  # the next stat asks again
-                log.warning("download of %s refused: %d bytes, but %d were reported before (replaced on the "
-                            "server meanwhile)", describe(slot, node.name), out.tell(), reported)
-                raise LocalIOError(f"the file changed on the server while it was opened ({out.tell()} bytes, "
-                                   f"{reported} reported before); open it again")
+            check(info.name, out.tell())  # for clients that do not announce the answer before its body
             self.slots.learned_size(slot, node.name, out.tell(), "download")
 
         return download

@@ -104,8 +104,12 @@ def read_size(handle: Handle) -> int | None:
 
 def read(handle: Handle, size: int, offset: int) -> bytes:
     """Bytes from the cache file; during a download, once they have arrived (its error otherwise)."""
-    if handle.local is not None:
-        return os.pread(handle.local.fd, size, offset)
+    local = handle.local
+    if local is not None:
+        if local.fill is not None:  # a writer's copy not yet filled: its first read fetches the bytes
+            with local.lock:
+                local.ensure_filled()
+        return os.pread(local.fd, size, offset)
     flight = handle.flight
     if flight is None:
         return os.pread(handle.fd, size, offset)

@@ -102,6 +102,12 @@ class LocalFile:
         self.shadow_of: tuple[Slot, str] | None = None
         self.cached_as: str | None = None  # content-cache key sharing this file's inode after an upload
         self.opened_version = 0  # the slot's count of changes made elsewhere when this copy was opened
+        # A copy opened without O_TRUNC starts as the server's version, copied in only when its bytes are first
+        # needed (a read, a write, a truncation to a non-zero length): `touch` of a 50 MB file downloads nothing.
+        self.fill: Callable[[int], None] | None = None
+        self.fill_size = 0  # that version's size, reported until the bytes are there
+        # The time of the version it started from, reported until its bytes change (editors compare it).
+        self.base_mtime_ns: int | None = None
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:
         """Move to ``state``; a move the machine does not have is a bug, so it raises.
@@ -119,14 +125,37 @@ class LocalFile:
 
     def written(self) -> None:
         """Bytes changed through write/ftruncate: a writer's copy must be sent at the next flush."""
+        self.base_mtime_ns = None
         if self.state in (S.NEW, S.TRUNCATED, S.CLEAN, S.DIRTY, S.UNSENT):
             self.to(S.DIRTY, unless_unlinked=True)
+
+    def ensure_filled(self, needed: bool = True) -> None:
+        """Copy the starting version in before its bytes are used (caller holds ``lock``).
+
+        ``needed=False`` (a truncation to empty): the bytes would be cut anyway, so none are fetched.
+        An unlinked copy is never filled: its writes go nowhere.
+        """
+        fill = self.fill
+        if fill is None:
+            return
+        if needed and not self.unlinked:
+            try:
+                fill(self.fd)
+            except BaseException:
+                os.ftruncate(self.fd, 0)
+                os.lseek(self.fd, 0, os.SEEK_SET)
+                raise
+        self.fill = None
+        self.entry.retarget(self.entry.target, temp=False)  # its bytes are here now: a crash keeps them
 
     @property
     def unlinked(self) -> bool:
         return self.state is S.UNLINKED
 
     def size(self) -> int:
+        """Its size: the starting version's while that is not copied in yet."""
+        if self.fill is not None:
+            return self.fill_size
         return os.fstat(self.fd).st_size
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
+import os
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -87,8 +87,10 @@ class Uploader:
             raise
         local.entry.mark_sent()
         log.info("uploaded %s (%d bytes)", describe(slot, name), size)
-        local.cached_as = self.slots.uploaded(slot, name, size, local.mtime_ns or time.time_ns(), local.mode,
-                                              str(local.entry.data_path))
+        # The writer's own last write is the version's time: the very time its open handle reported, so a
+        # stat after the close (vim's check before its next save) sees no change.
+        when = local.mtime_ns or local.base_mtime_ns or os.fstat(local.fd).st_mtime_ns
+        local.cached_as = self.slots.uploaded(slot, name, size, when, local.mode, str(local.entry.data_path))
 
     def _check_conflict(self, local: LocalFile, slot: Slot, name: str) -> None:
         """Refuse to replace a version someone else uploaded after this copy was opened (the last poll shows it).

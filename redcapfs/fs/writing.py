@@ -12,6 +12,7 @@ server side changed meanwhile it starts again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import stat
@@ -21,6 +22,7 @@ from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgumen
 from redcapfs.fs import rules
 from redcapfs.fs.base import FileNode, TreeOptions
 from redcapfs.fs.content import ServerContent
+from redcapfs.fs.emptygrace import EmptyGrace
 from redcapfs.fs.handles import Handle, Handles
 from redcapfs.fs.localfiles import KEEP_AT_CLOSE, SEND_AT_CLOSE, SEND_AT_FLUSH, FileState, LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace, ServerName
@@ -29,6 +31,7 @@ from redcapfs.shape import ProjectShape, Slot
 
 log = logging.getLogger(__name__)
 
+LAZY_COPY_MIN = 1 << 20  # from this size a writer's starting copy waits for its first use (docs/SEMANTICS.md)
 CHECK_TRIES = 5  # the server side of a slot changing under every check this often is not a normal day
 
 
@@ -44,6 +47,7 @@ class Writing:
         self.handles = handles
         self.content = content
         self.uploader = uploader
+        self.grace = EmptyGrace(options.empty_grace, self._grace_over)  # fs/emptygrace.py
 
     # ------------------------------------------------------------ rules with I/O
     def require_writable(self, slot: Slot | None, path: str, probe: bool = True) -> None:
@@ -108,26 +112,52 @@ class Writing:
                     os.ftruncate(node.local.fd, 0)
             return self.handles.add(Handle(local=node.local, writable=True))
         self.require_writable(node.slot, path)
-        local = self.local.new(node.slot, node.name, FileState.TRUNCATED if truncate else FileState.CLEAN)
+        held = node.local if node.local is not None and self.grace.take(node.local) else None
+        # Taking over a held empty truncation: this copy starts empty too, and differs from the server.
+        local = self.local.new(node.slot, node.name,
+                               FileState.TRUNCATED if truncate or held is not None else FileState.CLEAN)
         try:
-            if not truncate:
+            if held is not None:
+                local.opened_version = min(local.opened_version, held.opened_version)  # the conflict check
+            elif not truncate:
                 self._copy_start(node, local)
         except BaseException:
             self.local.drop(local)
             raise
         self.local.add_writer(local)
+        if held is not None:
+            self._unlist(held)  # never sent: the new writer is the file now
         return self.handles.add(Handle(local=local, writable=True))
 
     def _copy_start(self, node: FileNode, local: LocalFile) -> None:
-        """Opening without O_TRUNC starts from the current content (another writer's, or the server's)."""
-        if node.local is not None:
-            with node.local.lock:
-                size = node.local.size()
+        """Opening without O_TRUNC starts from the current content (another writer's, or the server's).
+
+        A file of ``LAZY_COPY_MIN`` bytes or more that is not in the content cache is copied in only
+        when its bytes are first needed (``LocalFile.ensure_filled``): `touch` and an open that writes
+        nothing download nothing. Smaller or cached files are copied now (the version at open). The
+        copy reports that version's time until it is written.
+        """
+        other = node.local
+        if other is not None:
+            with other.lock:
+                local.base_mtime_ns = other.mtime_ns or other.base_mtime_ns
+                if other.fill is not None:  # not copied in yet: neither is this one
+                    local.fill, local.fill_size = other.fill, other.fill_size
+                    return
+                size = other.size()
                 if size:
-                    os.copy_file_range(node.local.fd, local.fd, size, 0, 0)
+                    os.copy_file_range(other.fd, local.fd, size, 0, 0)
             return
-        if node.raw is not None:
-            self.content.copy_into(node, local.fd)
+        if node.raw is None:
+            return
+        known = self.content.slots.size(node.slot, node.name)
+        cached = self.content.cache.lookup(self.content.key(node)) is not None
+        if known is None or known < LAZY_COPY_MIN or cached:
+            self.content.copy_into(node, local.fd)  # cheap: taken now, the version at open
+        else:
+            local.fill, local.fill_size = functools.partial(self.content.copy_into, node), known
+            local.entry.retarget(local.entry.target, temp=True)  # an empty copy is never kept after a crash
+        local.base_mtime_ns = self.content.slots.attr(node.slot, node.name, local.size()).mtime_ns
 
     # ------------------------------------------------------------ changing bytes
     def write(self, fh: int, data: bytes, offset: int) -> int:
@@ -136,6 +166,7 @@ class Writing:
             raise InvalidArgument("file not open for writing")
         local = handle.local
         with local.lock:
+            local.ensure_filled()
             self._detach_from_cache(local)
             local.entry.writing()  # before the bytes change: a crash now leaves it incomplete, not final
             written = os.pwrite(local.fd, data, offset)
@@ -144,6 +175,7 @@ class Writing:
 
     def truncate_local(self, local: LocalFile, length: int) -> None:
         with local.lock:
+            local.ensure_filled(needed=length > 0)
             self._detach_from_cache(local)
             local.entry.writing()
             os.ftruncate(local.fd, length)
@@ -226,6 +258,33 @@ class Writing:
         local = handle.local
         if not self.local.release(local):
             return  # other handles still have it, or a temporary file that stays listed
+        if self.grace.held(local):
+            return  # a reader of a held empty truncation: the grace still decides (fs/emptygrace.py)
+        if not local.temp and local.state is FileState.TRUNCATED and self.grace.grace > 0:
+            self.grace.hold(local)  # sent when the grace passes, unless a writer takes over
+            return
+        self._close_last(local)
+
+    def settle_held(self, path: str) -> None:
+        """Send a held empty truncation in ``path``'s slot now: a rename or delete is about to change it."""
+        if not self.grace.any():
+            return
+        try:
+            ref = self.ns.resolve(path)
+        except FsError:
+            return  # the operation itself will say what is wrong with the path
+        if ref.kind == "file":
+            self.grace.settle(ref.slot())
+
+    def _grace_over(self, local: LocalFile) -> None:
+        """The grace of a held empty truncation ended: send it; a reader still holding it drops it later."""
+        if local.refs > 0:
+            self._send_at_release(local)  # that reader's last close unlists and drops the copy
+            return
+        self._close_last(local)
+
+    def _close_last(self, local: LocalFile) -> None:
+        """What the last close does: NEW/TRUNCATED copies are sent, clean ones dropped, failed ones kept."""
         if not local.temp and local.state in SEND_AT_CLOSE:
             self._send_at_release(local)
         if not local.temp:
