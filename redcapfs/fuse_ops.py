@@ -59,7 +59,7 @@ def _report(op: str, args: tuple[Any, ...], exc: Exception) -> int:
     code = errno_for(exc)
     path = args[0] if args and isinstance(args[0], str) else ""
     name = errno.errorcode.get(code, code)
-    if code in _QUIET:
+    if code in _QUIET or getattr(exc, "logged", False):  # logged: said once where it was decided (fs/refusals.py)
         log.debug("%s %r: %s", op, path, exc)
     elif isinstance(exc, (RedcapError, OSError)) or hasattr(exc, "message"):
         log.warning("%s %r: %s (errno %s)", op, path, exc, name)
@@ -231,10 +231,12 @@ class RedcapOperations(Operations):
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> None:
         self.tree.utimens(path, times[1] if times else None)
 
-    # Refused explicitly, so the errno is a clear one rather than ENOSYS.
     @operation
     def symlink(self, target: str, source: str) -> None:
-        raise FuseOSError(errno.EPERM)
+        """``ln -s SOURCE TARGET`` (mfusepy's names): only editors' lock links, kept local (EPERM otherwise)."""
+        self.tree.symlink(target, source)
+
+    # Refused explicitly, so the errno is a clear one rather than ENOSYS.
 
     @operation
     def link(self, target: str, source: str) -> None:
@@ -246,7 +248,7 @@ class RedcapOperations(Operations):
 
     @operation
     def readlink(self, path: str) -> str:
-        raise FuseOSError(errno.EINVAL)
+        return self.tree.readlink(path)
 
 
 def _stat_dict(st: Stat) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from redcapfs.mountpoint import check_mountpoint, recover
 from redcapfs.options import MountError, MountOptions, build_parser, check_url, parse_options, parse_size
 from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
 from redcapfs.session import Session, TokenRefused, open_session
+from redcapfs.statefiles import open_private, write_pid
 from redcapfs.unmount import unmount_main
 
 __all__ = ["MountError", "build_parser", "check_mountpoint", "main", "parse_options", "parse_size",
@@ -101,8 +102,10 @@ def setup_logging(args: argparse.Namespace, log_path: Path | None) -> None:
     fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+        # A name that is not UTF-8 must never break a log line: such bytes are written as \xNN.
+        handler: logging.Handler = logging.StreamHandler(
+            os.fdopen(open_private(log_path, os.O_WRONLY | os.O_APPEND), "a", buffering=1, encoding="utf-8",
+                      errors="backslashreplace"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         if os.environ.get("JOURNAL_STREAM"):
@@ -183,7 +186,12 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     notifier = StatusNotifier(lambda: status.read_private_json(status.status_path(mountpoint)))
     ops.on_init = lambda: threading.Thread(target=_settle, name="ready", daemon=True,
                                            args=(args, opts, mountpoint, session, notice, writers, notifier)).start()
-    pid_path.write_text(str(os.getpid()))
+    try:
+        write_pid(pid_path, os.getpid())  # 0600, never through a symlink
+    except OSError as exc:
+        session.close()
+        log.error("mount refused: %s", exc)
+        return _fail(str(exc), args.ready_fd)
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:
         fuse_class(ops, str(mountpoint), **binding.mount_options(

@@ -102,6 +102,7 @@ class LocalFile:
         self.shadow_of: tuple[Slot, str] | None = None
         self.cached_as: str | None = None  # content-cache key sharing this file's inode after an upload
         self.opened_version = 0  # the slot's count of changes made elsewhere when this copy was opened
+        self.link_target: str | None = None  # a symbolic link (an editor's lock, fs/writing.py), never a file
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:
         """Move to ``state``; a move the machine does not have is a bug, so it raises.
