@@ -91,6 +91,7 @@ def imports(sb: Any) -> list[dict[str, Any]]:
 def errno_of(fn: Any, *args: Any) -> int:
     with pytest.raises(OSError) as info:
         fn(*args)
+    assert info.value.errno is not None
     return info.value.errno
 
 
