@@ -1,6 +1,6 @@
 """Names created through the mount list back exactly as typed, or are refused at create.
 
-The mount test (tests/mount/test_names.py) drives the kernel; these check the
+The mount test (tests/mount/test_name_rules.py) drives the kernel; these check the
 rule itself over arbitrary text with Hypothesis: for every component a user
 can type, either ``rules.creatable`` + ``rules.check_upload_name`` refuse it
 with InvalidArgument, or the name REDCap then stores (``stored_name``, the
