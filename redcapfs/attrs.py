@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redcapfs.shape import Slot
+from redcapfs.statefiles import connect_private
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,8 @@ class AttrStore:
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        if path is not None:
-            path.chmod(0o600)
+        # A file in the state folder: 0600, never opened through a symlink (statefiles.py).
+        self._db = connect_private(path) if path else sqlite3.connect(":memory:", check_same_thread=False)
         # Times are worth keeping but not an fsync per file seen: `ls -l` of a big
         # project records thousands of first sightings.
         self._db.execute("PRAGMA journal_mode=WAL")

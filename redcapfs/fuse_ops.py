@@ -64,7 +64,7 @@ def _report(op: str, args: tuple[Any, ...], exc: Exception) -> int:
     code = errno_for(exc)
     path = args[0] if args and isinstance(args[0], str) else ""
     name = errno.errorcode.get(code, code)
-    if code in _QUIET:
+    if code in _QUIET or getattr(exc, "logged", False):  # logged: said once where it was decided (fs/refusals.py)
         log.debug("%s %r: %s", op, path, exc)
     elif isinstance(exc, (RedcapError, OSError)) or hasattr(exc, "message"):
         log.warning("%s %r: %s (errno %s)", op, path, exc, name)
@@ -244,10 +244,12 @@ class RedcapOperations(Operations):
             return
         self.tree.utimens(path, None if mtime == UTIME_NOW else mtime)
 
-    # Refused explicitly, so the errno is a clear one rather than ENOSYS.
     @operation
     def symlink(self, target: str, source: str) -> None:
-        raise FuseOSError(errno.EPERM)
+        """``ln -s SOURCE TARGET`` (mfusepy's names): only editors' lock links, kept local (EPERM otherwise)."""
+        self.tree.symlink(target, source)
+
+    # Refused explicitly, so the errno is a clear one rather than ENOSYS.
 
     @operation
     def link(self, target: str, source: str) -> None:
@@ -259,7 +261,7 @@ class RedcapOperations(Operations):
 
     @operation
     def readlink(self, path: str) -> str:
-        raise FuseOSError(errno.EINVAL)
+        return self.tree.readlink(path)
 
 
 def _stat_dict(st: Stat) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from redcapfs.shape import Slot
+from redcapfs.statefiles import connect_private
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -79,9 +80,8 @@ class Manifest:
 
     def __init__(self, path: Path | None) -> None:
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
-        if path is not None:
-            path.chmod(0o600)
+        # A file in the state folder: 0600, never opened through a symlink (statefiles.py).
+        self._db = connect_private(path) if path else sqlite3.connect(":memory:", check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)

@@ -30,6 +30,7 @@ from redcapfs.profiles import Profile, choose, remember
 from redcapfs.progresslog import ProgressLogger
 from redcapfs.remote import RemoteRefused, check_remote, plain_http_notice
 from redcapfs.session import Session, TokenRefused, open_session
+from redcapfs.statefiles import write_pid
 from redcapfs.status import write_private_json
 from redcapfs.tokensource import token_for
 from redcapfs.unmount import unmount_main
@@ -213,7 +214,12 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     ops.on_init = lambda: threading.Thread(
         target=_settle, name="ready", daemon=True,
         args=(args, opts, mountpoint, session, notice, writers, notifier, progress)).start()
-    pid_path.write_text(str(os.getpid()))
+    try:
+        write_pid(pid_path, os.getpid())  # 0600, never through a symlink
+    except OSError as exc:
+        session.close()
+        log.error("mount refused: %s", exc)
+        return _fail(str(exc), args.ready_fd)
     log.info("mounting %s at %s (libfuse%d)", args.url, mountpoint, binding.major())
     try:
         fuse_class(ops, str(mountpoint), **binding.mount_options(

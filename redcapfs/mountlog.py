@@ -15,6 +15,7 @@ import logging.handlers
 import os
 from pathlib import Path
 
+from redcapfs import statefiles
 from redcapfs.locations import private_dir, state_root_path
 
 LOG_DIR = "logs"
@@ -28,8 +29,8 @@ def mount_log_path(mountpoint: Path) -> Path:
 
 
 def open_private(path: Path) -> int:
-    """An append descriptor of ``path``: created 0600, never through a symlink."""
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """An append descriptor of ``path``: created 0600, never through a symlink, ours (redcapfs/statefiles.py)."""
+    return statefiles.open_private(path, os.O_WRONLY | os.O_APPEND)
 
 
 class PrivateLogHandler(logging.handlers.WatchedFileHandler):
@@ -44,4 +45,6 @@ class PrivateLogHandler(logging.handlers.WatchedFileHandler):
         super().__init__(str(path), mode="a", encoding="utf-8", delay=False)
 
     def _open(self) -> io.TextIOWrapper:
-        return os.fdopen(open_private(Path(self.baseFilename)), "a", encoding="utf-8", buffering=1)
+        # A name that is not UTF-8 must never break a log line: such bytes are written as \xNN.
+        return os.fdopen(open_private(Path(self.baseFilename)), "a", encoding="utf-8", errors="backslashreplace",
+                         buffering=1)

@@ -162,6 +162,21 @@ def is_valid_component(component: str) -> bool:
     return size <= NAME_MAX
 
 
+def needs_escape(name: str) -> bool:
+    """Whether ``name`` is one REDCap cannot be given back as typed: a token name (empty, ``.``,
+    ``..``) or one with a control character, DEL or a lone surrogate (bytes that were not UTF-8).
+
+    Such names can be listed (REDCap may hold them) but are never created
+    through the mount (``fs/rules.py``): REDCap would change, refuse or
+    mis-store them (a NUL ends a C string in PHP). ``/`` is not among them:
+    a record may hold one, and for a file REDCap's own rule refuses it
+    (``redcapnames.stored_name``).
+    """
+    if name in _TOKENS:
+        return True
+    return any(ord(ch) < 0x20 or ch == "\x7f" or 0xD800 <= ord(ch) <= 0xDFFF for ch in name)
+
+
 def is_canonical(component: str) -> bool:
     """Whether a user-typed component names itself: ``encode(decode(c)) == c``.
 

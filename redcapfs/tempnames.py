@@ -1,6 +1,7 @@
 """Names that editors and copy tools use for temporary files: these stay local.
 
-Tools rarely write a file in place. rsync writes ``.NAME.XXXXXX`` and renames it;
+Tools rarely write a file in place. rsync writes ``.NAME.XXXXXX`` and renames it,
+Python's ``tempfile`` and ``mktemp`` make ``tmpXXXXXXXX`` and ``tmp.XXXXXXXXXX``;
 vim probes with ``4913``, keeps ``.NAME.swp`` and a ``NAME~`` backup; LibreOffice
 keeps ``.~lock.NAME#`` and saves through ``luXXXX.tmp``. Uploading those would
 put junk into a slot that holds one clinical file, or be refused because the
@@ -38,6 +39,8 @@ DEFAULT_PATTERNS: tuple[str, ...] = (
     "Thumbs.db",        # Windows Explorer thumbnails
     "desktop.ini",      # Windows Explorer folder settings
     "~WRL*.tmp",        # Microsoft Office save-through temporary file
+    "tmp" + "[a-z0-9_]" * 8,        # Python's tempfile (NamedTemporaryFile, mkstemp): tmp + 8 of [a-z0-9_]
+    "tmp." + "[A-Za-z0-9]" * 10,    # mktemp's default template tmp.XXXXXXXXXX
 )
 
 # vim tries 4913, then 4913 + 123*k while the name exists.

@@ -100,7 +100,7 @@ from redcapfs import names
 from redcapfs.attrs import AttrStore
 from redcapfs.cache import ContentCache
 from redcapfs.client.base import RedcapClient
-from redcapfs.errors import AlreadyExists, IsADirectory, Locked
+from redcapfs.errors import AlreadyExists, InvalidArgument, IsADirectory, Locked, NotPermitted
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
@@ -261,6 +261,21 @@ class Tree:
         if ref.kind != "file":
             raise AlreadyExists("exists", path)
         return self.writing.create(ref.slot(), rules.new_name(ref, path), mode, path)
+
+    def symlink(self, path: str, target: str) -> None:
+        """Only editors' lock links (``.#NAME``), kept local with the temporary files (fs/writing.py)."""
+        ref = self.ns.resolve(path) if not is_repo_path(path) else None
+        if ref is None or ref.kind != "file":
+            raise NotPermitted("symbolic links can only be editors' lock files (.#NAME) in a slot", path)
+        if self.ns.exists(path):
+            raise AlreadyExists("exists", path)
+        self.writing.symlink(ref.slot(), rules.new_name(ref, path), target, path)
+
+    def readlink(self, path: str) -> str:
+        node = self._file_at(path) if not is_repo_path(path) else None
+        if node is None or node.local is None or node.local.link_target is None:
+            raise InvalidArgument("not a symbolic link", path)
+        return node.local.link_target
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         if self.repo.owns(fh):
@@ -450,4 +465,5 @@ class Tree:
         size = local.size() if st else 0
         mtime = local.mtime_ns or local.base_mtime_ns or (st.st_mtime_ns if st else time.time_ns())
         mode = local.mode if local.mode is not None else rules.file_mode(self.options)
-        return Stat(False, size, stat.S_IFREG | mode, mtime, self.options.uid, self.options.gid)
+        kind = stat.S_IFREG if local.link_target is None else stat.S_IFLNK  # an editor's lock link
+        return Stat(False, size, kind | mode, mtime, self.options.uid, self.options.gid)

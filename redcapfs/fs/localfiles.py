@@ -108,6 +108,7 @@ class LocalFile:
         self.fill_size = 0  # that version's size, reported until the bytes are there
         # The time of the version it started from, reported until its bytes change (editors compare it).
         self.base_mtime_ns: int | None = None
+        self.link_target: str | None = None  # a symbolic link (an editor's lock, fs/writing.py), never a file
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:
         """Move to ``state``; a move the machine does not have is a bug, so it raises.

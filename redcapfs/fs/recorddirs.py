@@ -7,8 +7,7 @@ until its first upload makes it real.
 
 from __future__ import annotations
 
-from redcapfs import names
-from redcapfs.errors import AlreadyExists, DirectoryNotEmpty, InvalidArgument, NotADirectory, NotFound, NotPermitted
+from redcapfs.errors import AlreadyExists, DirectoryNotEmpty, NotADirectory, NotFound, NotPermitted
 from redcapfs.fs import rules
 from redcapfs.fs.base import TreeOptions
 from redcapfs.fs.namespace import Namespace
@@ -41,11 +40,8 @@ class RecordDirs:
             raise NotPermitted("only records, events and instances can be created", path)
 
     def _mkdir_record(self, ref: PathRef, path: str) -> None:
-        component = ref.record_component or ""
-        if not names.is_canonical(component):
-            raise InvalidArgument("not a valid record name (see docs/names.md)", path)
+        record = rules.creatable(ref.record_component or "", path, what="record name", record=True)
         self.writing.require_writable(None, path)
-        record = names.decode(component)
         event = rules.first_event(self.shape, self.options.arm)
         self.writing.uploader.import_record(record, event, self.shape.record_id_field)
 

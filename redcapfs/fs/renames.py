@@ -59,6 +59,8 @@ class Renames:
 
     def _rename_temp(self, local: LocalFile, slot: Slot, name: str, to_temp: bool, path: str) -> None:
         """A temporary file moved: locally if the target is temporary too, else it is the upload."""
+        if local.link_target is not None and not (to_temp and name.startswith(".#")):
+            raise NotPermitted("an editor's lock link can only be renamed to another .# name", path)
         if to_temp:
             replaced = self.local.move_temp(local, slot, name)
             if replaced is not None:

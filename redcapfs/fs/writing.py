@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 
-from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgument
+from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgument, NotPermitted
 from redcapfs.fs import rules
 from redcapfs.fs.base import FileNode, TreeOptions
 from redcapfs.fs.content import ServerContent
@@ -32,6 +32,7 @@ from redcapfs.shape import ProjectShape, Slot
 log = logging.getLogger(__name__)
 
 LAZY_COPY_MIN = 1 << 20  # from this size a writer's starting copy waits for its first use (docs/SEMANTICS.md)
+LOCK_PREFIX = ".#"  # emacs's lock links; the only symbolic links made here
 CHECK_TRIES = 5  # the server side of a slot changing under every check this often is not a normal day
 
 
@@ -103,6 +104,27 @@ class Writing:
             self.local.drop(local)
             raise
         return self.handles.add(Handle(local=local, writable=True))
+
+    def symlink(self, slot: Slot, name: str, target: str, path: str) -> None:
+        """An editor's lock (emacs's ``.#NAME`` -> ``user@host.pid:boot``): a local link, never uploaded.
+
+        Only ``.#`` names: a link is nothing REDCap can hold, and a lock is all
+        an editor needs one for. It lives with the temporary files (listed,
+        ``readlink`` answers, ``unlink`` removes it, gone at unmount); a lock
+        that is already there is EEXIST, which is how emacs learns the file is
+        locked.
+        """
+        if not name.startswith(LOCK_PREFIX):
+            raise NotPermitted("only editors' lock links (.#NAME) can be made here; REDCap holds files only",
+                               path)
+        rules.check_writable(self.options, self.shape, None, path)
+        local = self.local.new(slot, name, FileState.TEMP)
+        os.pwrite(local.fd, os.fsencode(target), 0)  # the spool keeps what the link says, like any temp file
+        local.link_target = target
+        local.mode = 0o777
+        if self.local.add_temp(local, replace=False) is not None:
+            self.local.drop(local)
+            raise AlreadyExists("exists", path)
 
     def open_for_write(self, node: FileNode, path: str, truncate: bool) -> int:
         if node.local is not None and node.local.temp:
