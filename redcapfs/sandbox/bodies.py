@@ -231,6 +231,9 @@ class MultipartBody:
                 self.spool.write(tail[:max(0, at - 2)])
                 self.decoder.buffer.extend(tail[max(0, at - 2):])
                 return
+            if len(tail) > CHUNK:  # many small pieces (chunked transfer coding): never copy a growing tail
+                self.spool.write(memoryview(tail)[:-keep])
+                tail = tail[-keep:]
             chunk = self._next_chunk()
             if not chunk or len(chunk) < 2 * keep or (tail + chunk[:keep]).find(marker) >= 0 \
                     or chunk.find(marker) >= 0:
