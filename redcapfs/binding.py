@@ -28,9 +28,7 @@ MAX_REQUEST = 1 << 20  # 1 MiB reads and writes where the kernel allows (its max
 # Debian's package for each library, named in the message when it is missing.
 _LIBRARIES = {3: ("fuse3", "libfuse3-3"), 2: ("fuse", "libfuse2")}
 
-# A capability bit of struct fuse_conn_info (fuse_common.h). Splicing read answers
-# (FUSE_CAP_SPLICE_WRITE) was measured with fusebuf.py's read_buf: it moved CPU from
-# user to kernel time with no net gain, so it is not asked for.
+# A capability bit of struct fuse_conn_info (fuse_common.h).
 CAP_ATOMIC_O_TRUNC = 1 << 3
 
 _loaded: ModuleType | None = None
@@ -173,15 +171,10 @@ def block_size() -> int:
 
 
 def fuse_class() -> Any:
-    """``mfusepy.FUSE`` handing rename flags, ftruncate's handle and read_buf's missing path to the operations."""
+    """``mfusepy.FUSE`` handing rename flags and ftruncate's handle to the operations (mfusepy 3.1 drops both)."""
     mfusepy = load()
 
     class Fuse(mfusepy.FUSE):  # type: ignore[name-defined]
-        def read_buf(self, path: bytes | None, bufpp: Any, size: int, offset: int, fip: Any) -> int:
-            # mfusepy 3.1 decodes the path unchecked: a file unlinked while open (hard_remove) has none.
-            name = None if path is None else path.decode(self.encoding, self.errors)
-            return int(self.operations.read_buf(name, bufpp, size, offset, fip.contents.fh) or 0)
-
         if mfusepy.fuse_version_major == 3:
             def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
                 ops = self.operations

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from redcapfs import binding, fusebuf
+from redcapfs import binding
 from redcapfs.errors import AlreadyExists, RedcapError, errno_for
 from redcapfs.tree import Stat, Tree
 
@@ -150,15 +150,6 @@ class RedcapOperations(Operations):
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
         self.sizes.count(self.sizes.reads, size)
         return self.tree.read(fh, size, offset)
-
-    @operation
-    def read_buf(self, path: str | None, bufpp: Any, size: int, offset: int, fh: int) -> int:
-        """Preferred by libfuse over :meth:`read`: a cached file is answered with its descriptor (fusebuf.py)."""
-        self.sizes.count(self.sizes.reads, size)
-        found = self.tree.read_source(fh, size, offset)
-        if isinstance(found, int):
-            return fusebuf.reply_fd(bufpp, found, offset, size)
-        return fusebuf.reply_bytes(bufpp, found)
 
     @operation
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:

@@ -106,7 +106,6 @@ from redcapfs.fs.content import ServerContent
 from redcapfs.fs.feed import ChangeFeed
 from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
-from redcapfs.fs.handles import source as read_source
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.prefetch import SizePrefetch
@@ -243,9 +242,6 @@ class Tree:
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         return read_handle(self.handles.get(fh), size, offset)
-
-    def read_source(self, fh: int, size: int, offset: int) -> int | bytes:
-        return read_source(self.handles.get(fh), size, offset)
 
     def create(self, path: str, mode: int) -> int:
         """A new file in a slot: a temporary name stays local; a real name needs an empty slot."""

@@ -102,18 +102,6 @@ def read_size(handle: Handle) -> int | None:
     return os.fstat(handle.fd).st_size
 
 
-def source(handle: Handle, size: int, offset: int) -> int | bytes:
-    """A complete cache file's descriptor (libfuse reads it itself, fusebuf.py); otherwise the bytes.
-
-    A download still arriving (its retry may rewind the file after we look)
-    and a writer's copy are read here, as :func:`read` does.
-    """
-    flight = handle.flight
-    if handle.local is None and (flight is None or (flight.done.is_set() and flight.error is None)):
-        return handle.fd
-    return read(handle, size, offset)
-
-
 def read(handle: Handle, size: int, offset: int) -> bytes:
     """Bytes from the cache file; during a download, once they have arrived (its error otherwise)."""
     if handle.local is not None:
