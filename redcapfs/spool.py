@@ -17,8 +17,13 @@ Beside it, three facts tell a complete file from a half-written one, each
 written before the bytes or the server can move past it:
 
 * ``final``: the data file holds a version its writer closed (or fsynced: that
-  is when the mount uploads), flushed to disk, of ``final_size`` bytes; cleared
-  by :meth:`SpoolEntry.writing` before any byte changes;
+  is when the mount uploads) of ``final_size`` bytes; cleared by
+  :meth:`SpoolEntry.writing` before any byte changes. ``synced`` says those
+  bytes are also flushed to disk; an upload does not wait for that (the fsync
+  of a large file costs about as much as sending it on loopback, so it runs
+  beside the upload) and ``boot`` names the boot they were written in: until
+  ``synced`` only that boot's page cache holds them, which outlives a killed
+  mount but not a power cut (then they are ``incomplete``);
 * ``attempted``: when an upload of these bytes began; once set, REDCap may
   have them even if no answer came, so ``retry`` looks at the slot first;
 * ``delivered``: REDCap accepted these bytes.
@@ -36,10 +41,12 @@ data file exists and removed after it, so a data file is never without its targe
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -107,6 +114,15 @@ def _legacy_start(pid: int) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """This boot's id (the kernel's random ``boot_id``): page-cache bytes of another boot may be lost."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def pid_alive(pid: int, start: str | None) -> bool:
     """Whether the owning process still runs: not gone, not a zombie, not a reused pid."""
     if pid <= 0:
@@ -153,6 +169,10 @@ class SpoolEntry:
         attempted = meta.get("attempted")
         self.attempted: float | None = None if attempted is None else float(attempted)
         self.delivered: bool = bool(meta.get("delivered", False))
+        self.synced: bool = bool(meta.get("synced", True))  # entries from before the field were fsynced first
+        self.boot: str | None = meta.get("boot")
+        self._syncing: threading.Thread | None = None  # the fsync running beside an upload
+        self._sync_error: OSError | None = None
 
     def size(self) -> int:
         try:
@@ -182,6 +202,8 @@ class SpoolEntry:
             return "incomplete"
         if self.final_size is not None and self.size() != self.final_size:
             return "incomplete"  # the disk lost bytes after the close (power cut): never send as complete
+        if not self.synced and self.boot != boot_id():
+            return "incomplete"  # never flushed, and the machine restarted since: the bytes may be damaged
         return "unsent"
 
     def is_unsent(self) -> bool:
@@ -203,19 +225,32 @@ class SpoolEntry:
             self._save()
 
     def mark_sending(self) -> None:
-        """Call just before an upload: the bytes are final (flushed to disk) and may reach REDCap."""
-        self._make_final()
+        """Call just before an upload: the bytes are final and may reach REDCap.
+
+        Their fsync starts in the background and runs while they are sent: a
+        kill of the mount meanwhile loses nothing (the page cache keeps them),
+        and a failed upload waits for it before it says they are kept.
+        """
+        self._make_final(sync=False)
         self.attempted, self.delivered = time.time(), False
         self._save()
+        if not self.synced:
+            self._sync_error = None
+            self._syncing = threading.Thread(target=self._fsync_data, name="spool-fsync", daemon=True)
+            self._syncing.start()
 
     def mark_sent(self) -> None:
         """Call when REDCap accepted the upload: nothing is left to send unless the bytes change."""
         self.delivered = True
+        thread = self._syncing
+        if thread is not None and not thread.is_alive() and self._sync_error is None:
+            self.synced, self._syncing = True, None  # REDCap has them: no need to wait for the disk
         self._save()
 
     def mark_unsent(self, error: str) -> None:
-        """The upload failed at a close (or fsync): the bytes are what the writer closed."""
+        """The upload failed at a close (or fsync): the bytes are what the writer closed, flushed to disk."""
         self._make_final()
+        self._wait_synced()
         self.state, self.error = "unsent", error
         self._save()
 
@@ -241,6 +276,7 @@ class SpoolEntry:
     def mark_open(self) -> None:
         self.state, self.error = "open", None
         self.final, self.delivered = False, False
+        self.synced, self.boot = True, None
         self.pid, self.pid_start = os.getpid(), process_start(os.getpid())
         self._save()
 
@@ -263,10 +299,15 @@ class SpoolEntry:
         return {"version": VERSION, "target": asdict(self.target), "state": self.state, "pid": self.pid,
                 "pid_start": self.pid_start, "error": self.error, "created": self.created,
                 "updated": self.updated, "final": self.final, "final_size": self.final_size,
-                "attempted": self.attempted, "delivered": self.delivered}
+                "attempted": self.attempted, "delivered": self.delivered, "synced": self.synced,
+                "boot": self.boot}
 
-    def _make_final(self) -> None:
-        """Flush the bytes to disk before the json may say they are complete (a power cut loses neither)."""
+    def _make_final(self, sync: bool = True) -> None:
+        """The bytes are a closed version; with ``sync`` flushed to disk before the json says so.
+
+        Without ``sync`` the json says ``synced: false`` and this boot's id, so
+        that after a power cut the version shows as incomplete, never as complete.
+        """
         if self.final:
             return
         try:
@@ -274,11 +315,37 @@ class SpoolEntry:
         except FileNotFoundError:
             return  # nothing to make final; status() reports the missing bytes as incomplete
         try:
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
             self.final_size = os.fstat(fd).st_size
         finally:
             os.close(fd)
-        self.final = True
+        self.final, self.synced, self.boot = True, sync, None if sync else boot_id()
+
+    def _fsync_data(self) -> None:
+        """The background flush of a version being uploaded (its outcome is read by :meth:`_wait_synced`)."""
+        try:
+            fd = os.open(self.data_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # a later fsync would not report a lost writeback again: remember it
+            log.warning("spool: flushing %s to disk failed: %s", self.id, exc)
+            self._sync_error = exc
+
+    def _wait_synced(self) -> None:
+        """The final bytes on disk: the background fsync's outcome, or a flush now."""
+        thread, self._syncing = self._syncing, None
+        if thread is not None:
+            thread.join()
+            if self._sync_error is None:
+                self.synced = True
+            else:
+                self.final = False  # the disk may have lost them: never shown as complete
+        elif self.final and not self.synced:
+            self.final = False
+            self._make_final(sync=True)
 
     def _save(self) -> None:
         self.updated = time.time()

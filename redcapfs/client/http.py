@@ -23,12 +23,13 @@ from contextlib import closing
 from typing import Any, BinaryIO
 
 import requests
-from requests_toolbelt import MultipartEncoder, MultipartEncoderMonitor
+from requests_toolbelt import MultipartEncoder
 
 from redcapfs import errors as E
 
 from .base import FileInfo, chunked
 from .contenttype import parse_content_type
+from .formbody import FileForm
 from .params import export_records_params, import_records_params, slot_params, upload_mime
 from .responses import (
     PEEK_MIMES,
@@ -367,10 +368,8 @@ class HttpClient(Transport):
             ok = False
             try:
                 transfer.begin_attempt(size)
-                encoder = MultipartEncoder(fields=[*fields, ("file", (filename, fh, mime))])
-                # The body is the file plus a few hundred bytes of multipart framing:
-                # bytes sent, capped at the file size, is what a user wants to see.
-                body = MultipartEncoderMonitor(encoder, lambda m: transfer.advance(min(size, m.bytes_read)))
+                # Bytes of the file sent is what a user wants to see (`redcapfs status`).
+                body = FileForm(fields, "file", filename, fh, size, mime, on_sent=transfer.advance)
                 self._once(ctx, None, body=body, headers={"Content-Type": body.content_type})
                 ok = True
             finally:

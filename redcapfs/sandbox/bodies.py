@@ -111,7 +111,7 @@ class UploadSpool:
         self._fh = open(path, "wb")  # noqa: SIM115  (written part by part, closed by finish/discard)
         self.upload = Upload(filename, content_type, path, 0)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self._fh is None or self.upload is None:
             return
@@ -200,11 +200,52 @@ class MultipartBody:
                 return
 
     def _feed(self) -> None:
+        chunk = self._next_chunk()
+        self.decoder.receive_data(chunk if chunk else None)
+
+    def _next_chunk(self) -> bytes:
+        """The next piece of the body (``b""`` at its end); a ``drop`` fault aborts here."""
         if self._drop_at is not None and self.reader.consumed >= self._drop_at:
             self.entry["bytes"] = self.spool.size
             self.abort()
-        chunk = self.reader.read(CHUNK)
-        self.decoder.receive_data(chunk if chunk else None)
+        return self.reader.read(CHUNK)
+
+    def _stream_file(self) -> None:
+        """The file part's bytes straight to the spool, until a delimiter may be near; then the decoder again.
+
+        werkzeug's decoder copies and searches its whole buffer about five
+        times for every chunk (as much CPU as the rest of an upload). Called
+        while the decoder is inside the file part's data: bytes before any
+        ``--boundary`` cannot be part of a delimiter, except a line break
+        just before it, so they go to the spool here as they arrive; from two
+        bytes before the first ``--boundary`` on, the decoder decides (a real
+        delimiter, or data that only looks like one) exactly as before.
+        """
+        marker = b"--" + self.decoder.boundary
+        keep = len(marker) + 1  # a line break and all but the marker's last byte may end a piece
+        tail = bytes(self.decoder.buffer)
+        self.decoder.buffer.clear()
+        while True:
+            at = tail.find(marker)
+            if at >= 0:
+                self.spool.write(tail[:max(0, at - 2)])
+                self.decoder.buffer.extend(tail[max(0, at - 2):])
+                return
+            if len(tail) > CHUNK:  # many small pieces (chunked transfer coding): never copy a growing tail
+                self.spool.write(memoryview(tail)[:-keep])
+                tail = tail[-keep:]
+            chunk = self._next_chunk()
+            if not chunk or len(chunk) < 2 * keep or (tail + chunk[:keep]).find(marker) >= 0 \
+                    or chunk.find(marker) >= 0:
+                if not chunk:  # the body ended inside the file part: the decoder reports it
+                    self.decoder.buffer.extend(tail)
+                    self.decoder.receive_data(None)
+                    return
+                tail += chunk  # a delimiter may be in here (or the piece is small): one copy
+                continue
+            self.spool.write(tail)
+            self.spool.write(memoryview(chunk)[:-keep])
+            tail = chunk[-keep:]
 
     def _is_file_part(self, event: Field | File) -> bool:
         """The first part named ``file`` that has a file name as PHP reads it (werkzeug may disagree)."""
@@ -225,6 +266,8 @@ class MultipartBody:
     def _data(self, event: Data) -> None:
         if self._part == FILE_PART:
             self.spool.write(event.data)
+            if event.more_data:
+                self._stream_file()
             return
         if self._part is None:
             return  # another file part: ignored

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import filecmp
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .config import Config, size_label
-from .procs import Mount, Passthrough, Sandbox
+from .procs import Mount, Passthrough, Sandbox, cpu_seconds
 from .projects import Project, Slot, random_file, write_project
 from .stats import Figure, Sample
 from .tools import Curl, cp, fio, http_client, measure, settle
@@ -41,9 +42,16 @@ class BigRun:
     def add(self, name: str, sample: Sample) -> None:
         self.samples.setdefault(name, []).append(sample)
 
-    def _copy_out(self, sb: Sandbox | None, src: Path, name: str, check: bool) -> None:
+    def add_cpu(self, name: str, pid: int | None, fn: Callable[[], None]) -> None:
+        """Run ``fn``, and keep the CPU seconds process ``pid`` spent meanwhile as ``name_cpu`` (if pid)."""
+        before = cpu_seconds(pid) if pid is not None else 0.0
+        fn()
+        if pid is not None:
+            self.add(f"{name}_cpu", Sample(cpu_seconds(pid) - before, 0))
+
+    def _copy_out(self, sb: Sandbox | None, src: Path, name: str, check: bool, pid: int | None = None) -> None:
         settle()
-        self.add(name, measure(sb, lambda: cp(src, self.out)))
+        self.add_cpu(name, pid, lambda: self.add(name, measure(sb, lambda: cp(src, self.out))))
         if check and not filecmp.cmp(src if sb is None else self.big, self.out, shallow=False):
             raise RuntimeError(f"{name}: the copy differs from the stored file")
         self.out.unlink()
@@ -61,15 +69,17 @@ class BigRun:
         with Mount(sb, self.work, OPTIONS) as m:
             os.listdir(m.mp)  # the records index, untimed: the figure is the file's transfer
             src = m.mp / "big" / "doc" / "big.bin"
-            self._copy_out(sb, src, "cp_out_cold", first)
-            self._copy_out(sb, src, "cp_out_warm", first)
-            self._copy_out(None, self.pt.mp / "big.bin", "passthrough_read", first)
+            self._copy_out(sb, src, "cp_out_cold", first, m.pid)
+            self._copy_out(sb, src, "cp_out_warm", first, m.pid)
+            self._copy_out(None, self.pt.mp / "big.bin", "passthrough_read", first, self.pt.proc.pid)
             settle()
-            self.add("curl_upload", measure(sb, lambda: curl.upload(f"wcurl{rep}", "scan", self.big)))
+            self.add_cpu("sandbox_curl_upload", sb.proc.pid, lambda: self.add("curl_upload", measure(
+                sb, lambda: curl.upload(f"wcurl{rep}", "scan", self.big))))
             self.add("client_upload", measure(sb, lambda: client.import_file(  # type: ignore[attr-defined]
                 f"wclient{rep}", "scan", str(self.big), "big.bin")))
             settle()
-            self.add("cp_in", measure(sb, lambda: cp(self.big, m.mp / f"wmount{rep}" / "scan" / "big.bin")))
+            self.add_cpu("sandbox_cp_in", sb.proc.pid, lambda: self.add_cpu("cp_in", m.pid, lambda: self.add(
+                "cp_in", measure(sb, lambda: cp(self.big, m.mp / f"wmount{rep}" / "scan" / "big.bin")))))
             settle()
             self.add("passthrough_write", measure(None, lambda: cp(self.big, self.pt.mp / "w.bin")))
             (self.pt.mp / "w.bin").unlink()
@@ -182,6 +192,7 @@ def figures(cfg: Config, s: dict[str, list[Sample]]) -> list[Figure]:
            Figure(f"cp_in_{L}_vs_passthrough", "cp in, against cp into the passthrough", "s", s["cp_in"],
                   pt_write, params=p),
            *https_figures(L, s, p, cold, cp_in),
+           *cpu_figures(L, s, p, paired=not cfg.quick),
            Figure(f"mount_peak_rss_{L}", f"mount daemon VmHWM after {L} out twice and in once", "MiB",
                   s["mount_peak_rss"], params=p)]
     for bs in cfg.fio_bs:
@@ -193,6 +204,27 @@ def figures(cfg: Config, s: dict[str, list[Sample]]) -> list[Figure]:
                          s[f"fio_{rw}_{tag}_passthrough"], params=fp)
             out += [ref, Figure(f"fio_{rw}_{tag}", what, "MiB/s", s[f"fio_{rw}_{tag}"], ref, params=fp)]
     return out
+
+
+def cpu_figures(L: str, s: dict[str, list[Sample]], p: dict[str, Any], paired: bool) -> list[Figure]:
+    """CPU seconds of the daemon, the passthrough and the sandbox per transfer (steadier than times on a busy box).
+
+    Not paired in ``--quick``: a few MiB cost less than a clock tick, and a ratio of zeros is no number.
+    """
+    pt = Figure(f"passthrough_cpu_read_{L}", "CPU seconds of the passthrough process during its cp out", "s",
+                s["passthrough_read_cpu"], params=p)
+    sb_curl = Figure(f"sandbox_cpu_curl_upload_{L}", "CPU seconds of the sandbox receiving curl -F", "s",
+                     s["sandbox_curl_upload_cpu"], params=p)
+    return [pt,
+            Figure(f"mount_cpu_warm_read_{L}", "CPU seconds of the mount daemon during the warm cp out", "s",
+                   s["cp_out_warm_cpu"], pt if paired else None, params=p),
+            Figure(f"mount_cpu_cold_read_{L}", "CPU seconds of the mount daemon during the cold cp out (download "
+                   "and serving)", "s", s["cp_out_cold_cpu"], pt if paired else None, params=p),
+            Figure(f"mount_cpu_cp_in_{L}", "CPU seconds of the mount daemon during cp in (spool and upload)", "s",
+                   s["cp_in_cpu"], params=p),
+            sb_curl,
+            Figure(f"sandbox_cpu_cp_in_{L}", "CPU seconds of the sandbox receiving the mount's upload", "s",
+                   s["sandbox_cp_in_cpu"], sb_curl if paired else None, params=p)]
 
 
 def https_figures(L: str, s: dict[str, list[Sample]], p: dict[str, Any], cold: Figure,

@@ -101,6 +101,12 @@ class Sandbox:
             self.proc.stdout.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds process ``pid`` has used (fields 14 and 15 of /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def mounted(path: Path) -> bool:
     """Whether ``path`` is a mount point in the kernel's table (true also for a dead FUSE mount)."""
     target = os.path.abspath(path)

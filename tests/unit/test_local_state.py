@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from redcapfs.credentials import CredentialError, read_token, read_token_from_fd
-from redcapfs.spool import Spool, Target
+from redcapfs.spool import Spool, Target, boot_id
 from redcapfs.tempnames import DEFAULT_PATTERNS, TempNames
 
 TOKEN = "0123456789ABCDEF0123456789ABCDEF"
@@ -248,6 +248,28 @@ def test_bytes_lost_after_the_close_make_the_entry_incomplete(tmp_path: Path) ->
     assert entry.status() == "unsent"
     entry.data_path.write_bytes(b"")  # what a power cut can leave of unsynced data
     assert entry.status() == "incomplete"
+
+
+def test_an_upload_flushes_its_bytes_beside_the_send_and_a_restart_before_that_makes_them_incomplete(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    entry = spool.create(TARGET)
+    entry.writing()
+    entry.data_path.write_bytes(b"abc")
+    entry.mark_sending()  # the upload does not wait for the fsync
+    meta = json.loads(entry.meta_path.read_text())
+    assert (meta["final"], meta["final_size"], meta["synced"], meta["boot"]) == (True, 3, False, boot_id())
+    assert spool.get(entry.id).status() is None  # the live mount owns it
+    entry.mark_unsent("HTTP 500")  # a refused upload waits for the flush before it says the bytes are kept
+    again = spool.get(entry.id)
+    assert (again.status(), again.synced) == ("unsent", True)
+
+    in_flight = _in_dead_process(tmp_path, f"{WRITE}; e.mark_sending(); e._syncing.join()")
+    assert spool.get(in_flight).status() == "unsent"  # killed mid-upload: this boot's page cache has the bytes
+    meta = json.loads((tmp_path / f"{in_flight}.json").read_text())
+    meta.update(synced=False, boot="another boot")  # a power cut before the flush ended
+    (tmp_path / f"{in_flight}.json").write_text(json.dumps(meta))
+    assert spool.get(in_flight).status() == "incomplete"
 
 
 def test_entries_written_before_the_states_existed(tmp_path: Path) -> None:
