@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redcapfs import binding
-from redcapfs.errors import AlreadyExists, RedcapError, StillBanned, errno_for
+from redcapfs.errors import AlreadyExists, IpBanned, RedcapError, errno_for
 from redcapfs.tree import Stat, Tree
 
 _fuse = binding.load()
@@ -59,7 +59,7 @@ def _report(op: str, args: tuple[Any, ...], exc: Exception) -> int:
     code = errno_for(exc)
     path = args[0] if args and isinstance(args[0], str) else ""
     name = errno.errorcode.get(code, code)
-    if code in _QUIET or isinstance(exc, StillBanned):  # a ban is logged once, when REDCap announces it
+    if code in _QUIET or isinstance(exc, IpBanned):  # a ban is logged once, by the client, when first seen
         log.debug("%s %r: %s", op, path, exc)
     elif isinstance(exc, (RedcapError, OSError)) or hasattr(exc, "message"):
         log.warning("%s %r: %s (errno %s)", op, path, exc, name)
