@@ -122,10 +122,19 @@ class RedcapOperations(Operations):
 
     @operation
     def readdir(self, path: str, fh: int) -> list[Any]:
-        entries: list[Any] = [".", ".."]
+        entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
         for name, is_dir in self.tree.readdir(path):
             # Only the type: the kernel gets d_type without a size, so `ls`/`find` download nothing.
-            entries.append((name, {"st_mode": stat.S_IFDIR if is_dir else stat.S_IFREG}, 0))
+            entries.append((name, stat.S_IFDIR if is_dir else stat.S_IFREG, 0))
+        return entries
+
+    @operation
+    def readdir_plus(self, path: str, fh: int) -> list[Any]:
+        """readdir with each directory's attributes (binding.py, READDIRPLUS); files keep only their type."""
+        entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+        for name, is_dir, st in self.tree.readdir_stats(path):
+            kind = stat.S_IFDIR if is_dir else stat.S_IFREG
+            entries.append((name, _stat_dict(st) if st is not None else kind, 0))
         return entries
 
     @operation

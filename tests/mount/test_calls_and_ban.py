@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import subprocess
@@ -108,3 +109,21 @@ def test_a_ban_stops_every_call_and_fails_with_eio(sandbox: Any, mount: Any) -> 
                           env=m.env, cwd=str(REPO), timeout=60).stdout
     assert "BANNED" in text
     assert m.log.count("has banned this machine's IP address") == 1, m.log
+
+
+def test_a_records_ttl_expiring_during_listings_never_runs_two_exports_at_once(sandbox: Any, mount: Any) -> None:
+    """Past the TTL the listing is served as it was while one refresh runs; the next waits for it to end."""
+    latency = 0.4
+    sb = sandbox("--latency", str(int(latency * 1000)))
+    m = mount(sb, "records_ttl=0.05", "poll=0")
+    walkers = [subprocess.Popen(["find", str(m.path)], stdout=subprocess.DEVNULL) for _ in range(4)]
+    for _ in range(3):
+        assert subprocess.run(["ls", "-R", str(m.path)], capture_output=True).returncode == 0
+    assert [w.wait(120) for w in walkers] == [0] * 4
+    settle(lambda: len(sb.calls()))
+    exports = sorted(c["time"] for c in sb.calls() if c["content"] == "record" and c["action"] in (None, "export")
+                     and c.get("status") == 200)
+    assert len(exports) >= 2  # the listings outlasted the TTL: refreshes did happen
+    # each export is answered `latency` after it arrives: one arriving sooner after the last overlapped it
+    gaps = [b - a for a, b in itertools.pairwise(exports)]
+    assert min(gaps) >= latency * 0.95, gaps
