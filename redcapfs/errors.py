@@ -96,6 +96,30 @@ class ServerError(RedcapError):
     """REDCap answered 5xx."""
 
 
+class IpBanned(RedcapError):
+    """REDCap's page-hit limiter banned this machine's IP address (HTTP 429 and its ban text).
+
+    A ban lasts until a REDCap administrator lifts it, for every client behind
+    the address: no retry or back-off can help, and more calls only add hits,
+    so the client makes no further call once it has seen one.
+    """
+
+    def __str__(self) -> str:
+        return (f"REDCap has banned this machine's IP address (more than its page-hit limit of calls in one "
+                f"minute, from this mount or anything else at the same address); it said: {self.message!r}. "
+                "A ban lasts until a REDCap administrator lifts it: ask them to. This mount makes no more "
+                "calls; unmount and mount again once the ban is lifted")
+
+
+class StillBanned(IpBanned):
+    """A call not made because REDCap banned this IP earlier (the first :class:`IpBanned` said why)."""
+
+    def __str__(self) -> str:
+        ctx = self.context()
+        return ("no call made: REDCap has banned this machine's IP address (see the first error in the log, "
+                "or `redcapfs status`)" + (f" ({ctx})" if ctx else ""))
+
+
 class BadToken(RedcapError):
     """403 "You do not have permissions to use the API": wrong, missing or revoked token."""
 
@@ -218,6 +242,7 @@ _ERRNO_TABLE: tuple[tuple[type[BaseException], int], ...] = (
     (InvalidArgument, errno.EINVAL),
     (FileChanged, errno.ESTALE),
     (LocalIOError, errno.EIO),
+    (IpBanned, errno.EIO),  # the server refuses every call: not a permission of this file
     (BadToken, errno.EACCES),
     (NoRights, errno.EACCES),
     (NoSuchRecord, errno.ENOENT),

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from redcapfs import binding
-from redcapfs.errors import AlreadyExists, RedcapError, errno_for
+from redcapfs.errors import AlreadyExists, IpBanned, RedcapError, errno_for
 from redcapfs.tree import Stat, Tree
 
 _fuse = binding.load()
@@ -64,7 +64,8 @@ def _report(op: str, args: tuple[Any, ...], exc: Exception) -> int:
     code = errno_for(exc)
     path = args[0] if args and isinstance(args[0], str) else ""
     name = errno.errorcode.get(code, code)
-    if code in _QUIET or getattr(exc, "logged", False):  # logged: said once where it was decided (fs/refusals.py)
+    if code in _QUIET or getattr(exc, "logged", False) or isinstance(exc, IpBanned):
+        # logged: said once where it was decided (fs/refusals.py); a ban is logged once, by the client
         log.debug("%s %r: %s", op, path, exc)
     elif isinstance(exc, (RedcapError, OSError)) or hasattr(exc, "message"):
         log.warning("%s %r: %s (errno %s)", op, path, exc, name)
@@ -130,10 +131,19 @@ class RedcapOperations(Operations):
 
     @operation
     def readdir(self, path: str, fh: int) -> list[Any]:
-        entries: list[Any] = [".", ".."]
+        entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
         for name, is_dir in self.tree.readdir(path):
             # Only the type: the kernel gets d_type without a size, so `ls`/`find` download nothing.
-            entries.append((name, {"st_mode": stat.S_IFDIR if is_dir else stat.S_IFREG}, 0))
+            entries.append((name, stat.S_IFDIR if is_dir else stat.S_IFREG, 0))
+        return entries
+
+    @operation
+    def readdir_plus(self, path: str, fh: int) -> list[Any]:
+        """readdir with each directory's attributes (binding.py, READDIRPLUS); files keep only their type."""
+        entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+        for name, is_dir, st in self.tree.readdir_stats(path):
+            kind = stat.S_IFDIR if is_dir else stat.S_IFREG
+            entries.append((name, _stat_dict(st) if st is not None else kind, 0))
         return entries
 
     @operation

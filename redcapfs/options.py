@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from redcapfs import mount8
+from redcapfs.client.ratelimit import max_burst
 from redcapfs.tempnames import TempNames
 from redcapfs.trash import TrashSettings
 
@@ -50,6 +51,7 @@ class MountOptions:
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
     rate: float | None = 5.0  # requests per second; None is ``rate=off``
+    burst: int | None = None  # calls that may go at once within rate × 60 a minute; None: client/ratelimit.py's
     timeout: float = 120.0
     batch: int = 0
     arm: int | None = None
@@ -147,6 +149,7 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "attr_timeout": _number(0, 3600),
     "entry_timeout": _number(0, 3600),
     "rate": _rate,
+    "burst": _whole(1, 300_000),
     "timeout": _number(0, 3600, low_open=True),
     "batch": _whole(0, 1_000_000),
     "arm": _whole(1, 1_000_000),
@@ -181,11 +184,25 @@ def parse_options(values: list[str]) -> MountOptions:
                 pass
             else:
                 raise MountError(f"unknown mount option {item!r} (see `redcapfs mount --help`)")
+    _check_burst(opts)
     try:
         opts.trash = TrashSettings.from_options(**trash)
     except ValueError as exc:
         raise MountError(f"bad value: {exc}") from None
     return opts
+
+
+def _check_burst(opts: MountOptions) -> None:
+    """A burst borrows from its minute (rate × 60 calls), so it needs a rate and at most half that minute."""
+    if opts.burst is None:
+        return
+    if opts.rate is None:
+        raise MountError(f"bad value for -o burst={opts.burst}: a burst needs a rate limit (rate=off has none)")
+    most = max_burst(opts.rate)
+    if opts.burst > most:
+        raise MountError(f"bad value for -o burst={opts.burst}: at most {most:g} with rate={opts.rate:g} (half of "
+                         f"the {opts.rate * 60:g} calls a minute the rate allows; REDCap bans an IP above its "
+                         "page-hit limit per minute)")
 
 
 def _mount8(opts: MountOptions, key: str, arg: str) -> bool:
@@ -227,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                "slot_check=always|feed (before a replace or delete ask REDCap what the slot holds, or trust a "
                "fresh change feed: one call less per upload, a "
                "version a colleague uploaded within the poll window is then not kept in the trash), attr_timeout=1, "
-               "entry_timeout=1, rate=5 (requests/s; off = no limit), timeout=120 (s), batch=N (records per "
+               "entry_timeout=1, rate=5 (requests/s; off = no limit), burst=N (calls that may go at once; "
+               "any minute still holds at most rate×60), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "
                "(redcapfs docs temp-names), ca=PATH (CA bundle to trust; default REQUESTS_CA_BUNDLE, "
                "CURL_CA_BUNDLE, else "

@@ -80,7 +80,8 @@ def connect(url: str, token: str, opts: MountOptions) -> tuple[Remote, dict]:
     """One call (project info) tells a wrong token, a wrong URL, a TLS failure and a dead server apart."""
     try:
         remote = open_remote(url, token, ca=opts.ca, insecure_http=opts.insecure_http, timeout=(10, opts.timeout),
-                             rate_limit=opts.rate, retries=2, retry_deadline=30, call_budget=opts.timeout)
+                             rate_limit=opts.rate, burst=opts.burst, retries=2, retry_deadline=30,
+                             call_budget=opts.timeout)
     except RemoteRefused as exc:
         raise MountError(str(exc)) from None
     try:

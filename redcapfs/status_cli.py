@@ -57,8 +57,14 @@ def _rate_line(doc: dict[str, Any]) -> str:
         text += f" ({calls['failed']} failed)"
     text += f"; rate {rate.get('per_second', 0):g}/s over {rate.get('window_seconds', 0):g} s, limit "
     text += f"{limit:g}/s" if limit else "none"
+    if limit and rate.get("burst"):
+        text += f", burst {rate['burst']:g}"
     if rate.get("throttled_seconds"):
         text += f" (waited {rate['throttled_seconds']:g} s for it)"
+    banned = doc.get("banned")
+    if banned:
+        text += (f"\n  BANNED: REDCap has banned this IP address ({banned.get('message')}); no calls are made. "
+                 "A REDCap administrator must lift the ban; then remount")
     return text
 
 

@@ -221,6 +221,15 @@ class Tree:
         self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
         return entries
 
+    def readdir_stats(self, path: str) -> list[tuple[str, bool, Stat | None]]:
+        """Like :meth:`readdir`, with each directory's attributes (None for files: their size may cost a call)."""
+        entries = self.readdir(path)
+        if is_repo_path(path):
+            return [(name, is_dir, None) for name, is_dir in entries]
+        base = path.rstrip("/")
+        return [(name, is_dir, self._dir_stat(f"{base}/{name}")
+                 if is_dir and not is_repo_path(f"{base}/{name}") else None) for name, is_dir in entries]
+
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""
         vfs = os.statvfs(self.spool.root)

@@ -62,7 +62,8 @@ class HttpClient(Transport):
 
     ``timeout`` is (connect, read) seconds; ``verify`` is a bool or a CA bundle
     path; ``rate_limit`` is requests per second for the whole client (``None``
-    disables it); ``retries``/``backoff``/``max_backoff``/``retry_deadline``
+    disables it; ``burst`` calls may go at once, within ``rate_limit × 60`` a
+    minute: client/ratelimit.py); ``retries``/``backoff``/``max_backoff``/``retry_deadline``
     bound the retries of idempotent calls. ``fileinfo_params`` are the names
     of the undocumented "size and name only" flag sent by :meth:`file_info`.
     ``call_budget`` bounds each call other than a file transfer, retries
@@ -86,10 +87,11 @@ class HttpClient(Transport):
         user_agent: str = DEFAULT_USER_AGENT,
         fileinfo_params: Sequence[str] = ("fileinfo", "filesize"),
         call_budget: float | None = None,
+        burst: float | None = None,
     ) -> None:
         super().__init__(url, token, timeout=timeout, verify=verify,
                          retry=RetryPolicy(retries, backoff, max_backoff, retry_deadline), pool_size=pool_size,
-                         rate_limit=rate_limit, user_agent=user_agent, call_budget=call_budget)
+                         rate_limit=rate_limit, user_agent=user_agent, call_budget=call_budget, burst=burst)
         self.fileinfo_params = tuple(fileinfo_params)
         self._fileinfo_supported: bool | None = None
         self._record_id_field: str | None = None

@@ -40,6 +40,8 @@ _BAD_REQUEST_TABLE: tuple[tuple[re.Pattern[str], type[E.BadRequest]], ...] = tup
     )
 )
 BAD_TOKEN_TEXT = "you do not have permissions to use the api"
+# REDCap's checkBannedIp(): HTTP 429 and "Your IP address (ADDR) has been banned due to suspected abuse."
+_BANNED = re.compile(r"\bIP address\b.{0,80}\bbanned\b", re.IGNORECASE | re.DOTALL)
 RETRYABLE_STATUS = frozenset({408, 500, 502, 503, 504})
 #: Nameless answers of these types may be an error or a login page rather than a file.
 PEEK_MIMES = ("text/html", "application/json", "text/xml", "application/xml")
@@ -128,10 +130,19 @@ def error_for(status: int, body: bytes | str, content_type: str | None, ctx: Cal
     """The typed error for a non-200 answer (or a 200 that carries an error body)."""
     message = error_message(body, content_type)
     kw = ctx.kwargs(status)
+    banned = ban_text(body)
+    if banned is not None:
+        return E.IpBanned(banned, **kw)
     if status in (404, 405) or (message is None and looks_like_html(body) and status < 500):
         return not_an_api(ctx, status, content_type, snippet(body) if message is None else "")
     text = message if message is not None else (snippet(body) or f"HTTP {status} with no message")
     return _classify(status, text, kw)
+
+
+def ban_text(body: bytes | str) -> str | None:
+    """REDCap's ban page (its page-hit limiter banned this IP), as one line; ``None`` for any other answer."""
+    text = snippet(body, 300)
+    return text if _BANNED.search(text) else None
 
 
 def _classify(status: int, text: str, kw: dict[str, Any]) -> E.RedcapError:

@@ -20,7 +20,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .ratelimit import BanLatch
 
 RATE_WINDOW = 10.0  # seconds over which the rate in use is measured
 
@@ -66,7 +69,9 @@ class Transfer:
 class ClientStats:
     """Counters of one client: calls by kind, recent call times, throttling, transfers in flight.
 
-    ``rate_limit`` is the configured requests per second (``None``: no limit).
+    ``rate_limit`` is the configured requests per second (``None``: no limit),
+    ``burst`` the limiter's bucket size; ``ban`` is the client's ban latch, so
+    that a status shows a ban REDCap announced (client/ratelimit.py).
     ``on_change`` is called (outside the lock) when a transfer starts or ends,
     so a status file can be refreshed at once rather than at its next tick.
     """
@@ -75,10 +80,17 @@ class ClientStats:
         self,
         rate_limit: float | None = None,
         window: float = RATE_WINDOW,
+        *,
+        burst: float | None = None,
+        ban: BanLatch | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.rate_limit = rate_limit
+        self.burst = burst
+        self.ban = ban
+        if ban is not None:
+            ban.on_ban = self._changed
         self.window = window
         self.on_change: Callable[[], None] | None = None
         self._clock = clock
@@ -157,11 +169,17 @@ class ClientStats:
                         for kind in ("download", "upload")}
         return {
             "calls": {"total": sum(by_kind.values()), "failed": failed, "by_kind": by_kind},
-            "rate": {"limit": self.rate_limit, "per_second": round(recent / self.window, 3),
+            "rate": {"limit": self.rate_limit, "burst": self.burst, "per_second": round(recent / self.window, 3),
                      "window_seconds": self.window, "throttled_seconds": round(throttled, 3)},
+            "banned": self._banned(),
             "in_flight": flying,
             "transfers": finished,
         }
+
+    def _banned(self) -> dict[str, Any] | None:
+        """REDCap's ban of this IP, once seen: its text and since when (epoch seconds); else None."""
+        ban = self.ban.ban if self.ban is not None else None
+        return None if ban is None else {"message": ban.message, "since": round(ban.since, 3)}
 
     def _prune(self, now: float) -> None:
         """Forget call times older than the window (caller holds the lock)."""

@@ -28,6 +28,7 @@ from redcapfs import __version__
 from redcapfs import errors as E
 
 from .params import api_form
+from .ratelimit import BanLatch, RateLimiter
 from .responses import CallContext, error_for, is_retryable, json_answer, rows_answer, text_answer, write_answer
 from .stats import ClientStats, Transfer
 
@@ -37,45 +38,6 @@ T = TypeVar("T")
 CHUNK = 1 << 20  # download and upload block size
 ERROR_BODY_LIMIT = 64 * 1024  # enough for any REDCap error; bounds what a wrong URL can make us read
 DEFAULT_USER_AGENT = f"redcapfs/{__version__} python-requests/{requests.__version__}"
-
-
-class RateLimiter:
-    """A token bucket shared by every thread of one client.
-
-    REDCap's page-hit limiter bans the whole IP (until an admin lifts it), so
-    the client stays under a self-imposed rate instead of reacting to errors.
-    Callers reserve a slot under the lock and sleep outside it, which keeps
-    the order fair and the lock short.
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate)
-        self._clock = clock
-        self._sleep = sleep
-        self._tokens = self.capacity
-        self._stamp = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self) -> float:
-        """Take one request slot, sleeping as long as needed; return the time slept."""
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
-            self._tokens -= 1.0
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
 
 
 @dataclass(frozen=True)
@@ -194,7 +156,7 @@ class Transport:
 
     def __init__(self, url: str, token: str, *, timeout: tuple[float, float], verify: bool | str,
                  retry: RetryPolicy, pool_size: int, rate_limit: float | None, user_agent: str,
-                 call_budget: float | None = None) -> None:
+                 call_budget: float | None = None, burst: float | None = None) -> None:
         self.url = _check_url(url)
         # A bound on a whole call, retries included (not on transfers, which only need to keep moving):
         # a frozen server then costs a metadata operation one bounded wait. Per thread, set by _retrying.
@@ -203,8 +165,10 @@ class Transport:
         self._token = _Secret(_check_token(token))
         self.timeout = timeout
         self.retry = retry
-        self._limiter = RateLimiter(rate_limit) if rate_limit else None
-        self.stats = ClientStats(rate_limit or None)  # calls, rate, transfers: for `redcapfs status`
+        self._limiter = RateLimiter(rate_limit, burst) if rate_limit else None
+        self.ban = BanLatch()  # once REDCap banned this IP, no more calls
+        self.stats = ClientStats(rate_limit or None, burst=self._limiter.capacity if self._limiter else None,
+                                 ban=self.ban)  # calls, rate, transfers: for `redcapfs status`
         self._session = self._make_session(pool_size, verify, user_agent)
 
     @staticmethod
@@ -250,8 +214,10 @@ class Transport:
         headers: dict[str, str] | None = None,
     ) -> requests.Response:
         """One HTTP attempt; returns a 200 response, raises a typed error for anything else."""
+        self.ban.check(ctx.kwargs(429))
         if self._limiter:
             self.stats.throttled(self._limiter.acquire())
+            self.ban.check(ctx.kwargs(429))  # seen by another call while this one waited its turn
         data = body if body is not None else self._with_content(ctx, params or {})
         started = time.monotonic()
         timeout = self._attempt_timeout(ctx, started)
@@ -294,7 +260,10 @@ class Transport:
             return E.ProtocolError(redirect_message(self.url, status, resp.headers.get("Location")),
                                    **ctx.kwargs(status))
         body = self._read_some(ctx, resp)
-        return error_for(status, body, resp.headers.get("Content-Type"), ctx)
+        error = error_for(status, body, resp.headers.get("Content-Type"), ctx)
+        if isinstance(error, E.IpBanned):
+            self.ban.note(error)
+        return error
 
     def _read_some(self, ctx: CallContext, resp: requests.Response, limit: int = ERROR_BODY_LIMIT) -> bytes:
         """At most ``limit`` bytes of a body (an error page must not make us read megabytes)."""

@@ -175,6 +175,8 @@ class ChangeFeed:
             last = now
             try:
                 self.poll_now()
+            except E.StillBanned as exc:  # logged once when REDCap announced it
+                log.debug("change feed poll: %s", exc)
             except Exception as exc:  # the cursor stays: the next poll covers the gap
                 log.warning("change feed poll failed: %s", exc)
             self._remember()

@@ -22,6 +22,7 @@ from redcapfs.fs.rules import new_name
 from redcapfs.fs.slots import SlotModel
 from redcapfs.paths import PathModel, PathRef
 from redcapfs.recordcache import RecordCache
+from redcapfs.recordindex import RecordIndex
 from redcapfs.shape import ProjectShape, Slot
 
 
@@ -51,31 +52,34 @@ class Namespace:
         ref = self.model.parse(path)
         if ref.kind == "root":
             return ref
-        record = self.record(ref, path)
+        with self.records.view() as index:  # one look at the index per path (find asks ~2 per directory)
+            record = self._record_in(index, ref, path)
+            if ref.kind != "record":
+                if self.shape.longitudinal and ref.event not in index.events_of(record):
+                    raise NotFound("no such event for this record", path)
+                if ref.instance is not None and ref.field is not None \
+                        and ref.instance not in index.instances(record, ref.event, ref.field):
+                    raise NotFound("no such instance", path)
         if record != ref.record:  # a shortened component: carry the real name on
             ref = dataclasses.replace(ref, record=record)
-        if ref.kind == "record":
-            return ref
-        with self.records.view() as index:
-            if self.shape.longitudinal and ref.event not in index.events_of(record):
-                raise NotFound("no such event for this record", path)
-            if ref.instance is not None and ref.field is not None \
-                    and ref.instance not in index.instances(record, ref.event, ref.field):
-                raise NotFound("no such instance", path)
         return ref
 
     def record(self, ref: PathRef, path: str = "") -> str:
         """The real record name of ``ref`` (shortened components resolved), or NotFound."""
-        component = ref.record_component or ""
         with self.records.view() as index:
-            if names.is_shortened(component):
-                record = names.Resolver(index.records()).resolve(component)
-            else:
-                record = names.decode_record(component)
-                if names.encode_record(record) != component:
-                    record = None
-            if record is None or not index.has_record(record):
-                raise NotFound("no such record", path or None)
+            return self._record_in(index, ref, path)
+
+    @staticmethod
+    def _record_in(index: RecordIndex, ref: PathRef, path: str) -> str:
+        component = ref.record_component or ""
+        if names.is_shortened(component):
+            record = names.Resolver(index.records()).resolve(component)
+        else:
+            record = names.decode_record(component)
+            if names.encode_record(record) != component:
+                record = None
+        if record is None or not index.has_record(record):
+            raise NotFound("no such record", path or None)
         return record
 
     def exists(self, path: str) -> bool:

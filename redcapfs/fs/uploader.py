@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -60,6 +61,7 @@ class Uploader:
         self.url = url
         self.project_id = project_id
         self._can_import: bool | None = None
+        self._probe_lock = threading.Lock()  # one probe per mount, however many writers race it
 
     def upload(self, local: LocalFile, slot: Slot, name: str) -> None:
         """Import File from the spool (caller holds ``local.lock``); on failure the entry becomes unsent."""
@@ -234,13 +236,25 @@ class Uploader:
         return self._can_import
 
     def import_allowed(self) -> bool:
-        """Whether the token may import: asked once with an empty import (403 means no)."""
-        if self._can_import is None:
-            try:
-                self.client.import_records([])
-                self._can_import = True
-            except (NoRights, BadToken):
-                self._can_import = False
-            except BadRequest:
-                self._can_import = True  # rights were checked first, then the empty data refused
+        """Whether the token may import: asked once with an empty import (403 means no).
+
+        Single-flight: writers that arrive while the probe is out wait for its
+        answer instead of sending their own (8 parallel ``cp`` cost one probe).
+        Only writers ever wait here; a probe that fails (no answer) is asked
+        again by the next writer.
+        """
+        if self._can_import is not None:
+            return self._can_import
+        with self._probe_lock:
+            if self._can_import is None:
+                self._can_import = self._probe()
         return self._can_import
+
+    def _probe(self) -> bool:
+        try:
+            self.client.import_records([])
+            return True
+        except (NoRights, BadToken):
+            return False
+        except BadRequest:
+            return True  # rights were checked first, then the empty data refused

@@ -11,11 +11,13 @@ from __future__ import annotations
 from .api import ApiRequest
 from .config import SandboxConfig
 from .faults import Fault
-from .responses import ApiResponse, error_response
+from .responses import TEXT_TYPE, ApiResponse, error_response
 
-EARLY = ("500", "503", "hang")  # the call is not executed at all
+EARLY = ("500", "503", "hang", "ban")  # the call is not executed at all
 CUTTING = ("drop", "truncate")  # the answer (or upload) is cut short
 FAULT_TEXTS = {500: "Internal server error", 503: "Service temporarily unavailable"}
+# What REDCap's checkBannedIp() sends once an IP is banned (PHP's exit(): plain text, the default content type).
+BAN_TEXT = "Your IP address ({ip}) has been banned due to suspected abuse."
 
 
 def is_write(req: ApiRequest) -> bool:
@@ -38,7 +40,7 @@ def call_selectors(params: dict[str, list[str]]) -> dict[str, str | None]:
 
 
 def fails_early(fault: Fault | None) -> bool:
-    """500, 503 and hang answer (or not) without running the call."""
+    """500, 503, hang and ban answer (or not) without running the call."""
     return fault is not None and fault.do in EARLY
 
 
@@ -46,8 +48,10 @@ def hang_seconds(fault: Fault, config: SandboxConfig) -> float:
     return fault.seconds if fault.seconds is not None else config.hang_seconds
 
 
-def early_answer(fault: Fault, req: ApiRequest) -> ApiResponse:
-    """The error body of a 500/503 fault, in the call's returnFormat."""
+def early_answer(fault: Fault, req: ApiRequest, client_ip: str = "127.0.0.1") -> ApiResponse:
+    """The error body of a 500/503 fault, in the call's returnFormat; a ban's 429 text whatever the format."""
+    if fault.do == "ban":
+        return ApiResponse(429, TEXT_TYPE, BAN_TEXT.format(ip=client_ip).encode())
     status = int(fault.do)
     return error_response(status, FAULT_TEXTS[status], req.return_format)
 

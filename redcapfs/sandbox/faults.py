@@ -11,8 +11,12 @@ SPEC grammar (comma-separated ``key=value``)::
     which:     nth=N (the Nth matching call, 1-based, counted per spec)
                rate=P (fraction 0..1, RNG seeded by seed=S, default 0)
                neither: every matching call
-    do:        500 | 503 | hang | drop | truncate              (required)
+    do:        500 | 503 | hang | drop | truncate | ban        (required)
     extras:    seconds=S (hang), after=BYTES (drop/truncate; default half the body)
+
+``ban`` plays REDCap's page-hit limiter once it has banned the client's IP:
+the call it fires on and every later call, whatever it asks, get HTTP 429 and
+REDCap's one-line ban text (a real ban lasts until an administrator lifts it).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-ACTIONS = ("500", "503", "hang", "drop", "truncate")
+ACTIONS = ("500", "503", "hang", "drop", "truncate", "ban")
 SELECTORS = ("content", "action", "field", "record", "event")
 
 
@@ -101,6 +105,7 @@ class FaultSet:
     def __init__(self, faults: list[Fault]) -> None:
         self.faults = faults
         self._lock = threading.Lock()
+        self._ban: Fault | None = None  # once a ban fired, every call is banned
 
     @classmethod
     def parse(cls, specs: list[str]) -> FaultSet:
@@ -110,7 +115,11 @@ class FaultSet:
         """The fault for this call, if any. Every matching spec counts the call."""
         chosen: Fault | None = None
         with self._lock:
+            if self._ban is not None:
+                return self._ban
             for fault in self.faults:
                 if fault.matches(call) and fault.fires() and chosen is None:
                     chosen = fault
+            if chosen is not None and chosen.do == "ban":
+                self._ban = chosen
         return chosen

@@ -244,7 +244,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             log.info("fault: hanging %.1fs", seconds)
             self.sandbox.stopping.wait(seconds)
             self._close_silently()
-        self._answer(faulting.early_answer(fault, req), None, entry)
+        self._answer(faulting.early_answer(fault, req, str(self.client_address[0])), None, entry)
 
     def _faulted_write(self, fault: Fault | None) -> NoReturn:
         """drop/truncate on a write: the call fails without changing state and without an answer."""
