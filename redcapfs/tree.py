@@ -42,6 +42,7 @@ piece              job                                                         s
 ``feed``           REDCap's log as change feed (polls; ``logrows`` reads rows)  the cursor (in
                                                                                ``manifest.py``)
 ``prefetch``       sizes asked ahead once a stat follows a listing             listed directories
+``design``         the project's design read again (log or ``metadata_ttl``)   the reload timer
 =================  ==========================================================  ==================
 
 ``SlotModel`` keeps sizes across mounts in the manifest (``manifest.py``), and
@@ -87,14 +88,10 @@ or at mount); nobody else waits on it.
 
 from __future__ import annotations
 
-import bisect
-import functools
 import logging
 import os
 import stat
-import threading
 import time
-from collections.abc import Callable
 
 from redcapfs import names
 from redcapfs.attrs import AttrStore
@@ -104,12 +101,13 @@ from redcapfs.errors import AlreadyExists, InvalidArgument, IsADirectory, Locked
 from redcapfs.fs import rules
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
+from redcapfs.fs.design import DesignReload
 from redcapfs.fs.feed import ChangeFeed
 from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
-from redcapfs.fs.prefetch import SizePrefetch, sizes_notice
+from redcapfs.fs.prefetch import SizePrefetch, ahead_jobs, sizes_notice
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
 from redcapfs.fs.repotree import RepoTree, is_repo_path
@@ -121,7 +119,7 @@ from redcapfs.fs.writing import Writing
 from redcapfs.manifest import Manifest
 from redcapfs.paths import PathModel
 from redcapfs.recordcache import RecordCache
-from redcapfs.shape import DOCUMENT_PLACEHOLDER, ProjectShape
+from redcapfs.shape import ProjectShape
 from redcapfs.spool import Spool
 from redcapfs.trash import Trash
 
@@ -129,8 +127,6 @@ from redcapfs.trash import Trash
 __all__ = ["WRITE_FLAGS", "FileNode", "Handle", "LocalFile", "Stat", "Tree", "TreeOptions", "stored_name"]
 
 log = logging.getLogger(__name__)
-
-AHEAD_RECORDS = 8  # in a walk of the tree, the records after the current one whose sizes are asked ahead
 
 
 class Tree:
@@ -160,7 +156,6 @@ class Tree:
         self.feed = ChangeFeed(client, shape, self.records, self.slots, self.manifest, self.options.poll,
                                self.options.poll_idle)
         self.feed.on_design_change.append(self.reload_design)
-        self._design_timer = threading.Event()
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
                                  on_write=self.feed.note_ours,
                                  fresh=self.feed.fresh if self.options.slot_check == "feed" else None)
@@ -170,13 +165,17 @@ class Tree:
         self.feed.on_rows.append(self.rights.learn_from_log)  # lock rows
         self.writing = Writing(self.options, shape, self.ns, self.local, self.handles, self.content,
                                self.uploader)
-        self.ahead = SizePrefetch(self._sizes_ahead, self.options.sizes_ahead)
+        self.ahead = SizePrefetch(lambda path: ahead_jobs(path, self.ahead, self.records, self.slots, self.content),
+                                  self.options.sizes_ahead)
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self._dir_mtimes: dict[str, int] = {}
         self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool, self.handles,
                              self.uploader.import_allowed, self.uploader.import_known, project_id, trash,
                              self.manifest)  # fs/repotree.py
+        self.design = DesignReload(client, lambda: (self, self.records, self.ns, self.writing, self.dirs,
+                                                    self.feed, self.rights),
+                                   self._new_model, self.records.invalidate)  # fs/design.py
 
     # ================================================================ lookups
     def getattr(self, path: str, fh: int | None = None) -> Stat:
@@ -396,38 +395,21 @@ class Tree:
         sizes = sizes_notice(self.records, self.slots, self.manifest)  # after the log: no call of its own
         notice = " ".join(n for n in (notice, sizes) if n)
         if self.feed.mode == "ttl" and self.options.metadata_ttl > 0:
-            threading.Thread(target=self._reload_design_every, args=(self.options.metadata_ttl,),
-                             name="design-reload", daemon=True).start()
+            self.design.every(self.options.metadata_ttl)
         return notice
 
-    def reload_design(self) -> None:
-        """The design changed (the log says so, or ``metadata_ttl`` passed): read it again, rebuild the index.
-
-        The structure calls run first, with no lock; then every piece gets the
-        new shape, and the next access waits for a records export with it.
-        """
-        c = self.client
-        shape = ProjectShape.from_api(c.project_info(), c.metadata(), c.arms(), c.events(),
-                                      c.form_event_mapping(), c.repeating_forms_events())
-        model = PathModel(shape)
-        for part in (self, self.records, self.ns, self.writing, self.dirs, self.feed, self.rights):
-            part.shape = shape
+    def _new_model(self, model: PathModel) -> None:
         self.ns.model = model
-        self.records.invalidate()
-        log.info("the project's design was read again")
 
-    def _reload_design_every(self, seconds: float) -> None:
-        while not self._design_timer.wait(seconds):
-            try:
-                self.reload_design()
-            except Exception as exc:  # keep the design we have; try again next time
-                log.warning("reading the project's design again failed: %s", exc)
+    def reload_design(self) -> None:
+        """The design changed (the log says so, or ``metadata_ttl`` passed): fs/design.py reads it again."""
+        self.design.reload()
 
     # ================================================================ shutdown
     def shutdown(self) -> None:
         """At unmount: close what is open; temporary files go, unsent data stays."""
         self.feed.stop()
-        self._design_timer.set()
+        self.design.stop()
         self.ahead.close()
         self.writing.grace.settle()  # held empty truncations are sent (or kept as unsent) before unmount
         for fh in self.handles.all():
@@ -443,20 +425,6 @@ class Tree:
                 self.local.drop(local)
 
     # ================================================================ internals
-    def _sizes_ahead(self, path: str) -> list[Callable[[], object]]:
-        """Size lookups of the record's other server files whose size is unknown (from memory, no I/O)."""
-        record = path.strip("/").split("/", 1)[0]
-        records = [record] if self.ahead.first_time(record) else []
-        if self.ahead.walking():  # a walk of the tree: the records it visits next, too
-            order = self.records.walk_order()
-            at = bisect.bisect_right(order, record)
-            records += [r for r in order[at:at + AHEAD_RECORDS] if self.ahead.first_time(r)]
-        jobs: list[Callable[[], object]] = []
-        for slot, raw in self.records.files_of(records).items():
-            if raw != DOCUMENT_PLACEHOLDER and self.slots.size(slot, raw) is None:
-                jobs.append(functools.partial(self.content.size, FileNode(slot, raw, raw)))
-        return jobs
-
     def _file_at(self, path: str) -> FileNode:
         ref = self.ns.resolve(path)
         if ref.kind != "file":

@@ -24,6 +24,8 @@ the manifest by ``remember_fileinfo``, so every later mount knows at once.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 import posixpath
 import threading
@@ -33,11 +35,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from redcapfs.client.base import RedcapClient
+from redcapfs.fs.base import FileNode
+from redcapfs.fs.content import ServerContent
 from redcapfs.fs.slots import SlotModel
 from redcapfs.manifest import Manifest
 from redcapfs.recordcache import RecordCache
+from redcapfs.shape import DOCUMENT_PLACEHOLDER
 
 log = logging.getLogger(__name__)
+
+AHEAD_RECORDS = 8  # in a walk of the tree, the records after the current one whose sizes are asked ahead
 
 MAX_DIRS = 64  # listed directories remembered, newest kept
 WALK_GAP = 10.0  # seconds between two stats after listings that still make one walk of the tree
@@ -147,3 +154,23 @@ def remember_fileinfo(client: RedcapClient, records: RecordCache, slots: SlotMod
         unknown, total = _counts(records, slots, load=False)  # a size was looked up: the index is there
         log.warning("this REDCap server has no file-info call: a file's size needs a download of the file "
                     "(%d of the %d files known now); later mounts say so at mount", unknown, total)
+
+
+def ahead_jobs(path: str, ahead: SizePrefetch, records: RecordCache, slots: SlotModel,
+               content: ServerContent) -> list[Callable[[], object]]:
+    """Size lookups of the record's other server files whose size is unknown (from memory, no I/O).
+
+    In a walk of the tree (``ahead.walking()``) the next records in the walk's
+    order are included, so ``ls -lR`` finds their sizes on the way.
+    """
+    record = path.strip("/").split("/", 1)[0]
+    wanted = [record] if ahead.first_time(record) else []
+    if ahead.walking():
+        order = records.walk_order()
+        at = bisect.bisect_right(order, record)
+        wanted += [r for r in order[at:at + AHEAD_RECORDS] if ahead.first_time(r)]
+    jobs: list[Callable[[], object]] = []
+    for slot, raw in records.files_of(wanted).items():
+        if raw != DOCUMENT_PLACEHOLDER and slots.size(slot, raw) is None:
+            jobs.append(functools.partial(content.size, FileNode(slot, raw, raw)))
+    return jobs
