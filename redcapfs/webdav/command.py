@@ -26,12 +26,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from redcapfs.credentials import CredentialError, read_token
+from redcapfs.credentials import CredentialError
 from redcapfs.locations import UnsafeDirectoryError
 from redcapfs.options import MountError, MountOptions, check_url, parse_options
+from redcapfs.profiles import choose
 from redcapfs.remote import RemoteRefused, check_remote
 from redcapfs.session import Session, open_session
 from redcapfs.tempnames import TempNames
+from redcapfs.tokensource import token_for
 from redcapfs.webdav.credential import USER, CredentialFileError, load_or_make, password_file
 
 log = logging.getLogger("redcapfs")
@@ -48,11 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="redcapfs serve webdav",
         description="Serve a REDCap project's files as a WebDAV share (Explorer's Map network drive, Finder's "
-                    "Connect to Server, davfs2, rclone), with the mount's semantics. The token comes from "
-                    "REDCAP_API_TOKEN, --token-file or a prompt; the share has its own random password.",
+                    "Connect to Server, davfs2, rclone), with the mount's semantics. URL|PROFILE and the token "
+                    "as for `redcapfs mount`: --token-file or -o token_file, else the profile's token source, else "
+                    "REDCAP_API_TOKEN, else a prompt; the share has its own random password.",
         epilog="-o options as for `redcapfs mount` (ro, cache_size, records_ttl, content_ttl, rate, timeout, "
                "batch, arm, keep_cache, temp_names, ca). See `redcapfs docs webdav`.")
-    parser.add_argument("url", help="the API URL, e.g. https://redcap.example.edu/api/")
+    parser.add_argument("source", nargs="?", metavar="URL|PROFILE",
+                        help="the API URL (e.g. https://redcap.example.edu/api/) or a profile of "
+                             "`redcapfs profiles`; without it: the default profile, else REDCAP_API_URL")
     parser.add_argument("--addr", default=DEFAULT_ADDR, help=f"HOST:PORT to listen on (default {DEFAULT_ADDR}; "
                                                               "port 0 picks a free one)")
     parser.add_argument("-o", dest="options", action="append", default=[], metavar="OPTIONS")
@@ -106,10 +111,13 @@ def main(argv: list[str]) -> int:
     try:
         host, port = parse_addr(args.addr)
         tls = check_tls(host, args.cert, args.key)
-        opts = parse_options(args.options)
+        choice = choose(args.source)  # profiles.py: as for `redcapfs mount`
+        args.url = choice.url
+        profile = choice.profile
+        opts = parse_options([*(profile.options if profile else []), *args.options])
         check_url(args.url)
         check_remote(args.url, opts.ca, opts.insecure_http)  # plain http beyond loopback, CA file: before the token
-        token = read_token(args.token_file)
+        token = token_for(profile, args.token_file or opts.token_file)
         session = open_session(args.url, token, opts)
     except (ServeError, MountError, RemoteRefused, CredentialError, UnsafeDirectoryError) as exc:
         print(f"redcapfs serve webdav: {exc}", file=sys.stderr)

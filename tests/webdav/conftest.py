@@ -25,10 +25,10 @@ def share(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     count = [0]
 
     def factory(sb: Any, *options: str, args: tuple[str, ...] = (), verify: str | bool = True,
-                expect_fail: bool = False) -> Any:
+                expect_fail: bool = False, source: str | None = None, env: dict[str, str] | None = None) -> Any:
         count[0] += 1
         result = start_share(sb, tmp_path / "state", tmp_path / f"webdav-{count[0]}.log", *options, args=args,
-                             verify=verify, expect_fail=expect_fail)
+                             verify=verify, expect_fail=expect_fail, source=source, env=env)
         if isinstance(result, Share):
             started.append(result)
         return result

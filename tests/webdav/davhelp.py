@@ -94,9 +94,11 @@ class Share:
 
 
 def start_share(sb: Any, state: Path, log_file: Path, *options: str, args: tuple[str, ...] = (),
-                verify: str | bool = True, expect_fail: bool = False) -> Share | subprocess.CompletedProcess:
-    env = dict(os.environ, REDCAP_API_TOKEN=sb.token, REDCAPFS_STATE_DIR=str(state))
-    argv = [sys.executable, "-m", "redcapfs", "serve", "webdav", sb.url, "--log-file", str(log_file)]
+                verify: str | bool = True, expect_fail: bool = False, source: str | None = None,
+                env: dict[str, str] | None = None) -> Share | subprocess.CompletedProcess:
+    """``source`` (a profile name) replaces the URL; ``env`` replaces the token-in-the-environment one."""
+    env = env if env is not None else dict(os.environ, REDCAP_API_TOKEN=sb.token, REDCAPFS_STATE_DIR=str(state))
+    argv = [sys.executable, "-m", "redcapfs", "serve", "webdav", source or sb.url, "--log-file", str(log_file)]
     argv += ["--addr", "127.0.0.1:0", *args]
     for opt in options:
         argv += ["-o", opt]

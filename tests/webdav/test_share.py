@@ -213,3 +213,23 @@ def test_read_only_share_and_instances(sandbox, share) -> None:
     assert server_bytes(sb, "1002", "ae_photo", "week_12_arm_1", 4) == b"png bytes"
     assert rw.request("MKCOL", "1002/week_12_arm_1/ae_photo/5").status_code == 201
     assert rw.request("DELETE", "1002/week_12_arm_1/ae_photo/5").status_code == 204, "an empty local instance goes"
+
+
+def test_serves_a_profile_with_its_token_source_and_options(sandbox, share, tmp_path: Path) -> None:
+    """`redcapfs serve webdav PROFILE`: the URL, token file and options come from config.toml, as for a mount."""
+    sb = sandbox()
+    token = tmp_path / "token"
+    token.write_text(sb.token + "\n")
+    token.chmod(0o600)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[study1]\nurl = "{sb.url}"\ntoken_file = "{token}"\noptions = "ro"\n')
+    config.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDCAP_API_TOKEN", "REDCAP_API_URL")}
+    env.update(REDCAPFS_STATE_DIR=str(tmp_path / "state"), REDCAPFS_CONFIG=str(config))
+    sh = share(sb, source="study1", env=env)
+    got = sh.request("GET", FULL)
+    assert got.status_code == 200
+    assert got.content == server_bytes(sb, "1001", "consent_form", "screening_arm_1")
+    assert sh.request("DELETE", FULL).status_code in (403, 405), "the profile's ro applies"
+    assert server_bytes(sb, "1001", "consent_form", "screening_arm_1") == got.content
+    assert sb.token not in "\n".join(sh.output) and sb.token not in sh.log
