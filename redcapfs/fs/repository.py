@@ -52,6 +52,7 @@ from redcapfs.errors import (
     NotPermitted,
     RedcapError,
 )
+from redcapfs.fs import rules
 from redcapfs.fs.base import Stat, TreeOptions
 from redcapfs.manifest import Manifest
 
@@ -262,7 +263,7 @@ class Repository:
         parent, component = self.parent_of(path)
         if component in self.listing(parent.folder_id, fresh=True):
             raise AlreadyExists("exists", path)
-        name = names.decode(component)
+        name = rules.creatable(component, path, what="folder name")  # lists back as typed, or EINVAL
         try:
             folder_id = self.client.repo_create_folder(name, parent.folder_id)
         except RedcapError as exc:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from redcapfs import names
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import AccessDenied, AlreadyExists, IsADirectory, LocalIOError, ReadOnly, RedcapError
+from redcapfs.fs import rules
 from redcapfs.fs.repokeep import downloader, keep, keep_and_delete, repo_target
 from redcapfs.fs.repository import Item, Repository, components
 from redcapfs.spool import Spool, SpoolEntry, Target
@@ -127,7 +128,8 @@ class RepoWrites:
         parent, component = self.repo.parent_of(path)
         if component in self.repo.listing(parent.folder_id, fresh=True) or self.pending(path):
             raise AlreadyExists("exists", path)
-        writer = self._new_writer(path, parent.folder_id, names.decode(component), None)
+        name = rules.creatable(component, path)  # a name that lists back as typed, or EINVAL (docs/names.md)
+        writer = self._new_writer(path, parent.folder_id, name, None)
         writer.dirty = not writer.temp
         with self._lock:
             self._by_path[path] = writer
@@ -250,6 +252,7 @@ class RepoWrites:
     def commit(self, writer: Writer, new: str) -> None:
         """A temporary file renamed onto ``new``: another temporary name, or its upload under that name."""
         parent, component = self.repo.parent_of(new)
+        name = rules.creatable(component, new)  # before anything changes: EINVAL for a name that cannot list back
         existing: Item | None = self.repo.listing(parent.folder_id, fresh=True).get(component)
         if existing is not None and existing.is_dir:
             raise IsADirectory("is a directory", new)
@@ -259,7 +262,7 @@ class RepoWrites:
             self._by_path.pop(writer.path, None)
             self._by_path[new] = writer
         with writer.lock:
-            writer.path, writer.folder_id, writer.name = new, parent.folder_id, names.decode(component)
+            writer.path, writer.folder_id, writer.name = new, parent.folder_id, name
             writer.temp = self.temp_names.is_temp(component)
             writer.replaces = existing.doc_id if existing is not None else None
             writer.entry.retarget(self._target(new, parent.folder_id, writer.name, writer.replaces),

@@ -160,3 +160,26 @@ def test_a_failed_upload_fails_close_and_keeps_the_bytes(sandbox: Any, mount: An
     assert [alice.export_file_from_repository(d)[0] for d in versions][-1] == b"version 2\n"
     assert sorted(os.listdir(repo)) == sorted(["plan.txt", f"plan [doc {versions[1]}].txt"])
     assert "both stay listed" in m.log
+
+
+def test_names_that_cannot_list_back_are_refused_at_create_in_the_repository(filled: Any, mount: Any,
+                                                                             tmp_path: Path) -> None:
+    """The name rule of record slots (docs/names.md) holds in .repository: EINVAL at create, rename and mkdir."""
+    sb, alice, _ = filled
+    m = mount(sb, env={"REDCAP_API_TOKEN": FULL})
+    repo = m.path / ".repository"
+    before = _docs(alice)
+    imports = len(sb.calls(content="fileRepository", action="import"))
+    for bad in ("%EMPTY", "%00.txt", "%0A", "%2E", "%25off.pdf"):
+        assert _errno(os.open, str(repo / bad), os.O_CREAT | os.O_WRONLY, 0o644) == errno.EINVAL, bad
+        assert _errno(os.mkdir, str(repo / bad)) == errno.EINVAL, bad
+    src = repo / "notes.txt"
+    src.write_bytes(b"kept under its own name\n")
+    tmp = repo / ".notes.txt.Ab12Cd"  # rsync's temporary name, renamed onto a bad name
+    tmp.write_bytes(b"never sent under a bad name\n")
+    assert _errno(os.rename, str(tmp), str(repo / "%00.txt")) == errno.EINVAL
+    os.unlink(tmp)
+    after = _docs(alice)
+    assert set(after) - set(before) == {"notes.txt"}, after
+    assert len(sb.calls(content="fileRepository", action="import")) == imports + 1
+    assert unsent(m) == []
