@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -262,3 +263,12 @@ def settle(count: Callable[[], int], quiet: float = 0.4, limit: float = 10.0) ->
         elif time.monotonic() - stable_since >= quiet:
             break
     return last
+
+
+def stored_names(sb: Any) -> list[str]:
+    """Every document name the sandbox ever stored (deleted ones included), oldest first."""
+    con = sqlite3.connect(f"file:{sb.data_dir / 'sandbox.sqlite3'}?mode=ro", uri=True)
+    try:
+        return [r[0] for r in con.execute("SELECT name FROM docs ORDER BY doc_id")]
+    finally:
+        con.close()

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import subprocess
 from typing import Any
 
 import pytest
+from mounthelp import stored_names
 
 redcap = pytest.importorskip("redcap")
 
@@ -38,14 +38,6 @@ def server_file(sb: Any, record: str, field: str, event: str, instance: int | No
         raise
     return headers["name"], content
 
-
-def stored_names(sb: Any) -> list[str]:
-    """Every document name the sandbox ever stored, oldest first (deleted ones included)."""
-    con = sqlite3.connect(f"file:{sb.data_dir / 'sandbox.sqlite3'}?mode=ro", uri=True)
-    try:
-        return [r[0] for r in con.execute("SELECT name FROM docs ORDER BY doc_id")]
-    finally:
-        con.close()
 
 
 def file_calls(sb: Any, action: str) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ import errno
 import json
 import os
 import re
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mounthelp import stored_names
 
 redcap = pytest.importorskip("redcap")
 
@@ -74,14 +74,6 @@ def server_file(sb: Any, record: str, field: str, event: str) -> tuple[str, byte
         pass
     return name, content
 
-
-def stored_names(sb: Any) -> list[str]:
-    """Every document name the sandbox ever stored (deleted ones included), oldest first."""
-    con = sqlite3.connect(f"file:{sb.data_dir / 'sandbox.sqlite3'}?mode=ro", uri=True)
-    try:
-        return [r[0] for r in con.execute("SELECT name FROM docs ORDER BY doc_id")]
-    finally:
-        con.close()
 
 
 def imports(sb: Any) -> list[dict[str, Any]]:

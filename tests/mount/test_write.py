@@ -19,7 +19,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, settle
+from mounthelp import REPO, settle, stored_names
 
 redcap = pytest.importorskip("redcap")
 
@@ -71,14 +70,6 @@ def changes(sb: Any) -> list[dict[str, Any]]:
     calls = [c for c in sb.calls() if c.get("content") == "file" and c.get("action") in ("import", "delete")]
     return log + calls
 
-
-def stored_names(sb: Any) -> list[str]:
-    """Names of every document the sandbox ever stored (deleted ones included), oldest first."""
-    con = sqlite3.connect(f"file:{sb.data_dir / 'sandbox.sqlite3'}?mode=ro", uri=True)
-    try:
-        return [r[0] for r in con.execute("SELECT name FROM docs ORDER BY doc_id")]
-    finally:
-        con.close()
 
 
 def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess:
