@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
+
 from redcapfs.locations import private_dir, state_root, state_root_path
 
 log = logging.getLogger("redcapfs")
@@ -204,9 +206,18 @@ def wait_exit(pid: int | None, timeout: float) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
+        if not _running(pid):
             return
         time.sleep(0.05)
     log.warning("the mount process %d is still running", pid)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs. A zombie has finished: the mount process is nobody's child once it has
+    detached, so it stays a zombie until the system's init reaps it (about a second in some containers)."""
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return False  # another user's process: not the mount this user started
