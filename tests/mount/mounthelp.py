@@ -272,3 +272,13 @@ def stored_names(sb: Any) -> list[str]:
         return [r[0] for r in con.execute("SELECT name FROM docs ORDER BY doc_id")]
     finally:
         con.close()
+
+
+def errno_of(call: Any, *args: Any) -> int:
+    """The errno a system call through the mount fails with (the test fails if it succeeds)."""
+    import pytest
+
+    with pytest.raises(OSError) as info:
+        call(*args)
+    assert info.value.errno is not None
+    return info.value.errno

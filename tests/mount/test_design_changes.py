@@ -24,7 +24,7 @@ import pytest
 redcap = pytest.importorskip("redcap")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, settle  # noqa: E402
+from mounthelp import REPO, errno_of, settle  # noqa: E402
 from test_change_feed import after, wait_for_poll  # noqa: E402
 
 ALICE, DANA = "A1" * 16, "D4" * 16  # the mount's user; the designer
@@ -32,11 +32,6 @@ NO_KERNEL_CACHE = "attr_timeout=0,entry_timeout=0"
 CONSENT = Path("1001") / "screening_arm_1" / "consent_form" / "consent_1001.pdf"
 REPORT_DIR = Path("1001") / "baseline_arm_1" / "radiology_report"  # empty in the demo project
 
-
-def _errno(call: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        call(*args)
-    return info.value.errno or 0
 
 
 def designer(sb: Any) -> Any:
@@ -86,12 +81,12 @@ def test_events_arms_and_the_repeating_setup_follow_the_log(sandbox: Any, mount:
     assert "week_8_arm_1" in os.listdir(m.path / "1001")
     assert sorted(os.listdir(week_8)) == ["mri_upload", "radiology_report"]
     assert "week_4_arm_1" not in os.listdir(m.path / "1001")
-    assert _errno(os.stat, m.path / "1001" / "week_4_arm_1") == errno.ENOENT
+    assert errno_of(os.stat, m.path / "1001" / "week_4_arm_1") == errno.ENOENT
     assert os.listdir(m.path / "3001") == ["intake_arm_3"]
     assert sorted(os.listdir(m.path / "3001" / "intake_arm_3")) == ["consent_form", "consent_signature"]
 
     # Imaging repeats in week 8 from now on: the slot gains an instance level; and then no longer.
-    assert _errno(os.mkdir, week_8 / "mri_upload" / "2") == errno.EPERM
+    assert errno_of(os.mkdir, week_8 / "mri_upload" / "2") == errno.EPERM
     setup = dana.export_repeating_instruments_events()
     mark = time.time()
     dana.import_repeating_instruments_events(
@@ -104,15 +99,15 @@ def test_events_arms_and_the_repeating_setup_follow_the_log(sandbox: Any, mount:
     mark = time.time()
     dana.import_repeating_instruments_events(setup)
     wait_for_poll(sb, mark)
-    assert _errno(os.stat, week_8 / "mri_upload" / "2") == errno.ENOENT
-    assert _errno(os.mkdir, week_8 / "mri_upload" / "3") == errno.EPERM
+    assert errno_of(os.stat, week_8 / "mri_upload" / "2") == errno.ENOENT
+    assert errno_of(os.mkdir, week_8 / "mri_upload" / "3") == errno.EPERM
 
     # The arm goes: its record with it.
     mark = time.time()
     dana.delete_arms([3])
     wait_for_poll(sb, mark)
     assert "3001" not in os.listdir(m.path) or os.listdir(m.path / "3001") == []
-    assert _errno(os.stat, m.path / "3001" / "intake_arm_3") == errno.ENOENT
+    assert errno_of(os.stat, m.path / "3001" / "intake_arm_3") == errno.ENOENT
 
 
 def test_without_the_log_a_design_change_shows_within_metadata_ttl(sandbox: Any, mount: Any) -> None:
@@ -132,7 +127,7 @@ def test_without_the_log_a_design_change_shows_within_metadata_ttl(sandbox: Any,
     assert "extra_scan" in os.listdir(event_dir)
     assert "consent_form" not in os.listdir(m.path / "1001" / "screening_arm_1")
     downloads = len(sb.calls(content="file"))
-    assert _errno(open, m.path / CONSENT, "rb") == errno.ENOENT  # the cached copy is not served
+    assert errno_of(open, m.path / CONSENT, "rb") == errno.ENOENT  # the cached copy is not served
     settle(lambda: len(sb.calls()))
     assert len(sb.calls(content="file")) == downloads
 
@@ -146,8 +141,8 @@ def test_a_cached_file_of_a_removed_field_is_not_served(sandbox: Any, mount: Any
         mark = time.time()
         drop_field(sb, "consent_form")
         wait_for_poll(sb, mark)
-        assert _errno(os.stat, m.path / CONSENT) == errno.ENOENT
-        assert _errno(open, m.path / CONSENT, "rb") == errno.ENOENT
+        assert errno_of(os.stat, m.path / CONSENT) == errno.ENOENT
+        assert errno_of(open, m.path / CONSENT, "rb") == errno.ENOENT
         assert "consent_form" not in os.listdir(m.path / CONSENT.parent.parent)
         assert os.pread(fd, len(before), 0) == before  # what an open handle already had stays its own
     finally:

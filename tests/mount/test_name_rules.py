@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mounthelp import stored_names
+from mounthelp import errno_of, stored_names
 
 redcap = pytest.importorskip("redcap")
 
@@ -79,12 +79,6 @@ def server_file(sb: Any, record: str, field: str, event: str) -> tuple[str, byte
 def imports(sb: Any) -> list[dict[str, Any]]:
     return sb.calls(content="file", action="import")
 
-
-def errno_of(fn: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        fn(*args)
-    assert info.value.errno is not None
-    return info.value.errno
 
 
 def create(path: Path | bytes, data: bytes = b"") -> None:

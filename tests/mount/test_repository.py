@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mounthelp import errno_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_upload_failures import unsent
@@ -24,11 +25,6 @@ redcap = pytest.importorskip("redcap")
 
 FULL, NOREPO = "A" * 32, "B" * 32
 
-
-def _errno(call: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        call(*args)
-    return info.value.errno or 0
 
 
 def _docs(proj: Any, folder_id: int | None = None) -> dict[str, list[int]]:
@@ -103,9 +99,9 @@ def test_cp_in_rm_mkdir_and_refusals(filled: Any, mount: Any, tmp_path: Path) ->
                if r.get("name") == "2026" and not r.get("doc_id"))
     assert list(_docs(alice, sub)) == ["a.bin"]
 
-    assert _errno(os.rmdir, repo / "Protocols" / "2026") == errno.EPERM
-    assert _errno(os.rename, repo / "readme.txt", repo / "Protocols" / "readme.txt") == errno.EPERM
-    assert _errno(os.rename, repo / "Protocols", repo / "P2") == errno.EPERM
+    assert errno_of(os.rmdir, repo / "Protocols" / "2026") == errno.EPERM
+    assert errno_of(os.rename, repo / "readme.txt", repo / "Protocols" / "readme.txt") == errno.EPERM
+    assert errno_of(os.rename, repo / "Protocols", repo / "P2") == errno.EPERM
     assert sorted(os.listdir(repo)) == ["Protocols", "readme.txt"]
 
 
@@ -113,7 +109,7 @@ def test_without_the_file_repository_right_it_is_absent(filled: Any, mount: Any)
     sb, _, _ = filled
     m = mount(sb, env={"REDCAP_API_TOKEN": NOREPO})
     assert ".repository" not in os.listdir(m.path)
-    assert _errno(os.stat, m.path / ".repository") == errno.ENOENT
+    assert errno_of(os.stat, m.path / ".repository") == errno.ENOENT
     assert os.listdir(m.path)  # the records are there as before
     assert "File Repository is not shown" in m.log
 
@@ -171,13 +167,13 @@ def test_names_that_cannot_list_back_are_refused_at_create_in_the_repository(fil
     before = _docs(alice)
     imports = len(sb.calls(content="fileRepository", action="import"))
     for bad in ("%EMPTY", "%00.txt", "%0A", "%2E", "%25off.pdf"):
-        assert _errno(os.open, str(repo / bad), os.O_CREAT | os.O_WRONLY, 0o644) == errno.EINVAL, bad
-        assert _errno(os.mkdir, str(repo / bad)) == errno.EINVAL, bad
+        assert errno_of(os.open, str(repo / bad), os.O_CREAT | os.O_WRONLY, 0o644) == errno.EINVAL, bad
+        assert errno_of(os.mkdir, str(repo / bad)) == errno.EINVAL, bad
     src = repo / "notes.txt"
     src.write_bytes(b"kept under its own name\n")
     tmp = repo / ".notes.txt.Ab12Cd"  # rsync's temporary name, renamed onto a bad name
     tmp.write_bytes(b"never sent under a bad name\n")
-    assert _errno(os.rename, str(tmp), str(repo / "%00.txt")) == errno.EINVAL
+    assert errno_of(os.rename, str(tmp), str(repo / "%00.txt")) == errno.EINVAL
     os.unlink(tmp)
     after = _docs(alice)
     assert set(after) - set(before) == {"notes.txt"}, after

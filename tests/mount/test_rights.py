@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mounthelp import errno_of
 
 redcap = pytest.importorskip("redcap")
 
@@ -24,11 +25,6 @@ from redcapfs.sandbox.team import FULL_RIGHTS  # noqa: E402
 FULL, EXPORTER, NOFORM, DAGGER = "A" * 32, "E" * 32, "F" * 32, "D" * 32
 CONSENT = Path("1001") / "screening_arm_1" / "consent_form" / "consent_1001.pdf"
 
-
-def _errno(call: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        call(*args)
-    return info.value.errno or 0
 
 
 @pytest.fixture
@@ -54,13 +50,13 @@ def test_an_export_only_token_shows_read_only_modes_and_refuses_writes(team: Any
     sb, alice = team
     m = mount(sb, "attr_timeout=0", env={"REDCAP_API_TOKEN": EXPORTER})  # stat asks the mount each time
     assert stat.S_IMODE(os.stat(m.path / "1001").st_mode) == 0o755  # nothing known yet: the usual modes
-    assert _errno(open, m.path / CONSENT, "r+b") == errno.EACCES  # the first write asks REDCap once
+    assert errno_of(open, m.path / CONSENT, "r+b") == errno.EACCES  # the first write asks REDCap once
     assert stat.S_IMODE(os.stat(m.path).st_mode) == 0o555
     assert stat.S_IMODE(os.stat(m.path / "1001").st_mode) == 0o555
     assert stat.S_IMODE(os.stat(m.path / CONSENT).st_mode) == 0o444
     content, _ = alice.export_file(record="1001", field="consent_form", event="screening_arm_1")
     assert (m.path / CONSENT).read_bytes() == content
-    assert _errno(os.unlink, m.path / CONSENT) == errno.EACCES
+    assert errno_of(os.unlink, m.path / CONSENT) == errno.EACCES
     assert sb.calls(content="file", action="import") == [] and sb.calls(content="file", action="delete") == []
 
 
@@ -88,7 +84,7 @@ def test_an_unexportable_instrument_stays_listed_and_reading_it_is_eacces(team: 
         time.sleep(0.2)
     assert "field consent_form: the records export leaves it out" in m.log
     assert os.listdir(m.path / CONSENT.parent) == [CONSENT.name]  # rsync --delete keeps the backup's copy
-    assert _errno((m.path / CONSENT).read_bytes) == errno.EACCES
+    assert errno_of((m.path / CONSENT).read_bytes) == errno.EACCES
     assert os.stat(m.path / CONSENT).st_size >= 0  # stat still answers (no download, no refusal)
     other = m.path / "1001" / "baseline_arm_1" / "mri_upload"
     assert os.listdir(other)  # other instruments read as before
@@ -105,7 +101,7 @@ def test_a_dag_token_sees_only_its_dags_records_and_mkdir_joins_the_dag(team: An
     mine = sorted(r for r, g in groups.items() if g == group)
     assert len(mine) == 1 and len(groups) > 1
     assert sorted(os.listdir(m.path)) == [".repository", *mine]  # the File Repository is listed too
-    assert _errno(os.stat, m.path / "1001") == errno.ENOENT
+    assert errno_of(os.stat, m.path / "1001") == errno.ENOENT
     new = redcap.Project(sb.url, DAGGER).generate_next_record_name()
     os.mkdir(m.path / new)
     groups = {r["record_id"]: r["redcap_data_access_group"]

@@ -25,7 +25,7 @@ import requests
 redcap = pytest.importorskip("redcap")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, settle  # noqa: E402
+from mounthelp import REPO, errno_of, settle  # noqa: E402
 from test_change_feed import after, wait_for_poll  # noqa: E402
 
 ALICE, ERIN, FRED = "A1" * 16, "E5" * 16, "F6" * 16
@@ -35,11 +35,6 @@ CONSENT = CONSENT_DIR / "consent_1001.pdf"
 MRI_DIR = Path("1001") / "baseline_arm_1" / "mri_upload"
 REPORT_DIR = Path("1001") / "baseline_arm_1" / "radiology_report"  # empty in the demo project
 
-
-def _errno(call: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        call(*args)
-    return info.value.errno or 0
 
 
 def _mode(path: Path) -> int:
@@ -76,9 +71,9 @@ def test_a_user_export_that_names_no_import_right_shows_read_only_before_any_wri
     assert sb.calls(content="user", at_least=1), "the user export was not asked at mount"
     assert _mode(m.path) == 0o555 and _mode(m.path / "1001") == 0o555
     assert _mode(m.path / CONSENT) == 0o444
-    assert _errno(open, m.path / CONSENT, "r+b") == errno.EACCES
-    assert _errno(os.mkdir, m.path / "4001") == errno.EACCES
-    assert _errno(os.stat, m.path / ".repository") == errno.ENOENT
+    assert errno_of(open, m.path / CONSENT, "r+b") == errno.EACCES
+    assert errno_of(os.mkdir, m.path / "4001") == errno.EACCES
+    assert errno_of(os.stat, m.path / ".repository") == errno.ENOENT
     content, _ = alice.export_file(record="1001", field="consent_form", event="screening_arm_1")
     assert (m.path / CONSENT).read_bytes() == content  # reading is as before
     assert _writes(sb, mark) == [], "a write (or the import probe) reached the server"
@@ -96,7 +91,7 @@ def test_without_the_user_rights_privilege_nothing_is_learned_and_nothing_is_sai
     assert [c.get("status") for c in after(sb, mark, content="user")] == [403]  # one call, refused
     assert "user export" not in m.stderr and "User Rights" not in m.stderr
     assert _mode(m.path / "1001") == 0o755  # nothing known yet: the usual modes
-    assert _errno(open, m.path / CONSENT, "r+b") == errno.EACCES  # the import probe at the first write
+    assert errno_of(open, m.path / CONSENT, "r+b") == errno.EACCES  # the import probe at the first write
     assert _mode(m.path / "1001") == 0o555
 
 
@@ -118,10 +113,10 @@ def test_a_remount_knows_its_user_from_the_log_and_applies_changed_rights(sandbo
     mark = time.time()
     m2 = mount(sb, NO_KERNEL_CACHE, env={"REDCAP_API_TOKEN": FRED})
     assert _mode(m2.path / "1001") == 0o555 and _mode(m2.path / REPORT_DIR / "fred.txt") == 0o444
-    assert _errno(os.mkdir, m2.path / "4002") == errno.EACCES
-    assert _errno(os.stat, m2.path / ".repository") == errno.ENOENT
+    assert errno_of(os.mkdir, m2.path / "4002") == errno.EACCES
+    assert errno_of(os.stat, m2.path / ".repository") == errno.ENOENT
     # Its files were never seen by this mount: unknown, not absent (rsync --delete stops there, deletes nothing).
-    assert _errno(os.listdir, m2.path / CONSENT_DIR) == errno.EACCES
+    assert errno_of(os.listdir, m2.path / CONSENT_DIR) == errno.EACCES
     backup = tmp_path / "backup"
     (backup / CONSENT_DIR).mkdir(parents=True)
     (backup / CONSENT).write_bytes(b"the backup's copy\n")

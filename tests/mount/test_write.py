@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, settle, stored_names
+from mounthelp import REPO, errno_of, settle, stored_names
 
 redcap = pytest.importorskip("redcap")
 
@@ -78,11 +78,6 @@ def run(*cmd: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess
         assert r.returncode == 0, f"{cmd} exited {r.returncode}: {r.stderr}"
     return r
 
-
-def errno_of(fn: Any, *args: Any) -> int:
-    with pytest.raises(OSError) as info:
-        fn(*args)
-    return info.value.errno
 
 
 def create(path: Path) -> None:
