@@ -22,34 +22,29 @@ from collections.abc import Sequence
 from contextlib import closing
 from typing import Any, BinaryIO
 
-import requests
 from requests_toolbelt import MultipartEncoder
 
 from redcapfs import errors as E
 
+from . import download
 from .base import FileInfo, chunked
 from .contenttype import parse_content_type
 from .formbody import FileForm
 from .params import export_records_params, import_records_params, slot_params, upload_mime
 from .responses import (
-    PEEK_MIMES,
     CallContext,
-    download_head_check,
     file_info_answer,
     means_empty,
     not_an_api,
     rows_answer,
 )
 from .transport import (  # RateLimiter, RetryPolicy and redirect_message are part of this module's interface
-    CHUNK,
     DEFAULT_USER_AGENT,
     Progress,
     RateLimiter,
     RetryPolicy,
     Transport,
-    content_length,
     redirect_message,
-    rewind_point,
 )
 
 __all__ = ["HttpClient", "RateLimiter", "RetryPolicy", "redirect_message"]
@@ -241,72 +236,15 @@ class HttpClient(Transport):
         event: str | None = None,
         repeat_instance: int | None = None,
     ) -> FileInfo:
-        """Stream a file into ``out``; a short or broken body raises ``TransportError``.
+        """Stream a file into ``out``; a short or broken body raises ``TransportError`` (client/download.py).
 
         A broken download is retried from scratch only when ``out`` can be
         rewound (seek + truncate); otherwise the caller must discard ``out``.
         """
         ctx = CallContext("file", "export", record, field, event, repeat_instance)
-        params = slot_params(ctx)
-        start = rewind_point(out)
         progress = Progress(self.stats.start_transfer("download", record=record, event=event, field=field,
                                                        instance=repeat_instance))
-
-        def attempt() -> FileInfo:
-            progress.transfer.begin_attempt()
-            progress.set(0)
-            return self._download(ctx, params, out, progress)
-
-        def may_retry(exc: E.RedcapError) -> bool:
-            if progress.written == 0:
-                return True
-            if start is None:
-                log.warning("%s: not retrying, %d bytes already written to an output that cannot be rewound",
-                            ctx.label(), progress.written)
-                return False
-            out.seek(start)
-            out.truncate()
-            return True
-
-        ok = False
-        try:
-            # a transfer is bounded by progress (the read timeout between bytes), not in total
-            info = self._retrying(ctx, attempt, idempotent=True, may_retry=may_retry, bounded=False)
-            ok = True
-            return info
-        finally:
-            self.stats.end_transfer(progress.transfer, ok)
-
-    def _download(self, ctx: CallContext, params: dict[str, Any], out: BinaryIO, progress: Progress) -> FileInfo:
-        resp = self._post(ctx, params, stream=True, headers={"Accept-Encoding": "identity"})
-        with closing(resp):
-            ctype = parse_content_type(resp.headers.get("Content-Type"))
-            written = 0
-            begin = getattr(out, "begin_body", None)  # a reader-facing output checks each attempt's answer
-            if begin is not None:
-                begin(ctype.name, content_length(resp))
-            if ctype.name is None and ctype.mime in PEEK_MIMES:
-                written = self._write_peeked(ctx, resp, out)
-                progress.set(written)
-            expected = content_length(resp)
-            progress.transfer.total = expected
-            try:
-                for chunk in resp.iter_content(CHUNK):
-                    out.write(chunk)
-                    written += len(chunk)
-                    progress.set(written)
-            except requests.RequestException as exc:
-                raise self._transport_error(exc, ctx, f"download broke after {written} bytes") from None
-        if expected is not None and written < expected:
-            raise E.TransportError(f"download ended after {written} of {expected} bytes", **ctx.kwargs(200))
-        return FileInfo(ctype.name, written, ctype.mime or None)
-
-    def _write_peeked(self, ctx: CallContext, resp: requests.Response, out: BinaryIO) -> int:
-        """A nameless html/json/xml answer may be an error or a login page rather than a file: look first."""
-        head = self._read_some(ctx, resp)
-        download_head_check(ctx, head, resp.headers.get("Content-Type"))
-        out.write(head)
-        return len(head)
+        return download.export_file(self, ctx, slot_params(ctx), out, progress)
 
     def file_info(
         self,
@@ -397,23 +335,8 @@ class HttpClient(Transport):
     def repo_export(self, doc_id: int, out: BinaryIO) -> FileInfo:
         """One download (retried from scratch when ``out`` can be rewound, as Export File)."""
         ctx = CallContext("fileRepository", "export", record=f"doc {doc_id}")
-        params = {"action": "export", "doc_id": doc_id}
-        start = rewind_point(out)
         progress = Progress(self.stats.start_transfer("download", name=f"doc {doc_id}"))
-
-        def attempt() -> FileInfo:
-            if start is not None:
-                out.seek(start)
-                out.truncate()
-            return self._download(ctx, params, out, progress)
-
-        ok = False
-        try:
-            info = self._retrying(ctx, attempt, idempotent=start is not None)
-            ok = True
-            return info
-        finally:
-            self.stats.end_transfer(progress.transfer, ok)
+        return download.repo_export(self, ctx, {"action": "export", "doc_id": doc_id}, out, progress)
 
     def repo_import(self, path: str, filename: str, folder_id: int | None = None) -> None:
         ctx = CallContext("fileRepository", "import")
