@@ -170,6 +170,12 @@ class RedcapOperations(Operations):
         return self.tree.read(fh, size, offset)
 
     @operation
+    def read_into(self, path: str | None, view: memoryview, offset: int, fh: int) -> int:
+        """``read`` into libfuse's request buffer (binding.py calls it instead of ``read``)."""
+        self.sizes.count(self.sizes.reads, len(view))
+        return self.tree.read_into(fh, view, offset)
+
+    @operation
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         self.sizes.count(self.sizes.writes, len(data))
         return self.tree.write(fh, data, offset)

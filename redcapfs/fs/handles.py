@@ -10,7 +10,9 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from redcapfs.cache import Flight
 from redcapfs.errors import FsError, LocalIOError
@@ -104,19 +106,36 @@ def read_size(handle: Handle) -> int | None:
 
 def read(handle: Handle, size: int, offset: int) -> bytes:
     """Bytes from the cache file; during a download, once they have arrived (its error otherwise)."""
+    return _served(handle, size, offset, lambda fd: os.pread(fd, size, offset), len)
+
+
+def read_into(handle: Handle, view: memoryview, offset: int) -> int:
+    """:func:`read` straight into ``view`` (the binding's request buffer): no bytes object, no copy of one."""
+    return _served(handle, len(view), offset, lambda fd: os.preadv(fd, [view], offset), int)
+
+
+T = TypeVar("T", bytes, int)
+
+
+def _served(handle: Handle, size: int, offset: int, pread: Callable[[int], T], count: Callable[[T], int]) -> T:
+    """``pread(fd)`` of ``size`` bytes at ``offset`` (``count`` says how many it got), once they are there.
+
+    During a download the bytes are waited for (the flight says when they are on disk), and only the
+    bytes this read needs: the first read of a file is answered as soon as its first block arrives.
+    """
     local = handle.local
     if local is not None:
         if local.fill is not None:  # a writer's copy not yet filled: its first read fetches the bytes
             with local.lock:
                 local.ensure_filled()
-        return os.pread(local.fd, size, offset)
+        return pread(local.fd)
     flight = handle.flight
     if flight is None:
-        return os.pread(handle.fd, size, offset)
+        return pread(handle.fd)
     while True:
         flight.wait_for(offset + size)
-        data = os.pread(handle.fd, size, offset)
-        if len(data) == size or (flight.done.is_set() and flight.error is None):
+        data = pread(handle.fd)
+        if count(data) == size or (flight.done.is_set() and flight.error is None):
             return data  # whole, or the true end of a complete file
         if flight.done.is_set():
             assert flight.error is not None
