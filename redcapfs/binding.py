@@ -177,6 +177,16 @@ def fuse_class() -> Any:
     mfusepy = load()
 
     class Fuse(mfusepy.FUSE):  # type: ignore[name-defined]
+        def open(self, path: bytes, fip: Any) -> int:
+            # FOPEN_KEEP_CACHE when the operations say the kernel's pages are of the version this open
+            # reads (fs/kernelpages.py); otherwise the kernel drops them, as it always did.
+            fi = fip.contents
+            fi.fh = self.operations.open(path.decode(self.encoding, self.errors), fi.flags)
+            keeps = getattr(self.operations, "keeps_pages", None)
+            if keeps is not None and keeps(fi.fh):
+                fi.keep_cache = 1
+            return 0
+
         def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
             # mfusepy's read takes a bytes object from the operations and copies it into libfuse's
             # buffer; operations with ``read_into`` fill that buffer themselves (one copy fewer, and

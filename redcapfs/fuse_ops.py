@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from redcapfs import binding
 from redcapfs.errors import AlreadyExists, IpBanned, RedcapError, errno_for
+from redcapfs.fs.kernelpages import KernelPages
 from redcapfs.tree import Stat, Tree
 
 _fuse = binding.load()
@@ -109,6 +110,7 @@ class RedcapOperations(Operations):
         self.tree = tree
         self.on_init = on_init
         self.sizes = RequestSizes()
+        self.pages = KernelPages()  # which reopen may keep the kernel's cached pages (fs/kernelpages.py)
 
     # ------------------------------------------------------------ lifecycle
     @operation
@@ -158,11 +160,20 @@ class RedcapOperations(Operations):
     # ------------------------------------------------------------ files
     @operation
     def open(self, path: str, flags: int) -> int:
-        return self.tree.open(path, flags)
+        fh = self.tree.open(path, flags)
+        handle = self.tree.handles.find(fh)
+        self.pages.opened(fh, path, handle.version if handle is not None and not handle.writable else None)
+        return fh
+
+    def keeps_pages(self, fh: int) -> bool:
+        """Asked by binding.py right after ``open``: may the kernel keep its cached pages of this file?"""
+        return self.pages.keeps(fh)
 
     @operation
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        return self.tree.create(path, mode)
+        fh = self.tree.create(path, mode)
+        self.pages.opened(fh, path, None)
+        return fh
 
     @operation
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:
@@ -182,6 +193,7 @@ class RedcapOperations(Operations):
 
     @operation
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
+        self.pages.changed(path)
         self.tree.truncate(path, length, fh)
 
     @operation
@@ -194,10 +206,14 @@ class RedcapOperations(Operations):
 
     @operation
     def release(self, path: str, fh: int) -> None:
-        self.tree.release(fh)
+        try:
+            self.tree.release(fh)
+        finally:
+            self.pages.closed(fh)
 
     @operation
     def unlink(self, path: str) -> None:
+        self.pages.moved(path, None)
         self.tree.unlink(path)
 
     @operation
@@ -213,6 +229,7 @@ class RedcapOperations(Operations):
         """
         if flags & ~RENAME_NOREPLACE:
             raise FuseOSError(errno.EINVAL)
+        self.pages.moved(old, new)
         if not flags & RENAME_NOREPLACE:
             self.tree.rename(old, new)
             return

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from redcapfs.cache import Flight
+from redcapfs.cache import Entry, Flight
 from redcapfs.errors import FsError, LocalIOError
 from redcapfs.fs.base import FileNode
 from redcapfs.fs.content import ServerContent
@@ -31,6 +31,7 @@ class Handle:
     flight: Flight | None = None  # the download still filling ``fd``, if any
     node: FileNode | None = None  # the server file a cache handle reads (its fstat is that version's)
     size: int | None = None  # that version's size as known at open, for fstat during its download
+    version: Entry | Flight | None = None  # the cache entry (or its download) a server file's handle reads
 
 
 class Handles:
@@ -87,13 +88,13 @@ def open_cached(content: ServerContent, node: FileNode) -> Handle:
     if isinstance(started, Flight):
         try:  # reads are served as the bytes arrive
             return Handle(fd=os.open(started.part, os.O_RDONLY), flight=started, node=node,
-                          size=content.slots.size(node.slot, node.name))
+                          size=content.slots.size(node.slot, node.name), version=started)
         except FileNotFoundError:  # it ended meanwhile
             started.done.wait()
             if started.entry is None:
                 raise started.error or LocalIOError("download failed") from None
             started = started.entry
-    return Handle(fd=os.open(started.path, os.O_RDONLY), node=node)
+    return Handle(fd=os.open(started.path, os.O_RDONLY), node=node, version=started)
 
 
 def read_size(handle: Handle) -> int | None:
