@@ -17,12 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redcap
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mounthelp import downloads
 from test_change_feed import ALICE, BOB, SLOT, upload_as, wait_for_poll
 from test_write import server_file
+
+pytestmark = pytest.mark.smoke  # scripts/test runs these again on libfuse2
 
 SIZE = 3 << 20
 
