@@ -14,15 +14,21 @@ A version is the cache's :class:`~redcapfs.cache.Entry` object (one set of bytes
 :class:`~redcapfs.cache.Flight` filling it: a finished flight is the entry it became, a failed one
 nothing. Only an open on a complete entry ever keeps pages.
 
-Lock: ``_lock`` guards both tables; a leaf (nothing is called while it is held).
+Only the most recently opened ``KEPT_PATHS`` paths are remembered (a path forgotten is opened without
+keep: the cost of forgetting is one more pass through FUSE, never a stale page).
+
+Lock: ``_lock`` guards the tables; a leaf (nothing is called while it is held).
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any
 
 from redcapfs.cache import Entry, Flight
+
+KEPT_PATHS = 4096
 
 
 def _resolved(version: Any) -> Any:
@@ -39,7 +45,7 @@ class KernelPages:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._clean: dict[str, Any] = {}  # path -> the version every cached page of it is of
+        self._clean: OrderedDict[str, Any] = OrderedDict()  # path -> the version all its cached pages are of
         self._open: dict[int, tuple[str, Any]] = {}  # fh -> (path, version; None: not a server version)
         self._keep: set[int] = set()  # handles opened with keep, until the binding asks
 
@@ -52,8 +58,12 @@ class KernelPages:
             same = current is not None and all(_resolved(v) is current for v in others)
             if isinstance(version, Entry) and same and _resolved(self._clean.get(path)) is current:
                 self._keep.add(fh)
+                self._clean.move_to_end(path)
             elif same:
                 self._clean[path] = version  # this open drops the pages: the ones read from now on are of it
+                self._clean.move_to_end(path)
+                while len(self._clean) > KEPT_PATHS:
+                    self._clean.popitem(last=False)
             else:
                 self._clean.pop(path, None)
 

@@ -106,3 +106,15 @@ def test_a_handle_renamed_onto_a_path_counts_there(tmp_path: Path) -> None:
     assert open_(pages, 1, other, "/1/scan/b.bin") is False  # stays open while it is renamed
     pages.moved("/1/scan/b.bin", P)
     assert [open_(pages, 2, one), open_(pages, 3, one)] == [False, False]
+
+
+def test_only_the_latest_paths_are_remembered(tmp_path: Path, monkeypatch: Any) -> None:
+    from redcapfs.fs import kernelpages
+
+    monkeypatch.setattr(kernelpages, "KEPT_PATHS", 2)
+    cache, pages = ContentCache(tmp_path / "c", 1 << 30, 300), KernelPages()
+    one = entry(cache, "k", b"one")
+    for fh, path in enumerate(("/a", "/b", "/c"), start=1):
+        open_(pages, fh, one, path)
+        pages.closed(fh)
+    assert [open_(pages, 4, one, "/a"), open_(pages, 5, one, "/c")] == [False, True]
