@@ -158,7 +158,8 @@ class Tree:
         self.feed.on_design_change.append(self.reload_design)
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
                                  on_write=self.feed.note_ours,
-                                 fresh=self.feed.fresh if self.options.slot_check == "feed" else None)
+                                 fresh=self.feed.vouch_for(self.options.slot_check),
+                                 trust_files=self.options.slot_check == "feed")
         self.rights = TokenRights(shape, self.uploader.import_known, lambda: self.manifest.meta("user"),
                                   lambda: (client.instruments(), client.events()))  # docs/SEMANTICS.md: rights
         self.records.on_export = self.rights.learn_from_export
