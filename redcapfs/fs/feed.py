@@ -26,7 +26,8 @@ manifest.
 
 Lock: ``_lock`` guards the pending uploads, the user name and the activity
 time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
-two exports (only the poller thread and the mount's first poll take it).
+two exports (the poller thread, the mount's first poll, and the polls made
+before a change, fs/recentpoll.py).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from redcapfs import errors as E
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 IDLE_AFTER = 300.0  # seconds without any use before polls slow to poll_idle
 FIRST_LOOKBACK = 2 * 86400.0  # the first cursor's probe: two days cover any two zones (UTC-12 .. UTC+14)
 FRESH_SLACK = 5.0  # seconds beyond one poll interval that a poll still vouches for the index
-RECENT = 2.0  # slot_check=recent: a poll begun this long ago vouches for the index before an upload or delete
 OUR_WINDOW = 180.0  # a noted upload of ours is forgotten once the log was read this far past it
 
 
@@ -100,7 +99,6 @@ class ChangeFeed:
         self._used = time.monotonic()
         self._asked: float | None = None  # when this mount's previous log export was sent (wall clock)
         self._covered: float | None = None  # monotonic start of the last poll that was applied in full
-        self._failed = -RECENT  # monotonic time of the last failed poll made for a change (recent())
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -150,44 +148,16 @@ class ChangeFeed:
         return (self.mode == "log" and covered is not None
                 and time.monotonic() - covered <= self.poll + FRESH_SLACK)
 
-    def vouch_for(self, slot_check: str) -> Callable[[], bool] | None:
-        """The Uploader's ``fresh`` for ``-o slot_check``: None asks REDCap before every change (``always``)."""
-        if slot_check == "feed":
-            return self.fresh
-        if slot_check == "recent":
-            return self.recent
-        return None
-
-    def recent(self, within: float = RECENT) -> bool:
-        """Whether a poll began at most ``within`` seconds ago, polling now if none did (slot_check=recent).
-
-        One log export covers every slot, so the uploads and deletes of those
-        seconds share it: a sequential ``cp -r`` of many small files costs one
-        poll per ``within`` seconds instead of one file-info call per file, and
-        8 parallel writers share one poll. A caller that finds a poll running
-        waits for it (``_poll_lock``) and takes its answer when it began late
-        enough. False (ask REDCap instead) without the log or when the poll fails.
-        """
-        if self.mode != "log":
-            return False
-        if self._began_within(within):
-            return True
-        with self._poll_lock:
-            if self._began_within(within):
-                return True
-            if time.monotonic() - self._failed < within:  # the log just failed: ask, do not hammer it
-                return False
-            try:
-                self._poll_locked()
-            except E.RedcapError as exc:
-                self._failed = time.monotonic()
-                log.debug("the poll before a change failed (the slot is asked instead): %s", exc)
-                return False
-        return self._began_within(within)
-
-    def _began_within(self, within: float) -> bool:
+    def began_within(self, within: float) -> bool:
+        """Whether the last poll applied in full began at most ``within`` seconds ago (fs/recentpoll.py)."""
         covered = self._covered
         return covered is not None and time.monotonic() - covered <= within
+
+    def poll_unless_within(self, within: float) -> None:
+        """Poll now unless a poll began at most ``within`` seconds ago (also one that ran while this waited)."""
+        with self._poll_lock:
+            if not self.began_within(within):
+                self._poll_locked()
 
     def stop(self) -> None:
         self._stop.set()

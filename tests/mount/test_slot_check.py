@@ -23,7 +23,7 @@ from test_change_feed import ALICE, BOB, SLOT, after, file_calls, kept, probes, 
 from test_upload_failures import unsent
 from test_write import server_file
 
-from redcapfs.fs.feed import RECENT
+from redcapfs.fs.recentpoll import RECENT
 
 
 def imports_and_polls(sb: Any, mark: float) -> list[str]:
