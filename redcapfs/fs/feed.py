@@ -26,7 +26,8 @@ manifest.
 
 Lock: ``_lock`` guards the pending uploads, the user name and the activity
 time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
-two exports (only the poller thread and the mount's first poll take it).
+two exports (the poller thread, the mount's first poll, and the polls made
+before a change, fs/recentpoll.py).
 """
 
 from __future__ import annotations
@@ -146,6 +147,17 @@ class ChangeFeed:
         covered = self._covered
         return (self.mode == "log" and covered is not None
                 and time.monotonic() - covered <= self.poll + FRESH_SLACK)
+
+    def began_within(self, within: float) -> bool:
+        """Whether the last poll applied in full began at most ``within`` seconds ago (fs/recentpoll.py)."""
+        covered = self._covered
+        return covered is not None and time.monotonic() - covered <= within
+
+    def poll_unless_within(self, within: float) -> None:
+        """Poll now unless a poll began at most ``within`` seconds ago (also one that ran while this waited)."""
+        with self._poll_lock:
+            if not self.began_within(within):
+                self._poll_locked()
 
     def stop(self) -> None:
         self._stop.set()
@@ -307,12 +319,16 @@ class ChangeFeed:
             log.info("the project's design changed (log); reloading it")
             for listener in self.on_design_change:
                 listener()
+        verdicts: dict[tuple[str, str], bool] = {}  # _is_ours marks a noted upload as seen: ask it once a row
         touched: dict[str, list[logrows.Change]] = {}
         for change in changes:
-            if change.record:
-                touched.setdefault(change.record, []).append(change)
+            if change.record and not self._wholly_ours(change, verdicts):
+                touched[change.record] = []
+        for change in changes:
+            if change.record in touched:
+                touched[change.record].append(change)
         if not touched:
-            return 0
+            return 0  # only our own uploads and deletes: the slot model has them, nothing to re-read
         records = sorted(touched)
         before = self.records.files_of(records)
         started = time.monotonic()
@@ -320,14 +336,26 @@ class ChangeFeed:
         self.records.replace_records(records, rows, started)
         after = self.records.files_of(records)
         for slot in set(before) | set(after):
-            self._slot_changed(slot, before.get(slot), after.get(slot), touched[slot.record])
+            self._slot_changed(slot, before.get(slot), after.get(slot), touched[slot.record], verdicts)
         log.debug("change feed: %d record(s) re-read", len(records))
         return len(records)
 
-    def _slot_changed(self, slot: Slot, old: str | None, new: str | None,
-                      changes: list[logrows.Change]) -> None:
+    def _wholly_ours(self, change: logrows.Change, verdicts: dict[tuple[str, str], bool]) -> bool:
+        """A file row of ours naming only file fields: the records export it would cost says nothing new."""
+        if not change.upload or not change.fields or not all(self.shape.has_field(f) for f in change.fields):
+            return False
+        return all(self._ours_once(change, f, verdicts) for f in change.fields)
+
+    def _ours_once(self, change: logrows.Change, field: str, verdicts: dict[tuple[str, str], bool]) -> bool:
+        key = (change.fingerprint, field)
+        if key not in verdicts:
+            verdicts[key] = self._is_ours(change, field)
+        return verdicts[key]
+
+    def _slot_changed(self, slot: Slot, old: str | None, new: str | None, changes: list[logrows.Change],
+                      verdicts: dict[tuple[str, str], bool]) -> None:
         mine = [c for c in changes if self._names_slot(c, slot)]
-        theirs = [c for c in mine if not self._is_ours(c, slot.field)]
+        theirs = [c for c in mine if not self._ours_once(c, slot.field, verdicts)]
         if mine and not theirs:
             return  # only our own upload or delete: the slot model has it already
         if not theirs and old == new:
