@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from redcapfs import binding
 from redcapfs.errors import AlreadyExists, IpBanned, RedcapError, errno_for
+from redcapfs.fs.handles import read_into
 from redcapfs.fs.kernelpages import KernelPages
 from redcapfs.tree import Stat, Tree
 
@@ -184,7 +185,7 @@ class RedcapOperations(Operations):
     def read_into(self, path: str | None, view: memoryview, offset: int, fh: int) -> int:
         """``read`` into libfuse's request buffer (binding.py calls it instead of ``read``)."""
         self.sizes.count(self.sizes.reads, len(view))
-        return self.tree.read_into(fh, view, offset)
+        return read_into(self.tree.handles.get(fh), view, offset)
 
     @operation
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:

@@ -105,7 +105,6 @@ from redcapfs.fs.design import DesignReload
 from redcapfs.fs.feed import ChangeFeed
 from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
-from redcapfs.fs.handles import read_into as read_handle_into
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.prefetch import SizePrefetch, ahead_jobs, sizes_notice
@@ -263,10 +262,6 @@ class Tree:
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
         return read_handle(self.handles.get(fh), size, offset)
-
-    def read_into(self, fh: int, view: memoryview, offset: int) -> int:
-        """``read`` into the binding's own buffer (FUSE): the bytes are copied once, by the kernel."""
-        return read_handle_into(self.handles.get(fh), view, offset)
 
     def create(self, path: str, mode: int) -> int:
         """A new file in a slot: a temporary name stays local; a real name needs an empty slot."""
