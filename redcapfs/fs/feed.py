@@ -341,8 +341,12 @@ class ChangeFeed:
         return len(records)
 
     def _wholly_ours(self, change: logrows.Change, verdicts: dict[tuple[str, str], bool]) -> bool:
-        """A file row of ours naming only file fields: the records export it would cost says nothing new."""
-        if not change.upload or not change.fields or not all(self.shape.has_field(f) for f in change.fields):
+        """A row of ours naming only file fields: the records export it would cost says nothing new.
+
+        REDCap logs an Import File as "Update record (API) R" with the field in
+        its details, so the action does not tell an upload; the fields do.
+        """
+        if not change.fields or not all(self.shape.has_field(f) for f in change.fields):
             return False
         return all(self._ours_once(change, f, verdicts) for f in change.fields)
 
