@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import ctypes.util
 import os
-import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from redcapfs import dirfill
 
 ENV = "REDCAPFS_FUSE"
 MAX_REQUEST = 1 << 20  # 1 MiB reads and writes where the kernel allows (its max_pages limit)
@@ -191,66 +192,6 @@ def fuse_class() -> Any:
 
             def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
                                flags: int) -> int:
-                return _readdir_plus(mfusepy, self, path, buf, filler, offset, fip, flags)
+                return dirfill.readdir(mfusepy, self, path, buf, filler, offset, fip, flags)  # READDIRPLUS
 
     return Fuse
-
-
-FUSE_READDIR_PLUS = 1  # libfuse3's readdir flag: the kernel asked for READDIRPLUS
-FUSE_FILL_DIR_PLUS = 2  # the filler flag: this entry carries its attributes
-
-
-def _readdir_plus(mfusepy: Any, fuse: Any, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
-                  flags: int) -> int:
-    """readdir that hands the kernel each directory entry's attributes when it asks for READDIRPLUS.
-
-    mfusepy 3.1 passes only d_type, so the kernel LOOKUPs every entry it then
-    enters (``find`` enters every directory): one more round trip and one
-    ``getattr`` in Python per directory. With the attributes (``readdir_plus``
-    of the operations: a stat dict for directories, a bare mode for files,
-    whose size may not be known yet) the kernel keeps the entries for the
-    entry timeout, as a LOOKUP would have. Entries carry offsets (their index
-    + 1): libfuse's buffered mode (offset 0) drops the node ids READDIRPLUS
-    needs. The kernel then asks again from the last offset until an answer is
-    empty; the listing made for the first request answers those (``_listings``).
-    """
-    name = None if path is None else path.decode(fuse.encoding, fuse.errors)
-    plus = bool(flags & FUSE_READDIR_PLUS)
-    items = _listing(fuse.operations, name, fip.contents.fh, plus, offset)
-    for index in range(offset, len(items)):
-        entry, attrs, _ = items[index]
-        st = mfusepy.c_stat()
-        fill = 0
-        if isinstance(attrs, dict):
-            mfusepy.set_st_attrs(st, attrs, use_ns=fuse.use_ns)
-            fill = FUSE_FILL_DIR_PLUS if plus else 0
-        else:
-            st.st_mode = attrs
-        if filler(buf, entry.encode(fuse.encoding, fuse.errors), st, index + 1, fill) != 0:
-            break
-    return 0
-
-
-_LISTINGS_KEPT = 64
-_listings: dict[str | None, list[Any]] = {}
-_listings_lock = threading.Lock()
-
-
-def _listing(ops: Any, path: str | None, fh: int, plus: bool, offset: int) -> list[Any]:
-    """The directory's entries: made afresh at offset 0, else the one made for the same listing's start.
-
-    The kernel's first request of a listing is a READDIRPLUS and the rest plain
-    READDIRs (``readdirplus=auto``): both are served from the first one's entries.
-    """
-    key = path
-    if offset > 0:
-        with _listings_lock:
-            kept = _listings.get(key)
-        if kept is not None and offset <= len(kept):
-            return kept
-    items = list(ops.readdir_plus(path, fh) if plus else ops.readdir(path, fh))
-    with _listings_lock:
-        _listings[key] = items
-        while len(_listings) > _LISTINGS_KEPT:
-            del _listings[next(iter(_listings))]
-    return items
