@@ -187,9 +187,11 @@ def keep_thread_state() -> None:
     on every core). One more ``Ensure``, never released, keeps the state for
     the thread's life: in a ``find`` of 110,000 directories the daemon's CPU
     fell by a quarter, its system time by 40 %. libfuse3 keeps its workers
-    (it ends none by default, and starts at most ``max_threads``), so what stays is one small
-    state per worker; a thread that does end leaves its state behind until exit.
-    The main thread is Python's own already.
+    (at most ``max_threads``; none was seen to end under load), so what stays
+    is one small state per worker; a worker that did end would leave its state
+    (some 20 KiB) behind until exit. libfuse2 ends idle workers beyond ten and
+    starts new ones under the next burst, so it is left as it was. The main
+    thread's state is Python's own already.
     """
     if threading.current_thread() is not threading.main_thread():
         ctypes.pythonapi.PyGILState_Ensure()
@@ -203,13 +205,13 @@ def fuse_class() -> Any:
     wrapper = mfusepy.FUSE._wrapper
 
     class Fuse(mfusepy.FUSE):  # type: ignore[name-defined]
-        def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-            """Every callback from libfuse: keep the worker thread's Python thread state, then mfusepy's wrapper."""
-            if not getattr(_kept, "state", False):
-                keep_thread_state()
-            return wrapper(self, func, *args, **kwargs)
-
         if mfusepy.fuse_version_major == 3:
+            def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+                """Every callback: keep the worker's Python thread state (libfuse3 only), then mfusepy's wrapper."""
+                if not getattr(_kept, "state", False):
+                    keep_thread_state()
+                return wrapper(self, func, *args, **kwargs)
+
             def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
                 ops = self.operations
                 return int(ops.rename(old.decode(self.encoding, self.errors),
