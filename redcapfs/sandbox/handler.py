@@ -229,6 +229,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _read_request(self, entry: dict[str, Any]) -> tuple[ApiRequest, Fault | None, bool]:
         reader = self._body_reader()
+        if reader.chunked:
+            entry["chunked"] = True
         dropped = self.sandbox.config.no_chunked if reader.chunked else None  # --no-chunked: a proxy's loss
         if dropped == "411":
             self._length_required(reader, entry)
