@@ -185,8 +185,9 @@ class MultipartBody:
         except ValueError as exc:  # malformed multipart
             self.spool.discard()
             raise ApiError(400, f"There was a problem with the uploaded file ({exc})") from None
-        except BaseException:
+        except BaseException:  # a client gone mid-body: logged with the params that did arrive
             self.spool.discard()
+            describe(self.entry, self.req)
             raise
         self.req.upload = self.spool.finish()
         self.entry["bytes"] = self.spool.size
