@@ -36,12 +36,13 @@ class ChunkedFileForm:
 
     def __init__(self, fields: Sequence[tuple[str, str]], name: str, filename: str, mime: str,
                  pieces: Iterable[bytes | memoryview], on_sent: Callable[[int], None] | None = None,
-                 boundary: str | None = None) -> None:
+                 boundary: str | None = None, on_end: Callable[[int], None] | None = None) -> None:
         self.boundary = boundary or uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
         self._head, self._tail = form_frame(self.boundary, fields, name, filename, mime)
         self._pieces = pieces
         self._on_sent = on_sent
+        self._on_end = on_end  # told the file's size when its last byte was handed over
         self.file_bytes = 0  # of the file handed over so far
 
     def __iter__(self) -> Iterator[bytes | memoryview]:
@@ -54,6 +55,8 @@ class ChunkedFileForm:
             yield piece
             if self._on_sent is not None:
                 self._on_sent(self.file_bytes)
+        if self._on_end is not None:
+            self._on_end(self.file_bytes)
         yield self._tail
 
 
@@ -70,12 +73,18 @@ class ChunkedUploads(Transport):
         """
         ctx = CallContext("file", "import", record, field, event, repeat_instance)
         fields = self._with_content(ctx, slot_params(ctx))
-        transfer = self.stats.start_transfer("upload", record=record, event=event, field=field,
+        # "writing" while the file is still written (`redcapfs unmount` waits for uploads, not for writers)
+        transfer = self.stats.start_transfer("writing", record=record, event=event, field=field,
                                              instance=repeat_instance, name=filename, total=None)
+
+        def ended(size: int) -> None:
+            transfer.kind, transfer.total = "upload", size
+
         ok = False
         try:
             transfer.begin_attempt()
-            form = ChunkedFileForm(fields, "file", filename, upload_mime(filename), pieces, on_sent=transfer.advance)
+            form = ChunkedFileForm(fields, "file", filename, upload_mime(filename), pieces, on_sent=transfer.advance,
+                                   on_end=ended)
             self._once(ctx, None, body=iter(form), headers={"Content-Type": form.content_type})
             ok = True
         finally:
