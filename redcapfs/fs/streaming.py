@@ -52,8 +52,12 @@ file's lock. No lock is held across the network or the disk: the thread
 reads the spool with ``os.pread`` (1 MiB blocks, its own descriptor) with no
 lock held, and checks under ``_cond`` after each read that the stream was not
 aborted meanwhile. A writer marks the stream aborted before its bytes change,
-so a block that may hold changed bytes is never sent. ``StreamedUploads._lock``
-guards the set of running streams and the mount's on/off state (a leaf); at most
+so a block that may hold changed bytes is never sent. A :class:`Watch` is
+changed by its writer under ``LocalFile.lock``; only its move to broken (which
+an unlink or a second writer makes without that lock) and the stream set on it
+are also taken under ``StreamedUploads._lock``, so a stream is never started on
+a broken watch and never missed by an abort. That lock also guards the set of
+running streams and the mount's on/off state (a leaf); at most
 ``MAX_STREAMS`` run at once (a semaphore, never waited on), since each holds
 one of the client's pooled connections for as long as its file is written.
 """
@@ -115,6 +119,10 @@ class Stream:
     def start(self) -> None:
         self._thread.start()
 
+    def discard(self) -> None:
+        """Never started after all (the pattern broke meanwhile)."""
+        os.close(self._fd)
+
     def grow(self, end: int) -> None:
         """More bytes written in order (caller holds the file's lock)."""
         with self._cond:
@@ -122,9 +130,13 @@ class Stream:
             self._cond.notify_all()
 
     def abort(self, why: str) -> None:
-        """Give up: the body's iterator raises at its next step (no effect once the body ended)."""
+        """Give up: the body's iterator raises at its next step.
+
+        No effect once the close has ended the body (:meth:`end_body`): from
+        then on it is an upload like any other, which an unlink does not stop.
+        """
         with self._cond:
-            if self._why is None and not self.body_done:
+            if self._why is None and self._final is None:
                 self._why = why
                 self._cond.notify_all()
 
@@ -226,9 +238,12 @@ class StreamedUploads:
             self._break(local, watch, why)
 
     def _break(self, local: LocalFile, watch: Watch, why: str) -> None:
-        watch.broken = why
-        if watch.stream is not None:
-            watch.stream.abort(why)
+        with self._lock:  # against _start in the writer's thread: a stream is never set on a broken watch
+            if watch.broken is not None:
+                return
+            watch.broken, stream = why, watch.stream
+        if stream is not None:
+            stream.abort(why)
             log.info("%s: streamed upload abandoned (%s); it is sent at close", describe(local.slot, local.name), why)
 
     def _start(self, local: LocalFile, watch: Watch) -> None:
@@ -246,8 +261,14 @@ class StreamedUploads:
             watch.broken = f"the spool file cannot be read: {exc}"
             return
         with self._lock:
-            self._running.add(stream)
-        watch.stream = stream
+            started = watch.broken is None
+            if started:
+                watch.stream = stream
+                self._running.add(stream)
+        if not started:
+            stream.discard()
+            self._slots.release()
+            return
         stream.start()
         log.info("%s: upload started while it is written (%d bytes so far)", describe(local.slot, local.name),
                  watch.end)
@@ -276,9 +297,11 @@ class StreamedUploads:
         version, and later writes are sent the ordinary way.
         """
         watch, local.stream = local.stream, None
-        if watch is None or watch.stream is None:
+        if watch is None:
             return None
-        return Finish(self, watch.stream, local.name)
+        with self._lock:
+            stream = watch.stream
+        return None if stream is None else Finish(self, stream, local.name)
 
     def abort_all(self, why: str) -> None:
         """At unmount: every stream still running stops mid-body."""
