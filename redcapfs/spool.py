@@ -174,17 +174,20 @@ class SpoolEntry:
             self.final, self.delivered = False, False
             self._save()
 
-    def mark_sending(self) -> None:
+    def mark_sending(self, flush: bool = True) -> None:
         """Call just before an upload: the bytes are final and may reach REDCap.
 
         Their fsync starts in the background and runs while they are sent: a
         kill of the mount meanwhile loses nothing (the page cache keeps them),
         and a failed upload waits for it before it says they are kept.
+        ``flush=False`` (a streamed upload, whose bytes are all but sent
+        already) starts none: the upload ends in a moment, and only a failure
+        needs them on disk (:meth:`mark_unsent` flushes them then).
         """
         self._make_final(sync=False)
         self.attempted, self.delivered = time.time(), False
         self._save()
-        if not self.synced:
+        if not self.synced and flush:
             self._sync_error = None
             self._syncing = threading.Thread(target=self._fsync_data, name="spool-fsync", daemon=True)
             self._syncing.start()

@@ -82,9 +82,10 @@ class Uploader:
             local.entry.mark_unsent(str(exc))
             log.error("upload of %s refused: %s; the bytes are kept (see `redcapfs unsent`)", describe(slot, name), exc)
             raise
-        local.entry.mark_sending()  # from here a crash leaves "may be on the server", checked by retry
+        local.entry.mark_sending(flush=send is None)  # from here a crash leaves "may be on the server" (retry checks)
         if self.on_write is not None:
             self.on_write(slot)
+
         def ordinary() -> None:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
                                     event=slot.event, repeat_instance=slot.instance)
