@@ -46,7 +46,8 @@ class MountOptions:
     content_ttl: float = 300.0
     poll: float = 30.0  # seconds between change-feed polls while in use; 0 = no change feed (TTLs)
     poll_idle: float = 600.0  # seconds between polls once the mount is idle
-    slot_check: str = "always"  # before a replace/delete: ask REDCap (always) or trust a fresh change feed (feed)
+    slot_check: str = "recent"  # before a replace/delete: a log poll begun within 2 s, else one now (recent);
+    # or ask REDCap each time (always); or trust the feed's last regular poll (feed)
     metadata_ttl: float = 0.0  # without the change feed: reload the design this often (0 = never)
     attr_timeout: float = 1.0
     entry_timeout: float = 1.0
@@ -125,11 +126,12 @@ def _cache_size(text: str) -> int:
 
 
 def _slot_check(value: str) -> str:
-    """``always`` (ask REDCap before each replace/delete, so the trash keeps even a version uploaded a moment ago
-    elsewhere) or ``feed`` (trust the change feed's index while its last poll is fresh: one call less per upload,
-    with a window of one poll interval; docs/SEMANTICS.md, "the local trash")."""
-    if value not in ("always", "feed"):
-        raise ValueError("slot_check is always or feed")
+    """``recent`` (the change feed's index, from a log poll begun at most 2 s ago, or made now: one call covers
+    every upload of those 2 s), ``always`` (ask REDCap before each replace/delete: one file-info call each) or
+    ``feed`` (trust the change feed's last regular poll: no call, a window of one poll interval);
+    docs/SEMANTICS.md, "What the slot holds before an upload or delete"."""
+    if value not in ("recent", "always", "feed"):
+        raise ValueError("slot_check is recent, always or feed")
     return value
 
 
@@ -256,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "prompt; never from an argument.",
         epilog="-o options: ro, allow_other, cache_size=2G, records_ttl=15, content_ttl=300, poll=30 (s between "
                "change-feed polls of REDCap's log; 0 = off), poll_idle=600, metadata_ttl=0, "
-               "slot_check=always|feed (before a replace or delete ask REDCap what the slot holds, or trust a "
-               "fresh change feed: one call less per upload, a "
-               "version a colleague uploaded within the poll window is then not kept in the trash), attr_timeout=1, "
+               "slot_check=recent|always|feed (what a slot holds before a replace or delete: from a log poll "
+               "begun within 2 s, else made now; or one file-info call each time; or the last regular poll: a "
+               "version a colleague uploaded within that window is not kept in the trash), attr_timeout=1, "
                "entry_timeout=1, rate=5 (requests/s; off = no limit), burst=N (calls that may go at once; "
                "any minute still holds at most rate×60), timeout=120 (s), batch=N (records per "
                "export; 0 = one export), arm=N (arm of records made by mkdir), keep_cache, temp_names=SPEC "

@@ -108,6 +108,7 @@ from redcapfs.fs.handles import read as read_handle
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.prefetch import SizePrefetch, ahead_jobs, sizes_notice
+from redcapfs.fs.recentpoll import vouch_for
 from redcapfs.fs.recorddirs import RecordDirs
 from redcapfs.fs.renames import Renames
 from redcapfs.fs.repotree import RepoTree, is_repo_path
@@ -158,7 +159,8 @@ class Tree:
         self.feed.on_design_change.append(self.reload_design)
         self.uploader = Uploader(client, self.slots, self.records, url, project_id, trash,
                                  on_write=self.feed.note_ours,
-                                 fresh=self.feed.fresh if self.options.slot_check == "feed" else None)
+                                 fresh=vouch_for(self.feed, self.options.slot_check),
+                                 trust_files=self.options.slot_check == "feed")
         self.rights = TokenRights(shape, self.uploader.import_known, lambda: self.manifest.meta("user"),
                                   lambda: (client.instruments(), client.events()))  # docs/SEMANTICS.md: rights
         self.records.on_export = self.rights.learn_from_export

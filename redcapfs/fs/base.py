@@ -25,7 +25,7 @@ class TreeOptions:
     poll: float = 0.0  # change-feed poll (seconds; 0: no feed, TTL refreshes); the mount's default is 30
     poll_idle: float = 600.0
     metadata_ttl: float = 0.0  # without the change feed: read the design again this often (0: never)
-    slot_check: str = "always"  # before a replace/delete: ask REDCap, or ("feed") trust a fresh change feed
+    slot_check: str = "recent"  # before a replace/delete: a poll begun within 2 s (recent), ask (always), feed
     sizes_ahead: int = 0  # sizes asked in parallel once a stat follows a listing (0: off); the mount sets it
     empty_grace: float = 0.0  # seconds a truncation to empty closed unwritten waits (0: none); the mount sets it
     stream_upload: int = 0  # bytes after which a new file's upload starts while it is written (0: off; fs/streaming.py)

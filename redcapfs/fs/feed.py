@@ -26,7 +26,8 @@ manifest.
 
 Lock: ``_lock`` guards the pending uploads, the user name and the activity
 time; a leaf. ``_poll_lock`` makes polls one at a time and is held across the
-two exports (only the poller thread and the mount's first poll take it).
+two exports (the poller thread, the mount's first poll, and the polls made
+before a change, fs/recentpoll.py).
 """
 
 from __future__ import annotations
@@ -146,6 +147,17 @@ class ChangeFeed:
         covered = self._covered
         return (self.mode == "log" and covered is not None
                 and time.monotonic() - covered <= self.poll + FRESH_SLACK)
+
+    def began_within(self, within: float) -> bool:
+        """Whether the last poll applied in full began at most ``within`` seconds ago (fs/recentpoll.py)."""
+        covered = self._covered
+        return covered is not None and time.monotonic() - covered <= within
+
+    def poll_unless_within(self, within: float) -> None:
+        """Poll now unless a poll began at most ``within`` seconds ago (also one that ran while this waited)."""
+        with self._poll_lock:
+            if not self.began_within(within):
+                self._poll_locked()
 
     def stop(self) -> None:
         self._stop.set()

@@ -11,13 +11,18 @@ the local trash (``trash.py``): from the content cache when it is there, else
 downloaded first (one Export File). A version the trash cannot hold
 (``TrashFull``, ENOSPC) refuses the change; an upload so refused stays unsent.
 
-What the slot holds before a change is asked of the server (one file-info
-call). Only with ``-o slot_check=feed`` (``fresh`` given) and while the change
-feed vouches for the records index (a poll began less than ``poll + 5``
-seconds ago and covered every change before it) does the index answer
-instead, so an upload or delete costs no probe; a colleague's change made
-after that poll began is then the window (docs/SEMANTICS.md). The default asks:
-issue 10's "every replace keeps the version it removes" is the more specific rule.
+What the slot holds before a change: by default (``-o slot_check=recent``) a
+slot the records index shows **empty** is taken as empty while a log poll that
+began at most 2 s ago vouches for the index (one is made now when none did, so
+one poll serves every upload into an empty slot of those seconds; a
+colleague's upload made after that poll began is the window), and a slot the
+index shows holding a file is asked of the server (one file-info call), so the
+trash keeps the bytes REDCap holds, not the ones this mount last saw.
+``slot_check=feed`` also trusts the index for filled slots, and the last
+regular poll (a window of one poll interval); ``slot_check=always``, and any
+mount without the log, asks before every change (docs/SEMANTICS.md). Issue 11
+sets the conflict window at the poll interval with no call per close; issue 10
+wants every replaced version kept; issue 12 counts both in its figures.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ class Uploader:
     def __init__(self, client: RedcapClient, slots: SlotModel, records: RecordCache, url: str,
                  project_id: str, trash: Trash | None = None,
                  on_write: Callable[[Slot], None] | None = None,
-                 fresh: Callable[[], bool] | None = None) -> None:
+                 fresh: Callable[[], bool] | None = None, trust_files: bool = False) -> None:
         self.client = client
         self.fresh = fresh  # whether the change feed vouches for the index now (no probe needed)
+        self.trust_files = trust_files  # slot_check=feed: also a file the index shows needs no probe
         self.trash = trash
         self.on_write = on_write  # told before each upload or delete (the change feed: not a colleague's)
         self.slots = slots
@@ -75,6 +81,8 @@ class Uploader:
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
             local.entry.retarget(target, temp=local.temp)
+        if self.fresh is not None:  # slot_check=recent polls now if no poll began lately: the conflict check
+            self.fresh()  # below and keep_old's look at the index then both see a colleague's upload
         self._check_conflict(local, slot, name)  # a colleague's newer version: no call needed to know
         try:
             self.keep_old(slot, "replaced", Left(name, size), UNASKED)
@@ -141,8 +149,8 @@ class Uploader:
         known = self.slots.server_file(slot, current=True)
         if known is None:
             return EMPTY
-        if known.name is None:  # "[document]" not resolved yet: the server knows the name
-            return None
+        if known.name is None or not self.trust_files:  # the name unresolved, or (recent) a replace or delete:
+            return None  # asked, so the trash keeps the bytes the slot holds, not the ones this mount last saw
         return FileInfo(known.name, known.size)
 
     def verify(self, slot: Slot, name: str) -> FileInfo | None:

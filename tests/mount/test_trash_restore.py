@@ -168,9 +168,9 @@ def restore(mnt: Any, row: dict[str, Any]) -> None:
 def test_cp_rm_and_an_editor_save_through_the_mount_each_keep_the_old_version(sandbox, mount,
                                                                              tmp_path: Path) -> None:
     sb = sandbox()
-    mnt = mount(sb)
     first, second = os.urandom(300_000), os.urandom(120_000)
-    pycap_upload(sb, "report.txt", first, tmp_path)
+    pycap_upload(sb, "report.txt", first, tmp_path)  # there before the mount (an upload a moment before a
+    mnt = mount(sb)  # cp is slot_check's window: test_change_feed.py, test_slot_check_*)
     path = mnt.path.joinpath(*SLOT) / "report.txt"
     src = tmp_path / "second"
     src.write_bytes(second)
