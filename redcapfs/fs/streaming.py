@@ -20,7 +20,7 @@ What happens when:
 * At the flush (the ``close``), ``Uploader.upload`` does everything it does
   before any upload (the conflict check, the trash keeping the version it
   replaces, the change feed told of our own upload, ``mark_sending``) and
-  then calls :meth:`Finish.__call__` instead of the ordinary Import File: the
+  then calls ``Finish`` (``fs/streamend.py``) instead of the ordinary Import File: the
   last bytes, the closing boundary and the zero chunk go out, and the close
   waits for REDCap's answer. Errors reach ``close()`` as before.
 * The trash's and the change feed's steps run at the end on purpose: a
@@ -71,10 +71,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from redcapfs.errors import EmptySlot, IpBanned, RedcapError, TransportError
 from redcapfs.fs.localfiles import FileState, LocalFile
 from redcapfs.fs.rules import describe
 from redcapfs.fs.slots import SlotModel
+from redcapfs.fs.streamend import Finish
 
 log = logging.getLogger(__name__)
 
@@ -204,12 +204,6 @@ class Stream:
         finally:
             os.close(self._fd)
             self._done(self)
-
-
-def answered(exc: BaseException | None) -> bool:
-    """An error answer from the server (which may be a proxy's refusal of chunked bodies), not a lost connection."""
-    return (isinstance(exc, RedcapError) and exc.status is not None
-            and not isinstance(exc, (TransportError, IpBanned)))
 
 
 class StreamedUploads:
@@ -354,67 +348,3 @@ class StreamedUploads:
             state = {"threshold": self.threshold or None, "on": self.threshold > 0 and self._off is None,
                      "off_reason": self._off, "streamed": self._streamed, "sent_again": self._resent}
         stats.note("stream_upload", state)
-
-    def verify(self, stream: Stream, size: int) -> tuple[str | None, bool]:
-        """(why the slot does not hold what was streamed, whether that is certain); (None, True) when it does."""
-        slot = stream.slot
-        try:
-            info = self.client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
-        except EmptySlot:
-            return "REDCap accepted the chunked upload but the slot is empty", True
-        except RedcapError as exc:
-            return f"the check after the chunked upload failed ({exc})", False
-        if info is None:
-            return "the server has no file-info call to check a chunked upload with", True
-        if info.name != stream.name or info.size != size:
-            return (f"after the chunked upload the slot holds {info.name!r} of {info.size} bytes, "
-                    f"not {stream.name!r} of {size}"), True
-        return None, True
-
-
-class Finish:
-    """The last step of ``Uploader.upload`` for a streamed file (it replaces the ordinary Import File)."""
-
-    def __init__(self, uploads: StreamedUploads, stream: Stream, name: str) -> None:
-        self.uploads = uploads
-        self.stream = stream
-        self.name = name
-
-    def __call__(self, ordinary: Ordinary, size: int) -> None:
-        """End the body at ``size`` bytes and wait for REDCap; fall back to ``ordinary`` where that is safe."""
-        stream, uploads = self.stream, self.uploads
-        if not stream.healthy(size):
-            stream.abort("the file did not end where it was streamed to")
-            error = stream.wait()
-            if isinstance(error, IpBanned):
-                raise error
-            if answered(error):  # the server refused it before the end (a proxy's 411, ...)
-                uploads.resent(stream, ordinary, f"REDCap answered the chunked upload: {error}", turn_off=True)
-            else:
-                ordinary()  # aborted, or the connection failed: nothing can be stored, send it as always
-            return
-        stream.end_body(size)
-        error = stream.wait()
-        if error is None:
-            why, certain = uploads.verify(stream, size)
-            if why is None:
-                uploads.streamed()
-                log.info("%s: streamed upload of %d bytes confirmed", describe(stream.slot, stream.name), size)
-                return
-            uploads.resent(stream, ordinary, why, turn_off=certain)
-            return
-        if isinstance(error, IpBanned):
-            raise error
-        if answered(error):
-            uploads.resent(stream, ordinary, f"REDCap answered the chunked upload: {error}", turn_off=True)
-            return
-        if not stream.body_done:
-            ordinary()  # cut off before its end: nothing stored
-            return
-        if isinstance(error, RedcapError):
-            raise error  # sent whole, no answer: like any upload whose answer was lost (retry looks first)
-        raise TransportError(f"the streamed upload failed: {error}")
-
-    def close(self) -> None:
-        """After the upload, whatever it did: a stream not finished stops mid-body."""
-        self.stream.abort("the upload ended another way")

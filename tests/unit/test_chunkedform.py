@@ -91,8 +91,7 @@ def test_an_abort_inside_the_body_closes_the_connection_mid_body_and_nothing_is_
 
 def test_a_refusal_of_the_chunked_body_is_an_answer_with_its_status(sandbox) -> None:
     sb = sandbox("--no-chunked")
-    with HttpClient(sb.url, sb.token, rate_limit=None) as client:
-        with pytest.raises(E.RedcapError) as info:
-            client.import_file_stream(SLOT["record"], SLOT["field"], "scan.bin", blocks(b"x" * BLOCK, 4096),
-                                      event=SLOT["event"])
+    with HttpClient(sb.url, sb.token, rate_limit=None) as client, pytest.raises(E.RedcapError) as info:
+        client.import_file_stream(SLOT["record"], SLOT["field"], "scan.bin", blocks(b"x" * BLOCK, 4096),
+                                  event=SLOT["event"])
     assert info.value.status == 400 and "No valid file was uploaded" in info.value.message
