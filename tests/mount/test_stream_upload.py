@@ -133,6 +133,34 @@ def test_a_writer_that_breaks_the_order_falls_back_and_the_bytes_are_right(how: 
     assert unsent(mnt) == []
 
 
+def test_a_rename_or_unlink_while_streaming_cuts_the_stream_off(sandbox, mount, tmp_path: Path) -> None:
+    """A rename of the open file is refused (EPERM) and cuts the stream off: the close sends it the ordinary way.
+    An unlink cuts it off too, and then nothing at all is stored."""
+    sb = sandbox(*BIG)
+    mnt = mount(sb)
+    target = mnt.path.joinpath(*SLOT) / "moved.bin"
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(24 * MIB))
+    first = "for i in range(16):\n    os.write(fd, data[i * 2**20:(i + 1) * 2**20])\n"
+    script = (first + "try:\n    os.rename(" + repr(str(target)) + ", " + repr(str(target) + ".2") + ")\n"
+              "except OSError as exc:\n    print('refused', exc.errno)\n"
+              "os.write(fd, data[16 * 2**20:])\nos.close(fd)\n")
+    result = writer(target, script, data)
+    assert result.returncode == 0 and "refused" in result.stdout, result.stdout + result.stderr
+    calls = imports(sb)
+    assert [(c.get("chunked"), c["status"]) for c in calls] == [(True, None), (None, 200)], calls
+    assert stored_hash(sb) == "moved.bin:" + sha(data.read_bytes())
+    # An unlink while it streams: nothing reaches the server, nothing is kept.
+    gone = mnt.path.joinpath("1002", "baseline_arm_1", "radiology_report") / "gone.bin"
+    script = first + f"os.unlink({str(gone)!r})\n" + "os.write(fd, data[16 * 2**20:])\nos.close(fd)\n"
+    result = writer(gone, script, data)
+    assert result.returncode == 0, result.stderr
+    later = [c for c in imports(sb) if c.get("record") == "1002"]
+    assert [(c.get("chunked"), c["status"]) for c in later] == [(True, None)], later
+    assert server_file(sb, "1002", SLOT[2], SLOT[1]) is None
+    assert unsent(mnt) == []
+
+
 @pytest.mark.parametrize("mode", ["nofile", "empty", "411"])
 def test_a_server_that_refuses_chunked_bodies_gets_the_file_again_and_streaming_stops(mode: str, sandbox, mount,
                                                                                       tmp_path: Path) -> None:
