@@ -143,7 +143,7 @@ class RedcapOperations(Operations):
         entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
         for name, is_dir, st in self.tree.readdir_stats(path):
             kind = stat.S_IFDIR if is_dir else stat.S_IFREG
-            entries.append((name, _stat_dict(st) if st is not None else kind, 0))
+            entries.append((name, _shared_stat_dict(st) if st is not None else kind, 0))
         return entries
 
     @operation
@@ -272,6 +272,20 @@ class RedcapOperations(Operations):
     @operation
     def readlink(self, path: str) -> str:
         return self.tree.readlink(path)
+
+
+_SHARED_KEPT = 256
+_shared: dict[Stat, dict[str, Any]] = {}
+
+
+def _shared_stat_dict(st: Stat) -> dict[str, Any]:
+    """One dict for all equal ``Stat`` of a listing's folders (read only: dirfill.py builds its struct once)."""
+    got = _shared.get(st)
+    if got is None:
+        if len(_shared) >= _SHARED_KEPT:
+            _shared.clear()
+        got = _shared[st] = _stat_dict(st)
+    return got
 
 
 def _stat_dict(st: Stat) -> dict[str, Any]:

@@ -59,6 +59,10 @@ _MARKER_RE = re.compile("%~[0-9a-f]{" + str(_HASH_DIGITS) + "}")
 _AMBIGUOUS_RE = re.compile(f"{_ESCAPE_RE.pattern}|{_MARKER_RE.pattern}")
 
 
+# A name without anything encode changes (no %, C0 control, /, DEL or lone surrogate) is its own component.
+_PLAIN_RE = re.compile("[^\x00-\x1f%/\x7f\ud800-\udfff]*")
+
+
 def _utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
@@ -114,6 +118,8 @@ def encode(name: str) -> str:
     """Turn any REDCap name into a valid path component (see the module doc)."""
     if name in _TOKENS:
         return _TOKENS[name]
+    if _PLAIN_RE.fullmatch(name) and (len(name) <= NAME_MAX // 4 or _utf8_len(name) <= NAME_MAX):
+        return name  # the common case, taken for every entry of every listing: no piece would differ
     pieces = _pieces(name)
     text = "".join(pieces)
     if text in _TOKEN_NAMES:
@@ -137,6 +143,8 @@ def decode(component: str) -> str:
     was not valid UTF-8) stay literal. A shortened component decodes to its
     literal text; use :class:`Resolver` to find the real name.
     """
+    if "%" not in component:
+        return component  # no escape and no token (every token starts with %)
     if component in _TOKEN_NAMES:
         return _TOKEN_NAMES[component]
     return _ESCAPE_RE.sub(_unescape, component)

@@ -23,6 +23,7 @@ from redcapfs.shape import ProjectShape, Slot
 Kind = Literal["root", "record", "event", "field", "instance", "file"]
 
 _INSTANCE_RE = re.compile(r"[1-9][0-9]{0,9}")
+_PARSED_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,34 @@ class PathModel:
 
     def __init__(self, shape: ProjectShape) -> None:
         self.shape = shape
+        self._parsed: dict[str, PathRef] = {}  # parse is pure for one shape, and PathRef is frozen
+        self._fields: dict[str | None, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ parse
 
     def parse(self, path: str) -> PathRef:
-        """Parse an absolute path; NotFound for anything the structure does not allow."""
+        """Parse an absolute path; NotFound for anything the structure does not allow.
+
+        Remembered for the last few thousand paths: a listing parses its path two
+        or three times (resolve, rights, prefetch), and ``find`` lists 110,000 of them.
+        The model is rebuilt when the design changes, and the memory with it.
+        """
+        ref = self._parsed.get(path)
+        if ref is None:
+            ref = self._parse(path)
+            if len(self._parsed) >= _PARSED_KEPT:
+                self._parsed.clear()
+            self._parsed[path] = ref
+        return ref
+
+    def field_components(self, event: str | None) -> tuple[str, ...]:
+        """The encoded file-field folders of a record (classic) or of one event: what such a folder lists."""
+        got = self._fields.get(event)
+        if got is None:
+            got = self._fields[event] = tuple(names.encode(f) for f in self.shape.fields_in_event(event))
+        return got
+
+    def _parse(self, path: str) -> PathRef:
         parts = _split(path)
         if not parts:
             return PathRef("root")

@@ -74,17 +74,15 @@ class RecordCache:
         self._walk_key: tuple = ()
 
     # ------------------------------------------------------------ reading
-    @contextmanager
-    def view(self) -> Iterator[RecordIndex]:
+    def view(self) -> _View:
         """The current index, locked for reading; past its TTL a background refresh starts.
 
         The caller never waits for the server once an index exists; only the
-        very first load blocks.
+        very first load blocks. A plain context manager, not a generator one:
+        every path looked up passes here, several times a directory in a ``find``.
         """
         self._ensure(wait=False)
-        with self._lock:
-            assert self._index is not None
-            yield self._index
+        return _View(self)
 
     @contextmanager
     def fresh(self) -> Iterator[RecordIndex]:
@@ -280,3 +278,23 @@ class RecordCache:
         except (RequestTimeout, ServerError, TransportError) as exc:
             log.warning("records export failed (%s); retrying in batches of %d records", exc, FALLBACK_BATCH)
             return self.client.export_records(fields=fields, batch_size=FALLBACK_BATCH)
+
+
+class _View:
+    """``with records.view() as index``: the cache's lock held around the current index."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: RecordCache) -> None:
+        self._cache = cache
+
+    def __enter__(self) -> RecordIndex:
+        cache = self._cache
+        cache._lock.acquire()
+        if cache._index is None:
+            cache._lock.release()
+            raise AssertionError("the records index is not loaded")
+        return cache._index
+
+    def __exit__(self, *exc: object) -> None:
+        self._cache._lock.release()

@@ -43,47 +43,13 @@ piece              job                                                         s
                                                                                ``manifest.py``)
 ``prefetch``       sizes asked ahead once a stat follows a listing             listed directories
 ``design``         the project's design read again (log or ``metadata_ttl``)   the reload timer
+``attributes``     the ``Stat`` of folders and files; folders' kept times      folder times
 =================  ==========================================================  ==================
 
 ``SlotModel`` keeps sizes across mounts in the manifest (``manifest.py``), and
 uses one only while the change feed vouches for it.
 
-Locking model
--------------
-The rule: **no shared lock is held across a network call, an fsync or a
-download.** I/O happens first, with no lock; then a lock is taken for the
-in-memory check-and-update, which re-checks what the I/O saw (a create's
-slot-empty check, ``Writing.check_slot``). No lock is ever re-entered.
-
-Locks, in the order they may be nested (a lock is only taken while holding
-ones above it):
-
-1. ``LocalFile.lock`` (per file): its bytes and its state. Held across that
-   file's pwrite/ftruncate/copy and across its own upload (the upload reads
-   those bytes). Only handles of that very file wait on it. Never taken while
-   holding any lock below.
-2. ``LocalFiles._lock`` (the registry): writers and temporary files per slot,
-   handle counts. Dict updates and the in-memory slot re-check only.
-3. ``SlotModel._lock``: sizes, resolved names, origins, hidden slots (the
-   ``TTLCache`` tables, which are not thread-safe alone). A leaf for data.
-4. ``RecordCache._lock``: the records index and our pending changes; a leaf
-   (code inside ``with records.view()`` calls nothing).
-5. Leaves of their own modules: ``Handles._lock`` (fh table), ``ChangeFeed._lock``
-   (our pending uploads), ``SizePrefetch._lock``, ``Manifest._lock`` (its SQLite),
-   ``LocalFile._state_lock``, ``ServerContent._lock`` (the size-lock table),
-   ``ContentCache._lock`` and ``Flight``'s condition, ``AttrStore._lock``
-   (its one SQLite connection; writes do not fsync, ``synchronous=NORMAL``).
-
-Per-file locks that are held across I/O, each waited on only by callers
-wanting that same file: a file's ``LocalFile.lock`` over its upload, a
-``ServerContent`` size lock over one file's file-info or download (single
-flight), and the content cache's flights. ``RecordCache._refresh_lock`` is
-held across the records export by the background refresher (or the very first
-load, when there is nothing to show); every other caller keeps reading the
-current index, and only a slot-empty check waits for a refresh past the TTL.
-``ChangeFeed._poll_lock`` makes polls one at a time and is held across the
-poll's logging export and its filtered records export (by the poller thread,
-or at mount); nobody else waits on it.
+The locks of all these pieces, and the order they nest in, are described in ``redcapfs/fs/__init__.py``.
 """
 
 from __future__ import annotations
@@ -99,6 +65,7 @@ from redcapfs.cache import ContentCache
 from redcapfs.client.base import RedcapClient
 from redcapfs.errors import AlreadyExists, InvalidArgument, IsADirectory, Locked, NotPermitted
 from redcapfs.fs import rules
+from redcapfs.fs.attributes import Attributes
 from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
 from redcapfs.fs.design import DesignReload
@@ -171,7 +138,7 @@ class Tree:
                                   self.options.sizes_ahead)
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
-        self._dir_mtimes: dict[str, int] = {}
+        self.stats = Attributes(self.options, attrs.epoch_ns, self.rights, self.slots, self.content)
         self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool, self.handles,
                              self.uploader.import_allowed, self.uploader.import_known, project_id, trash,
                              self.manifest)  # fs/repotree.py
@@ -185,29 +152,20 @@ class Tree:
         self.feed.touch()
         handle = self.handles.find(fh)
         if handle is not None and handle.local is not None:
-            return self._local_stat(handle.local)
+            return self.stats.local_stat(handle.local)
         if handle is not None and handle.node is not None:  # a reader: the version it reads, not the path's
-            return self._server_stat(handle.node, read_size(handle))
+            return self.stats.server_stat(handle.node, read_size(handle))
         if self.repo.owns(fh) or is_repo_path(path):
             self.rights.check_repository(path)
             return self.repo.getattr(path, fh)
         ref = self.ns.resolve(path)
         if ref.kind != "file":
-            return self._dir_stat(path)
+            return self.stats.dir_stat(path)
         node = self.ns.file(ref, path)
         if node.local is not None:
-            return self._local_stat(node.local)
+            return self.stats.local_stat(node.local)
         self.ahead.stat(path)
-        return self._server_stat(node)
-
-    def _server_stat(self, node: FileNode, size: int | None = None) -> Stat:
-        if size is None:
-            readable = self.rights.readable(node.slot)  # unexportable: last known size, never a download
-            size = self.content.size(node) if readable else (self.slots.size(node.slot, node.name) or 0)
-        attr = self.slots.attr(node.slot, node.name, size)
-        mode = attr.mode if attr.mode is not None else rules.file_mode(self.options)
-        mode = self.rights.file_mode(mode, node.slot)
-        return Stat(False, size, stat.S_IFREG | mode, attr.mtime_ns, self.options.uid, self.options.gid)
+        return self.stats.server_stat(node)
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
@@ -217,9 +175,11 @@ class Tree:
         entries = self.ns.readdir(path)
         if not entries:  # a field the token may not export, whose files were never seen: not "empty"
             self.rights.check_listable(self.ns.model.parse(path).field, path)
-        if path.rstrip("/") == "":
+        base = path.rstrip("/") or "/"
+        if base == "/":
             entries = self.repo.root_entry() + entries  # .repository (fs/repository.py)
-        self.ahead.listed(path.rstrip("/") or "/", any(not is_dir for _, is_dir in entries))
+        if entries:
+            self.ahead.listed(base, any(not is_dir for _, is_dir in entries))
         return entries
 
     def readdir_stats(self, path: str) -> list[tuple[str, bool, Stat | None]]:
@@ -227,9 +187,7 @@ class Tree:
         entries = self.readdir(path)
         if is_repo_path(path):
             return [(name, is_dir, None) for name, is_dir in entries]
-        base = path.rstrip("/")
-        return [(name, is_dir, self._dir_stat(f"{base}/{name}")
-                 if is_dir and not is_repo_path(f"{base}/{name}") else None) for name, is_dir in entries]
+        return self.stats.listed_stats(path, entries)
 
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""
@@ -379,7 +337,7 @@ class Tree:
         ref = self.ns.resolve(path)
         when = mtime_ns if mtime_ns is not None else time.time_ns()
         if ref.kind != "file":
-            self._dir_mtimes[path.rstrip("/") or "/"] = when
+            self.stats.set_dir_mtime(path, when)
             return
         node = self.ns.file(ref, path)
         if node.local is not None:
@@ -433,17 +391,3 @@ class Tree:
         if ref.kind != "file":
             raise IsADirectory("is a directory", path)
         return self.ns.file(ref, path)
-
-    def _dir_stat(self, path: str) -> Stat:
-        mtime = self._dir_mtimes.get(path.rstrip("/") or "/", self.attrs.epoch_ns)
-        first = path.strip("/").split("/", 1)[0]
-        mode = self.rights.dir_mode(rules.dir_mode(self.options), names.decode_record(first) if first else None)
-        return Stat(True, 0, stat.S_IFDIR | mode, mtime, self.options.uid, self.options.gid)
-
-    def _local_stat(self, local: LocalFile) -> Stat:
-        st = os.fstat(local.fd) if local.fd >= 0 else None
-        size = local.size() if st else 0
-        mtime = local.mtime_ns or local.base_mtime_ns or (st.st_mtime_ns if st else time.time_ns())
-        mode = local.mode if local.mode is not None else rules.file_mode(self.options)
-        kind = stat.S_IFREG if local.link_target is None else stat.S_IFLNK  # an editor's lock link
-        return Stat(False, size, kind | mode, mtime, self.options.uid, self.options.gid)

@@ -108,6 +108,9 @@ def main(argv: list[str]) -> int:
             shutil.rmtree(work, ignore_errors=True)
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
     report["machine"]["loadavg_end"] = list(os.getloadavg())
+    checked = [f for f in report["figures"] if f.get("met") is not None]
+    report["goals"] = {"checked": len(checked), "met": sum(1 for f in checked if f["met"]),
+                       "missed": [f["name"] for f in checked if not f["met"]]}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
     if args.json:

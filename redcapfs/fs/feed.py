@@ -319,12 +319,16 @@ class ChangeFeed:
             log.info("the project's design changed (log); reloading it")
             for listener in self.on_design_change:
                 listener()
+        verdicts: dict[tuple[str, str], bool] = {}  # _is_ours marks a noted upload as seen: ask it once a row
         touched: dict[str, list[logrows.Change]] = {}
         for change in changes:
-            if change.record:
-                touched.setdefault(change.record, []).append(change)
+            if change.record and not self._wholly_ours(change, verdicts):
+                touched[change.record] = []
+        for change in changes:
+            if change.record in touched:
+                touched[change.record].append(change)
         if not touched:
-            return 0
+            return 0  # only our own uploads and deletes: the slot model has them, nothing to re-read
         records = sorted(touched)
         before = self.records.files_of(records)
         started = time.monotonic()
@@ -332,14 +336,30 @@ class ChangeFeed:
         self.records.replace_records(records, rows, started)
         after = self.records.files_of(records)
         for slot in set(before) | set(after):
-            self._slot_changed(slot, before.get(slot), after.get(slot), touched[slot.record])
+            self._slot_changed(slot, before.get(slot), after.get(slot), touched[slot.record], verdicts)
         log.debug("change feed: %d record(s) re-read", len(records))
         return len(records)
 
-    def _slot_changed(self, slot: Slot, old: str | None, new: str | None,
-                      changes: list[logrows.Change]) -> None:
+    def _wholly_ours(self, change: logrows.Change, verdicts: dict[tuple[str, str], bool]) -> bool:
+        """A row of ours naming only file fields: the records export it would cost says nothing new.
+
+        REDCap logs an Import File as "Update record (API) R" with the field in
+        its details, so the action does not tell an upload; the fields do.
+        """
+        if not change.fields or not all(self.shape.has_field(f) for f in change.fields):
+            return False
+        return all(self._ours_once(change, f, verdicts) for f in change.fields)
+
+    def _ours_once(self, change: logrows.Change, field: str, verdicts: dict[tuple[str, str], bool]) -> bool:
+        key = (change.fingerprint, field)
+        if key not in verdicts:
+            verdicts[key] = self._is_ours(change, field)
+        return verdicts[key]
+
+    def _slot_changed(self, slot: Slot, old: str | None, new: str | None, changes: list[logrows.Change],
+                      verdicts: dict[tuple[str, str], bool]) -> None:
         mine = [c for c in changes if self._names_slot(c, slot)]
-        theirs = [c for c in mine if not self._is_ours(c, slot.field)]
+        theirs = [c for c in mine if not self._ours_once(c, slot.field, verdicts)]
         if mine and not theirs:
             return  # only our own upload or delete: the slot model has it already
         if not theirs and old == new:

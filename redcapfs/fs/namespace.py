@@ -156,7 +156,7 @@ class Namespace:
                 events = index.events_of(record)
             return [(names.encode(e), True) for e in events]
         if ref.kind in ("record", "event"):
-            return [(names.encode(f), True) for f in self.shape.fields_in_event(ref.event)]
+            return [(component, True) for component in self.model.field_components(ref.event)]
         if ref.kind == "field" and ref.repeats and ref.field is not None:
             record = self.record(ref)
             with self.records.view() as index:

@@ -17,7 +17,7 @@ from typing import Any
 from .config import Config, size_label
 from .procs import Mount, Passthrough, Sandbox, cpu_seconds
 from .projects import Project, Slot, random_file, write_project
-from .stats import Figure, Sample
+from .stats import Figure, Goal, Sample
 from .tools import Curl, cp, fio, http_client, measure, settle
 
 OPTIONS = "rate=off"  # limiter lifted: curl, HttpClient and PyCap have none either
@@ -173,18 +173,18 @@ def figures(cfg: Config, s: dict[str, list[Sample]]) -> list[Figure]:
     cup = Figure(f"curl_upload_{L}", "curl -F -H 'Expect:' (Import File)", "s", s["curl_upload"], params=p)
     pt_write = Figure(f"passthrough_write_{L}", "cp into the passthrough", "s", s["passthrough_write"], params=p)
     cold = Figure(f"cp_out_cold_{L}_lat0", "cp out of a fresh mount", "s", s["cp_out_cold"], curl, goal="<= 1.2",
-                  params=p)
+                  params=p, check=Goal(ratio_max=1.2))
     cp_in = Figure(f"cp_in_{L}", "cp into the mount, open to close (upload at close)", "s", s["cp_in"], cup,
-                   goal="<= 1.3", params=p)
+                   goal="<= 1.3", params=p, check=Goal(ratio_max=1.3))
     client = Figure(f"client_upload_{L}", "redcapfs HttpClient.import_file called directly", "s",
                     s["client_upload"], cup, params=p)
     slow_curl = Figure(f"curl_download_{L}_{lat}", "curl -o to disk", "s", s["curl_download_slow"], params=ps)
     out = [curl, cold, slow_curl,
            Figure(f"cp_out_cold_{L}_{lat}", "cp out of a fresh mount", "s", s["cp_out_cold_slow"], slow_curl,
-                  goal="<= 1.1", params=ps),
+                  goal="<= 1.1", params=ps, check=Goal(ratio_max=1.1)),
            pt_read,
            Figure(f"cp_out_warm_{L}", "second cp out of the same mount (daemon's cache)", "s", s["cp_out_warm"],
-                  pt_read, goal="<= 1.0", params=p),
+                  pt_read, goal="<= 1.0", params=p, check=Goal(ratio_max=1.0)),
            cup, client, cp_in,
            Figure(f"cp_in_{L}_vs_client", "cp in, against the direct HttpClient call", "s", s["cp_in"],
                   client, params=p),

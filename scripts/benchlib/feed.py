@@ -17,7 +17,7 @@ from typing import Any
 from .config import Config
 from .procs import Mount, Sandbox
 from .projects import Project, Slot, write_project
-from .stats import Figure, Sample, timed
+from .stats import Figure, Goal, Sample, timed
 
 RATE = 20
 OPTIONS = f"rate={RATE},poll=1"
@@ -75,11 +75,12 @@ def run(cfg: Config) -> list[Figure]:
     tag = f"{cfg.files}files"
     return [
         Figure(f"ls_lR_first_{tag}", "ls -lR of a first mount (sizes asked ahead)", "s", s["ls_lR_first"],
-               goal=f"<= 1.2 x files / rate = {1.2 * ideal:.1f} s, calls <= files + 6", params=p),
+               goal=f"<= 1.2 x files / rate = {1.2 * ideal:.1f} s, calls <= files + 6", params=p,
+               check=Goal(value_max=1.2 * ideal, calls_max=cfg.files + 6)),
         Figure(f"remount_{tag}", "a remount: structure, records, one logging export", "s", s["remount"],
-               goal="calls <= 8", params=p),
+               goal="calls <= 8", params=p, check=Goal(calls_max=8)),
         Figure(f"ls_lR_remount_{tag}", "ls -lR after a remount (manifest trusted)", "s", s["ls_lR_remount"],
-               goal="calls = 0 (no file-info call)", params=p),
+               goal="calls = 0 (no file-info call)", params=p, check=Goal(calls_max=0)),
         Figure(f"cp_r_out_remount_{tag}", "cp -r out after a remount", "s", s["cp_r_out_remount"],
-               goal="calls <= files + 6", params=p),
+               goal="calls <= files + 6", params=p, check=Goal(calls_max=cfg.files + 6)),
     ]

@@ -28,7 +28,7 @@ from typing import Any
 from .config import Config
 from .procs import Mount, Sandbox
 from .projects import Project, Slot, write_project
-from .stats import Figure, Sample, timed
+from .stats import Figure, Goal, Sample, timed
 
 RATE = 50
 POLL = 5  # seconds; 2 in --quick
@@ -159,7 +159,8 @@ def run(cfg: Config) -> list[Figure]:
     return [
         Figure(f"scale_ls_lR_first_{tag}", "ls -lR of a first mount, 3 files per record", "s",
                [Sample(first_s, first["not_polls"])],
-               goal=f"<= 1.2 x files / rate = {1.2 * ideal:.1f} s, calls <= files + 6", params=p),
+               goal=f"<= 1.2 x files / rate = {1.2 * ideal:.1f} s, calls <= files + 6", params=p,
+               check=Goal(value_max=1.2 * ideal, calls_max=files + 6)),
         Figure(f"scale_remount_{tag}", "a remount (structure, records, one logging export)", "s",
                [Sample(remount_s, remount["all"])], goal="with the ls -lR after it: calls <= 6", params=p),
         Figure(f"scale_ls_lR_remount_{tag}", "ls -lR after the remount (manifest trusted)", "s",
@@ -167,7 +168,9 @@ def run(cfg: Config) -> list[Figure]:
         Figure(f"scale_rsync_dry_run_remount_{tag}", "rsync -a --dry-run of the remount", "s",
                [Sample(rsync_s, rsync["not_polls"])], goal="no file-info call, no content export", params=p),
         Figure(f"scale_colleague_seen_{tag}", "a second user's replace through the API, until the mount shows it",
-               "s", [Sample(max(col["seen_after_s"], 0.0), 0)], goal=f"<= one poll ({poll} s)", params=p),
+               "s", [Sample(max(col["seen_after_s"], 0.0), 0)], goal=f"<= one poll ({poll} s)", params=p,
+               check=Goal(value_max=poll + 1)),
         Figure(f"scale_cp_r_out_remount_{tag}", "cp -r out of the remount (sizes known, content not)", "s",
-               [Sample(cp_s, cp["not_polls"])], goal="calls <= files + 6", params=p),
+               [Sample(cp_s, cp["not_polls"])], goal="calls <= files + 6", params=p,
+               check=Goal(calls_max=files + 6)),
     ]

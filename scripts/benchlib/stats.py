@@ -30,6 +30,38 @@ class Sample:
     calls: int = 0
 
 
+@dataclass(frozen=True)
+class Goal:
+    """Issue 12's goal for a figure, checkable: bounds on the median ratio, the median value, the calls.
+
+    ``calls_max`` holds for every sample (call counts are exact, not noisy).
+    The text form (``Figure.goal``) is what the table prints; this is what
+    decides the ``met`` column.
+    """
+
+    ratio_max: float | None = None
+    ratio_min: float | None = None  # a speed-up
+    value_max: float | None = None
+    calls_max: int | None = None
+
+    def met(self, fig: Figure) -> bool | None:
+        """True or False, or None when a bound has nothing to check against (no samples, a nan ratio)."""
+        checks: list[bool | None] = []
+        ratio = summary(fig.ratios())["median"]
+        value = summary(fig.values())["median"]
+        if self.ratio_max is not None:
+            checks.append(None if ratio is None else ratio <= self.ratio_max)
+        if self.ratio_min is not None:
+            checks.append(None if ratio is None else ratio >= self.ratio_min)
+        if self.value_max is not None:
+            checks.append(None if value is None else value <= self.value_max)
+        if self.calls_max is not None:
+            checks.append(bool(fig.samples) and max(x.calls for x in fig.samples) <= self.calls_max)
+        if not checks or any(c is None for c in checks):
+            return None
+        return all(checks)
+
+
 @dataclass
 class Figure:
     """A named series of samples, optionally paired with a reference series of the same length."""
@@ -42,6 +74,7 @@ class Figure:
     means: str = "time"
     goal: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    check: Goal | None = None  # the goal in checkable form: the JSON's and the table's ``met``
 
     def values(self) -> list[float]:
         return [s.value for s in self.samples]
@@ -67,6 +100,7 @@ class Figure:
             if self.reference else None,
             "api_calls": {**summary(calls), "samples": [s.calls for s in self.samples]},
             "goal": self.goal,
+            "met": self.check.met(self) if self.check else None,
             "params": self.params,
         }
 
@@ -116,7 +150,7 @@ def _num(v: float | None, unit: str = "") -> str:
 
 def table(figures: list[dict[str, Any]]) -> str:
     """The figures as a fixed-width table: value, range, ratio against the reference, calls, goal."""
-    head = ("figure", "median", "min-max", "unit", "ratio", "ratio min-max", "vs", "calls", "goal")
+    head = ("figure", "median", "min-max", "unit", "ratio", "ratio min-max", "vs", "calls", "goal", "met")
     rows = [head]
     for f in figures:
         r = f["ratio"] or {}
@@ -127,8 +161,12 @@ def table(figures: list[dict[str, Any]]) -> str:
             f["name"], _num(f["median"], f["unit"]), f"{_num(f['min'], f['unit'])}-{_num(f['max'], f['unit'])}",
             f["unit"], _num(r.get("median")) + ("x" if r and r.get("means") == "speedup" else ""),
             f"{_num(r.get('min'))}-{_num(r.get('max'))}" if r else "", f["reference"] or "",
-            call_text, f["goal"] or ""))
+            call_text, f["goal"] or "", {True: "yes", False: "NO", None: ""}[f.get("met")]))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    goals = [f for f in figures if f.get("met") is not None]
+    missed = [f["name"] for f in goals if not f["met"]]
+    lines.append(f"goals: {len(goals) - len(missed)} of {len(goals)} met" + (f"; missed: {', '.join(missed)}"
+                                                                            if missed else ""))
     return "\n".join(lines)
