@@ -38,7 +38,12 @@ def answered(exc: BaseException | None) -> bool:
 
 
 def verify(client: Any, stream: Stream, size: int) -> tuple[str | None, bool]:
-    """(why the slot does not hold what was streamed, whether that is certain); (None, True) when it does."""
+    """(why the slot does not hold what was streamed, whether that is certain); (None, True) when it does.
+
+    A file of **another name** there raises instead: a colleague's upload just
+    after ours, not a proxy's damage, and sending ours again would replace it
+    with no copy kept. The bytes stay unsent (``redcapfs retry`` looks first).
+    """
     slot = stream.slot
     try:
         info = client.file_info(slot.record, slot.field, event=slot.event, repeat_instance=slot.instance)
@@ -48,9 +53,12 @@ def verify(client: Any, stream: Stream, size: int) -> tuple[str | None, bool]:
         return f"the check after the chunked upload failed ({exc})", False
     if info is None:
         return "the server has no file-info call to check a chunked upload with", True
-    if info.name != stream.name or info.size != size:
-        return (f"after the chunked upload the slot holds {info.name!r} of {info.size} bytes, "
-                f"not {stream.name!r} of {size}"), True
+    if info.name and info.name != stream.name:
+        raise RedcapError(f"after the chunked upload the slot holds {info.name!r}, not {stream.name!r}: someone "
+                          "else's upload came after ours; not sending it again", content="file", action="import",
+                          record=slot.record, field=slot.field, event=slot.event, instance=slot.instance)
+    if info.size != size:
+        return f"after the chunked upload the slot holds {info.size} bytes, not {size}", True
     return None, True
 
 

@@ -252,3 +252,33 @@ time.sleep(60)
     sent = cli(again, "retry", "--incomplete", entry["id"])
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("big.bin", block * 16)
+
+
+def test_a_colleagues_file_found_by_the_check_is_never_overwritten_again(sandbox, mount, tmp_path: Path) -> None:
+    """Another name in the slot when the check after a streamed upload looks: a colleague's upload came after
+    ours. Ours is not sent again over theirs; the close fails and our bytes stay unsent."""
+    bob = "B2" * 16
+    sb = sandbox(*BIG, "--token", f"{'A1' * 16}:full:alice", "--token", f"{bob}:full:bob",
+                 "--fault", "content=file,action=export,nth=1,do=hang,seconds=4")  # the check waits: bob's turn
+    mnt = mount(sb)
+    src = tmp_path / "scan.bin"
+    data = os.urandom(24 * MIB)
+    src.write_bytes(data)
+    cp = subprocess.Popen(["cp", str(src), str(mnt.path.joinpath(*SLOT))], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not [c for c in sb.calls(content="file", action="import") if c.get("chunked")]:
+        assert time.monotonic() < deadline and cp.poll() is None, "the streamed import never ended"
+        time.sleep(0.05)
+    theirs = tmp_path / "theirs.txt"
+    theirs.write_bytes(b"the colleague's file\n")
+    import redcap
+
+    with open(theirs, "rb") as fh:
+        redcap.Project(sb.url, bob).import_file(record=SLOT[0], field=SLOT[2], file_name="theirs.txt",
+                                                file_object=fh, event=SLOT[1])
+    cp.communicate(timeout=60)
+    assert cp.returncode != 0, "the close should fail"
+    assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("theirs.txt", b"the colleague's file\n")
+    assert len([c for c in sb.calls(content="file", action="import")]) == 2  # ours (streamed) and bob's only
+    (entry,) = unsent(mnt)
+    assert (entry["state"], entry["name"], entry["bytes"]) == ("unsent", "scan.bin", len(data)), entry
