@@ -61,6 +61,7 @@ class MountOptions:
     ca: str | None = None  # CA bundle to trust (client.trust: else REQUESTS_CA_BUNDLE, the system's)
     insecure_http: bool = False  # allow plain http beyond loopback (the token crosses unencrypted)
     trash: TrashSettings = field(default_factory=TrashSettings)
+    stream_upload: int = 8 << 20  # bytes of a new file after which its upload overlaps the writes; 0 = off
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -134,6 +135,19 @@ def _slot_check(value: str) -> str:
     return value
 
 
+STREAM_MIN = 1 << 20  # smaller thresholds are refused: small files are sent whole at close, in one call
+
+
+def _stream_upload(text: str) -> int:
+    """``off``, or a size of at least 1M: from it on a new file's upload runs while it is still written."""
+    if text.strip().lower() == "off":
+        return 0
+    value = parse_size(text)
+    if not STREAM_MIN <= value <= MAX_CACHE:
+        raise ValueError("must be off or a size from 1M (such as 8M or 64M)")
+    return value
+
+
 def _checked_temp_names(value: str) -> str:
     """Parse now, so a bad list is refused before anything is mounted."""
     TempNames.from_option(value)
@@ -158,6 +172,7 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "temp_names": _checked_temp_names,
     "ca": str,
     "slot_check": _slot_check,
+    "stream_upload": _stream_upload,
 }
 _TRASH = ("trash", "trash_days", "trash_size")  # parsed together by TrashSettings.from_options
 _FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache",
@@ -253,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                "CURL_CA_BUNDLE, else "
                "the system trust store), insecure_http (allow http:// beyond this machine; the token crosses "
                "unencrypted), trash=on|off, trash_days=7, trash_size=2G (the local trash of replaced and deleted "
-               "versions). HTTPS_PROXY/NO_PROXY are honoured (redcapfs docs troubleshooting). "
+               "versions), stream_upload=8M|off (a new file written in order starts its upload once this much is "
+               "written, so the upload overlaps the writes; the close still waits for REDCap's answer). "
+               "HTTPS_PROXY/NO_PROXY are honoured (redcapfs docs troubleshooting). "
                "REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
                "(default: libfuse3 if installed). `redcapfs docs semantics` says what each operation does "
                "(`redcapfs docs` lists the installed documentation). Also: " + mount8.MOUNT8_HELP + ".")

@@ -153,7 +153,8 @@ def _build(client: HttpClient, info: dict, url: str, opts: MountOptions) -> Sess
                             metadata_ttl=opts.metadata_ttl, slot_check=opts.slot_check,
                             sizes_ahead=8 if opts.rate is None else max(1, min(8, int(opts.rate))),
                             batch=opts.batch, arm=opts.arm, timeout=opts.timeout,
-                            temp_names=TempNames.from_option(opts.temp_names), empty_grace=EMPTY_GRACE)
+                            temp_names=TempNames.from_option(opts.temp_names), empty_grace=EMPTY_GRACE,
+                            stream_upload=opts.stream_upload)
     trash = Trash(folder / "trash", opts.trash)
     trash.expire()  # versions past trash_days go at every mount, not only when something new is kept
     _owner(tree_opts, opts)

@@ -41,7 +41,6 @@ data file exists and removed after it, so a data file is never without its targe
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -52,9 +51,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from redcapfs.locations import private_dir
+from redcapfs.procid import boot_id, pid_alive, process_start  # re-exported: clean, session, status use them
+
+__all__ = ["Spool", "SpoolEntry", "Target", "boot_id", "pid_alive", "process_start", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -92,56 +92,6 @@ class Target:
         if self.instance is not None:
             parts.append(str(self.instance))
         return "/".join(parts + [self.name])
-
-
-def process_start(pid: int) -> str | None:
-    """When ``pid`` started (psutil's create time, as text), to tell a reused pid from its first owner.
-
-    psutil works the same on Linux, macOS and the BSDs; on Linux it reads the
-    start time from /proc, as this module did before it.
-    """
-    try:
-        return f"{psutil.Process(pid).create_time():.3f}"
-    except (psutil.Error, OSError):
-        return None
-
-
-def _legacy_start(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot): what entries of earlier versions recorded."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-@functools.lru_cache(maxsize=1)
-def boot_id() -> str | None:
-    """This boot's id (the kernel's random ``boot_id``): page-cache bytes of another boot may be lost."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
-def pid_alive(pid: int, start: str | None) -> bool:
-    """Whether the owning process still runs: not gone, not a zombie, not a reused pid."""
-    if pid <= 0:
-        return False  # pid 0 is no process of ours (and os.kill(0, …) would signal our own group)
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):  # killed, not yet reaped: dead to us
-            return False
-        now = f"{proc.create_time():.3f}"
-    except psutil.NoSuchProcess:
-        return False
-    except (psutil.AccessDenied, psutil.ZombieProcess):
-        return True  # it exists; another user's process cannot own our spool, but it is not ours to judge dead
-    if start is None:
-        return True
-    if start.isdigit():  # written by an earlier version: clock ticks from /proc
-        legacy = _legacy_start(pid)
-        return legacy is None or legacy == start
-    return now == start
 
 
 STATES = ("open", "unsent", "temp", "conflict")
@@ -224,17 +174,20 @@ class SpoolEntry:
             self.final, self.delivered = False, False
             self._save()
 
-    def mark_sending(self) -> None:
+    def mark_sending(self, flush: bool = True) -> None:
         """Call just before an upload: the bytes are final and may reach REDCap.
 
         Their fsync starts in the background and runs while they are sent: a
         kill of the mount meanwhile loses nothing (the page cache keeps them),
         and a failed upload waits for it before it says they are kept.
+        ``flush=False`` (a streamed upload, whose bytes are all but sent
+        already) starts none: the upload ends in a moment, and only a failure
+        needs them on disk (:meth:`mark_unsent` flushes them then).
         """
         self._make_final(sync=False)
         self.attempted, self.delivered = time.time(), False
         self._save(sync=False)
-        if not self.synced:
+        if not self.synced and flush:
             self._sync_error = None
             self._syncing = threading.Thread(target=self._fsync_data, name="spool-fsync", daemon=True)
             self._syncing.start()

@@ -372,6 +372,7 @@ class Tree:
         self.design.stop()
         self.ahead.close()
         self.writing.grace.settle()  # held empty truncations are sent (or kept as unsent) before unmount
+        self.writing.streams.abort_all("unmount")  # a file still being written is kept, never half-sent
         for fh in self.handles.all():
             try:
                 self.release(fh)

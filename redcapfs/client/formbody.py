@@ -25,6 +25,15 @@ def _part_head(boundary: str, field: RequestField, mime: str | None = None) -> b
     return f"--{boundary}\r\n".encode() + field.render_headers().encode("utf-8")
 
 
+def form_frame(boundary: str, fields: Sequence[tuple[str, str]], name: str, filename: str,
+               mime: str) -> tuple[bytes, bytes]:
+    """(every byte before the file's, every byte after it) of a form whose last part is the file."""
+    head = b"".join(_part_head(boundary, RequestField(name=k, data=v)) + v.encode("utf-8") + b"\r\n"
+                    for k, v in fields)
+    head += _part_head(boundary, RequestField(name=name, data=b"", filename=filename), mime)
+    return head, f"\r\n--{boundary}--\r\n".encode()
+
+
 class FileForm:
     """One multipart/form-data body: ``fields`` (name, value), then ``fh`` as the file part named ``name``."""
 
@@ -32,10 +41,7 @@ class FileForm:
                  mime: str, on_sent: Callable[[int], None] | None = None, boundary: str | None = None) -> None:
         self.boundary = boundary or uuid.uuid4().hex
         self.content_type = f"multipart/form-data; boundary={self.boundary}"
-        head = b"".join(_part_head(self.boundary, RequestField(name=k, data=v)) + v.encode("utf-8") + b"\r\n"
-                        for k, v in fields)
-        self._head = head + _part_head(self.boundary, RequestField(name=name, data=b"", filename=filename), mime)
-        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._head, self._tail = form_frame(self.boundary, fields, name, filename, mime)
         self._fh, self._size, self._on_sent = fh, size, on_sent
         self._buf = bytearray(BLOCK)
         self._stage = 0  # 0 head, 1 file, 2 tail, 3 done

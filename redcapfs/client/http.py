@@ -28,6 +28,7 @@ from redcapfs import errors as E
 
 from . import download
 from .base import FileInfo, chunked
+from .chunkedform import ChunkedUploads
 from .contenttype import parse_content_type
 from .formbody import FileForm
 from .params import export_records_params, import_records_params, slot_params, upload_mime
@@ -43,7 +44,6 @@ from .transport import (  # RateLimiter, RetryPolicy and redirect_message are pa
     Progress,
     RateLimiter,
     RetryPolicy,
-    Transport,
     redirect_message,
 )
 
@@ -52,7 +52,7 @@ __all__ = ["HttpClient", "RateLimiter", "RetryPolicy", "redirect_message"]
 log = logging.getLogger(__name__)
 
 
-class HttpClient(Transport):
+class HttpClient(ChunkedUploads):
     """The REDCap API over HTTP (implements ``RedcapClient``). Thread-safe.
 
     ``timeout`` is (connect, read) seconds; ``verify`` is a bool or a CA bundle

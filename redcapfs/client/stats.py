@@ -100,6 +100,7 @@ class ClientStats:
         self._failed = 0
         self._recent: deque[float] = deque()
         self._throttled = 0.0
+        self._notes: dict[str, Any] = {}  # facts of the mount's own (note()), shown with the counters
         self._transfers: dict[int, Transfer] = {}
         self._ids = itertools.count(1)
         self._done = Counter[str]()  # finished transfers by kind
@@ -167,7 +168,9 @@ class ClientStats:
             flying = [t.snapshot(wall) for t in self._transfers.values()]
             finished = {kind: {"count": self._done[kind], "bytes": self._bytes[kind]}
                         for kind in ("download", "upload")}
+            notes = dict(self._notes)
         return {
+            **notes,
             "calls": {"total": sum(by_kind.values()), "failed": failed, "by_kind": by_kind},
             "rate": {"limit": self.rate_limit, "burst": self.burst, "per_second": round(recent / self.window, 3),
                      "window_seconds": self.window, "throttled_seconds": round(throttled, 3)},
@@ -175,6 +178,12 @@ class ClientStats:
             "in_flight": flying,
             "transfers": finished,
         }
+
+    def note(self, key: str, value: Any) -> None:
+        """A fact of the mount's own for ``redcapfs status --json`` (``stream_upload``: fs/streaming.py)."""
+        with self._lock:
+            self._notes[key] = value
+        self._changed()
 
     def _banned(self) -> dict[str, Any] | None:
         """REDCap's ban of this IP, once seen: its text and since when (epoch seconds); else None."""

@@ -28,6 +28,7 @@ class TreeOptions:
     slot_check: str = "recent"  # before a replace/delete: a poll begun within 2 s (recent), ask (always), feed
     sizes_ahead: int = 0  # sizes asked in parallel once a stat follows a listing (0: off); the mount sets it
     empty_grace: float = 0.0  # seconds a truncation to empty closed unwritten waits (0: none); the mount sets it
+    stream_upload: int = 0  # bytes after which a new file's upload starts while it is written (0: off; fs/streaming.py)
     batch: int = 0
     arm: int | None = None
     timeout: float | None = None  # longest wait for a records refresh a decision needs (-o timeout)

@@ -42,10 +42,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from redcapfs.errors import LocalIOError
 from redcapfs.shape import Slot
 from redcapfs.spool import Spool, SpoolEntry, Target
+
+if TYPE_CHECKING:
+    from redcapfs.fs.streaming import Watch
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +113,7 @@ class LocalFile:
         # The time of the version it started from, reported until its bytes change (editors compare it).
         self.base_mtime_ns: int | None = None
         self.link_target: str | None = None  # a symbolic link (an editor's lock, fs/writing.py), never a file
+        self.stream: Watch | None = None  # its in-order writes and its upload while written (fs/streaming.py)
 
     def to(self, state: FileState, unless_unlinked: bool = False) -> bool:
         """Move to ``state``; a move the machine does not have is a bug, so it raises.

@@ -41,6 +41,8 @@ class Renames:
         if src_ref.kind != "file":
             raise NotPermitted("directories cannot be renamed", old)
         src = self.ns.file(src_ref, old)
+        if src.local is not None:
+            self.writing.streams.broken(src.local, "renamed while open")  # its upload must not go to the old name
         dst_ref = self.ns.resolve(new)
         if dst_ref.kind != "file":
             raise NotPermitted("a file can only be renamed into a slot directory", new)

@@ -69,8 +69,14 @@ class Uploader:
         self._can_import: bool | None = None
         self._probe_lock = threading.Lock()  # one probe per mount, however many writers race it
 
-    def upload(self, local: LocalFile, slot: Slot, name: str) -> None:
-        """Import File from the spool (caller holds ``local.lock``); on failure the entry becomes unsent."""
+    def upload(self, local: LocalFile, slot: Slot, name: str,
+               send: Callable[[Callable[[], None], int], None] | None = None) -> None:
+        """Import File from the spool (caller holds ``local.lock``); on failure the entry becomes unsent.
+
+        ``send`` replaces the Import File itself (after every check, with the
+        ordinary send and the size as its arguments): a stream begun while the
+        file was written ends there (fs/streaming.py).
+        """
         size = local.size()
         target = Target(self.url, self.project_id, slot.record, slot.event, slot.field, slot.instance, name)
         if local.entry.target != target:  # a rename: `redcapfs retry` must send it where it was going
@@ -84,12 +90,19 @@ class Uploader:
             local.entry.mark_unsent(str(exc))
             log.error("upload of %s refused: %s; the bytes are kept (see `redcapfs unsent`)", describe(slot, name), exc)
             raise
-        local.entry.mark_sending()  # from here a crash leaves "may be on the server", checked by retry
+        local.entry.mark_sending(flush=send is None)  # from here a crash leaves "may be on the server" (retry checks)
         if self.on_write is not None:
             self.on_write(slot)
-        try:
+
+        def ordinary() -> None:
             self.client.import_file(slot.record, slot.field, str(local.entry.data_path), name,
                                     event=slot.event, repeat_instance=slot.instance)
+
+        try:
+            if send is None:
+                ordinary()
+            else:
+                send(ordinary, size)
         except RedcapError as exc:
             local.entry.mark_unsent(str(exc))
             log.error("upload of %s (%d bytes) failed: %s; the bytes are kept (see `redcapfs unsent`)",

@@ -26,6 +26,7 @@ from redcapfs.fs.emptygrace import EmptyGrace
 from redcapfs.fs.handles import Handle, Handles
 from redcapfs.fs.localfiles import KEEP_AT_CLOSE, SEND_AT_CLOSE, SEND_AT_FLUSH, FileState, LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace, ServerName
+from redcapfs.fs.streaming import StreamedUploads
 from redcapfs.fs.uploader import Uploader
 from redcapfs.shape import ProjectShape, Slot
 
@@ -49,6 +50,7 @@ class Writing:
         self.content = content
         self.uploader = uploader
         self.grace = EmptyGrace(options.empty_grace, self._grace_over)  # fs/emptygrace.py
+        self.streams = StreamedUploads(uploader.client, uploader.slots, options.stream_upload)  # fs/streaming.py
 
     # ------------------------------------------------------------ rules with I/O
     def require_writable(self, slot: Slot | None, path: str, probe: bool = True) -> None:
@@ -98,6 +100,7 @@ class Writing:
         self.check_slot(slot, name, path)  # refuse before making a spool entry (cheap for tools that retry)
         local = self.local.new(slot, name, FileState.NEW)  # even an empty new file is uploaded at close
         local.mode = stat.S_IMODE(mode)
+        self.streams.watch(local)
         try:
             self.check_slot(slot, name, path, add=local)
         except BaseException:
@@ -134,6 +137,8 @@ class Writing:
                     os.ftruncate(node.local.fd, 0)
             return self.handles.add(Handle(local=node.local, writable=True))
         self.require_writable(node.slot, path)
+        if node.local is not None:
+            self.streams.broken(node.local, "a second writer opened it")
         held = node.local if node.local is not None and self.grace.take(node.local) else None
         # Taking over a held empty truncation: this copy starts empty too, and differs from the server.
         local = self.local.new(node.slot, node.name,
@@ -146,6 +151,8 @@ class Writing:
         except BaseException:
             self.local.drop(local)
             raise
+        if local.state is FileState.TRUNCATED:
+            self.streams.watch(local)
         self.local.add_writer(local)
         if held is not None:
             self._unlist(held)  # never sent: the new writer is the file now
@@ -191,8 +198,10 @@ class Writing:
             local.ensure_filled()
             self._detach_from_cache(local)
             local.entry.writing()  # before the bytes change: a crash now leaves it incomplete, not final
+            self.streams.before_write(local, offset)  # a stream that cannot take these bytes stops first
             written = os.pwrite(local.fd, data, offset)
             local.written()
+            self.streams.after_write(local, written)
         return written
 
     def truncate_local(self, local: LocalFile, length: int) -> None:
@@ -200,6 +209,7 @@ class Writing:
             local.ensure_filled(needed=length > 0)
             self._detach_from_cache(local)
             local.entry.writing()
+            self.streams.broken(local, "ftruncate")
             os.ftruncate(local.fd, length)
             local.written()
 
@@ -262,11 +272,15 @@ class Writing:
 
     def _send(self, local: LocalFile) -> None:
         """Upload a writer's copy (caller holds its lock) and move its state by the answer."""
+        finish = self.streams.take(local)  # an upload begun while it was written ends here (fs/streaming.py)
         try:
-            self.uploader.upload(local, local.slot, local.name)
+            self.uploader.upload(local, local.slot, local.name, send=finish)
         except BaseException:
             local.to(FileState.UNSENT, unless_unlinked=True)
             raise
+        finally:
+            if finish is not None:
+                finish.close()
         local.to(FileState.CLEAN, unless_unlinked=True)
 
     def release(self, fh: int) -> None:
@@ -312,6 +326,7 @@ class Writing:
         if not local.temp:
             self.local.unlist_writer(local)
             self._keep_times(local)
+        self.streams.broken(local, "closed without a flush")
         local.close()
         if local.temp or local.state not in KEEP_AT_CLOSE:
             local.entry.remove()
@@ -366,6 +381,7 @@ class Writing:
 
     def _unlist(self, local: LocalFile) -> None:
         """Out of the namespace; its bytes go now if no handle has it open, else at the last close."""
+        self.streams.broken(local, "unlinked")
         if self.local.unlist(local):
             local.close()
             local.entry.remove()

@@ -10,11 +10,12 @@ because REDCap runs on PHP and the stored name depends on the difference.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from typing import Any, BinaryIO, NoReturn
 from urllib.parse import parse_qs
 
-from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData, State
 
 from ..redcapnames import php_filename_param
 from . import faulting
@@ -28,6 +29,8 @@ CHUNK = 256 * 1024
 MAX_FORM_BYTES = 512 * 1024 * 1024  # urlencoded bodies (record imports) are held in memory
 MAX_FIELD_BYTES = 64 * 1024 * 1024
 FILE_PART = "\0file"  # marks the data of the one ``file`` part (no form field can be named so)
+# What may follow ``--boundary`` while it is not yet known whether it closes a part ("--", or blanks and a line break).
+UNDECIDED = re.compile(rb"(?:-|[^\S\r\n]*\r?)")
 
 
 class BodyReader:
@@ -60,8 +63,10 @@ class BodyReader:
 
     def _read_chunked(self, size: int) -> bytes:
         if self._chunk_left == 0:
-            line = self.rfile.readline(1024).split(b";")[0].strip()
-            self._chunk_left = int(line or b"0", 16)
+            line = self.rfile.readline(1024)
+            if not line:  # not the last chunk: the client went away (or gave up) mid-body
+                raise ConnectionError("client closed the connection mid-body")
+            self._chunk_left = int(line.split(b";")[0].strip() or b"0", 16)
             if self._chunk_left == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
@@ -170,6 +175,8 @@ class MultipartBody:
         self._drop_at: int | None = None
         self._part: str | None = None
         self._buf = bytearray()
+        self._marker = b"--" + self.decoder.boundary
+        self._ended = False  # the whole body is in the decoder
 
     def read(self) -> tuple[ApiRequest, Fault | None, bool]:
         """The request, the fault chosen at the file part (if one came) and whether one was chosen."""
@@ -178,8 +185,9 @@ class MultipartBody:
         except ValueError as exc:  # malformed multipart
             self.spool.discard()
             raise ApiError(400, f"There was a problem with the uploaded file ({exc})") from None
-        except BaseException:
+        except BaseException:  # a client gone mid-body: logged with the params that did arrive
             self.spool.discard()
+            describe(self.entry, self.req)
             raise
         self.req.upload = self.spool.finish()
         self.entry["bytes"] = self.spool.size
@@ -187,6 +195,9 @@ class MultipartBody:
 
     def _events(self) -> None:
         while True:
+            if self._undecided():
+                self._feed()
+                continue
             event = self.decoder.next_event()
             if isinstance(event, NeedData):
                 self._feed()
@@ -199,8 +210,24 @@ class MultipartBody:
             elif isinstance(event, Epilogue):
                 return
 
+    def _undecided(self) -> bool:
+        """Whether the decoder's buffer ends in ``--boundary`` and too few of the bytes after it.
+
+        werkzeug's decoder (3.1.9) then takes the line break before the
+        delimiter for data: a body that arrives in small pieces (chunked
+        transfer coding) got a stray ``\\r`` at the end of a form value (a
+        record ``1001\\r`` does not exist: HTTP 400) or of the file. So it is
+        given more of the body first, as long as there is more.
+        """
+        if self._ended or self.decoder.state not in (State.DATA, State.DATA_START):
+            return False
+        buf = self.decoder.buffer
+        at = buf.rfind(self._marker)
+        return at >= 0 and UNDECIDED.fullmatch(buf, at + len(self._marker)) is not None
+
     def _feed(self) -> None:
         chunk = self._next_chunk()
+        self._ended = not chunk
         self.decoder.receive_data(chunk if chunk else None)
 
     def _next_chunk(self) -> bytes:
@@ -239,6 +266,7 @@ class MultipartBody:
                     or chunk.find(marker) >= 0:
                 if not chunk:  # the body ended inside the file part: the decoder reports it
                     self.decoder.buffer.extend(tail)
+                    self._ended = True
                     self.decoder.receive_data(None)
                     return
                 tail += chunk  # a delimiter may be in here (or the piece is small): one copy

@@ -19,7 +19,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .config import SandboxConfig, parse_token
+from .config import NO_CHUNKED, SandboxConfig, parse_token
 from .faults import FaultSet, FaultSpecError
 from .loaders import load_project
 from .server import SandboxServer
@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lock", action="append", default=[], metavar="RECORD", help="lock a record (repeatable)")
     p.add_argument("--no-fileinfo", action="store_true", help="ignore the undocumented fileinfo param")
     p.add_argument("--fileinfo-param", default="fileinfo", help="name of that param (older servers: filesize)")
+    p.add_argument("--no-chunked", nargs="?", const="nofile", choices=NO_CHUNKED, metavar="nofile|empty|411",
+                   help="play a proxy that does not pass chunked request bodies on: the file part is lost (nofile, "
+                        "the default: 400 No valid file was uploaded), the whole body is (empty: no token, 403), or "
+                        "it answers 411 Length Required unread")
     p.add_argument("--analysis-cleanup", action="store_true", help="project in Analysis/Cleanup: writes refused")
     p.add_argument("--tls", action="store_true",
                    help="serve https with a new CA and a certificate for 127.0.0.1/localhost (prints ca=PATH)")
@@ -75,6 +79,7 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         fileinfo=not args.no_fileinfo,
         fileinfo_param=args.fileinfo_param,
         analysis_cleanup=args.analysis_cleanup,
+        no_chunked=args.no_chunked,
         latency_ms=args.latency,
         hang_seconds=args.hang_seconds,
         request_log=args.request_log,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 RIGHTS = ("full", "export", "none")
 TOKEN_RE = re.compile(r"^[0-9A-F]{32}$")
+NO_CHUNKED = ("nofile", "empty", "411")  # --no-chunked: what a proxy that drops chunked bodies leaves (handler.py)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class SandboxConfig:
     latency_ms: float = 0.0
     hang_seconds: float = 120.0
     request_log: str | None = None
+    no_chunked: str | None = None  # a proxy that drops chunked request bodies: "nofile", "empty" or "411"
 
     def grant_for(self, raw_token: str | None) -> TokenGrant | None:
         """The grant for a token as sent; REDCap reads only its first 32 characters."""

@@ -229,6 +229,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _read_request(self, entry: dict[str, Any]) -> tuple[ApiRequest, Fault | None, bool]:
         reader = self._body_reader()
+        if reader.chunked:
+            entry["chunked"] = True
+        dropped = self.sandbox.config.no_chunked if reader.chunked else None  # --no-chunked: a proxy's loss
+        if dropped == "411":
+            self._length_required(reader, entry)
+        if dropped == "empty":  # PHP got no body at all: no token, no params
+            reader.drain()
+            return ApiRequest(), None, False
         content_type, options = parse_options_header(self.headers.get("Content-Type"))
         if content_type != "multipart/form-data":
             return read_form(reader), None, False
@@ -236,7 +244,24 @@ class SandboxHandler(BaseHTTPRequestHandler):
         body = MultipartBody(reader, options.get("boundary", ""), spool,
                              lambda params: self.sandbox.faults.choose(faulting.call_selectors(params)),
                              self._reset_connection, entry)
-        return body.read()
+        req, fault, decided = body.read()
+        if dropped == "nofile":  # the fields reached PHP, the file part did not
+            discard_upload(req.upload)
+            req.upload = None
+        return req, fault, decided
+
+    def _length_required(self, reader: BodyReader, entry: dict[str, Any]) -> NoReturn:
+        """A proxy that wants a Content-Length: 411 at once, the body read and thrown away, the connection closed."""
+        self.close_connection = True
+        entry["status"] = 411
+        self._log(entry)
+        self._send_simple(411, "Length Required")
+        self.wfile.flush()
+        try:
+            reader.drain()  # a lingering close, as proxies do: the client still gets the answer
+        except (OSError, ValueError):
+            pass
+        raise Abort("411")
 
     def _early_fault(self, fault: Fault, req: ApiRequest, entry: dict[str, Any]) -> None:
         if fault.do == "hang":

@@ -141,3 +141,13 @@ def test_trash_options() -> None:
     for bad in ("trash=maybe", "trash_days=-1", "trash_size=lots", "trash_days=nan"):
         with pytest.raises(MountError, match=bad.split("=")[0]):
             parse_options([bad])
+
+
+def test_stream_upload_is_a_size_from_1m_or_off() -> None:
+    assert parse_options([]).stream_upload == 8 << 20
+    assert parse_options(["stream_upload=64M"]).stream_upload == 64 << 20
+    assert parse_options(["stream_upload=off"]).stream_upload == 0
+    assert parse_options(["stream_upload=1M"]).stream_upload == 1 << 20
+    for bad in ("stream_upload=50K", "stream_upload=0", "stream_upload=-1", "stream_upload=inf", "stream_upload=x"):
+        with pytest.raises(MountError, match=r"^bad value for -o stream_upload="):
+            parse_options([bad])
