@@ -96,7 +96,8 @@ class Figure:
             **summary(self.values()),
             "samples": [round(v, 6) for v in self.values()],
             "reference": self.reference.name if self.reference else None,
-            "ratio": {**summary(ratios), "samples": [round(r, 4) for r in ratios], "means": self.means}
+            "ratio": {**summary(ratios), "samples": [None if math.isnan(r) else round(r, 4) for r in ratios],
+                      "means": self.means}
             if self.reference else None,
             "api_calls": {**summary(calls), "samples": [s.calls for s in self.samples]},
             "goal": self.goal,
