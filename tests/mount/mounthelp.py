@@ -282,3 +282,22 @@ def errno_of(call: Any, *args: Any) -> int:
         call(*args)
     assert info.value.errno is not None
     return info.value.errno
+
+
+def held_writer(target: Path, block: bytes, count: int) -> subprocess.Popen[str]:
+    """A process that writes ``count`` copies of ``block`` to ``target`` (O_CREAT|O_TRUNC), says so, and keeps
+    the file open for a minute: the moment to kill the mount daemon mid-write or mid-upload."""
+    proc = subprocess.Popen([sys.executable, "-c", f"""
+import os, sys, time
+block = bytes.fromhex(sys.stdin.readline().strip())
+fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+for i in range({count}):
+    os.write(fd, block)
+print("wrote", flush=True)
+time.sleep(60)
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin and proc.stdout
+    proc.stdin.write(block.hex() + "\n")
+    proc.stdin.flush()
+    assert proc.stdout.readline().strip() == "wrote"
+    return proc

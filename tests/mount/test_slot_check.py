@@ -41,6 +41,23 @@ def cp(src: Path, dst: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["cp", str(src), str(dst)], capture_output=True, text=True, timeout=60)
 
 
+def over_a_colleagues_upload(sb: Any, mount: Any, tmp_path: Path, options: str, name: str, theirs: bytes,
+                             wait: float = 0.0) -> tuple[Any, float, subprocess.CompletedProcess[str]]:
+    """Mount; a colleague fills the empty slot with ``name``; after ``wait`` s our cp of that name into it.
+    Returns the mount, the moment just before the cp, and the cp."""
+    m = mount(sb, options)
+    slot_dir = m.path.joinpath(*SLOT)
+    assert list(slot_dir.iterdir()) == []  # the mount sees the slot empty
+    upload_as(sb, BOB, tmp_path, name, theirs)
+    time.sleep(wait)
+    src = tmp_path / name
+    src.write_bytes(b"mine\n")
+    mark = time.time()
+    result = cp(src, slot_dir / name)
+    settle(lambda: len(sb.calls()))
+    return m, mark, result
+
+
 def test_recent_polls_before_a_change_once_the_last_poll_is_old(sandbox: Any, mount: Any, tmp_path: Path) -> None:
     """A colleague's upload made after the last poll: the poll made before the close sees it (ESTALE, kept)."""
     sb = two_users(sandbox)
@@ -98,16 +115,10 @@ def test_always_asks_before_each_change_even_a_moment_after_a_poll(sandbox: Any,
                                                                    tmp_path: Path) -> None:
     """``slot_check=always``: a colleague's upload a moment before our cp is kept (one file-info call each)."""
     sb = two_users(sandbox)
-    m = mount(sb, "poll=30,slot_check=always")
-    slot_dir = m.path.joinpath(*SLOT)
-    assert list(slot_dir.iterdir()) == []
     theirs = b"uploaded a moment ago\n" * 50
-    upload_as(sb, BOB, tmp_path, "report.txt", theirs)
-    src = tmp_path / "report.txt"
-    src.write_bytes(b"mine\n")
-    mark = time.time()
-    assert cp(src, slot_dir / "report.txt").returncode == 0
-    settle(lambda: len(sb.calls()))
+    m, mark, result = over_a_colleagues_upload(sb, mount, tmp_path, "poll=30,slot_check=always", "report.txt",
+                                               theirs)
+    assert result.returncode == 0, result.stderr
     assert len(probes(sb, mark)) == 1
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("report.txt", b"mine\n")
     assert kept(m) == [("report.txt", "replaced", theirs)]
@@ -162,17 +173,9 @@ def test_a_failed_poll_falls_back_to_asking(sandbox: Any, mount: Any, tmp_path: 
     """The log export before a change fails: the slot is asked of REDCap (file-info) and nothing is lost."""
     faults = [a for n in range(2, 7) for a in ("--fault", f"content=log,nth={n},do=500")]  # every retry too
     sb = sandbox("--token", f"{ALICE}:full:alice", "--token", f"{BOB}:full:bob", *faults)
-    m = mount(sb, "poll=30")
-    slot_dir = m.path.joinpath(*SLOT)
-    assert list(slot_dir.iterdir()) == []
     theirs = b"theirs\n" * 40
-    upload_as(sb, BOB, tmp_path, "r.txt", theirs)
-    time.sleep(RECENT + 0.3)
-    src = tmp_path / "r.txt"
-    src.write_bytes(b"mine\n")
-    mark = time.time()
-    assert cp(src, slot_dir / "r.txt").returncode == 0
-    settle(lambda: len(sb.calls()))
+    m, mark, result = over_a_colleagues_upload(sb, mount, tmp_path, "poll=30", "r.txt", theirs, RECENT + 0.3)
+    assert result.returncode == 0, result.stderr
     assert len(probes(sb, mark)) == 1
     assert 1 <= len(after(sb, mark, content="log")) <= 5  # the poll (and retries), refused; not tried again
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) == ("r.txt", b"mine\n")

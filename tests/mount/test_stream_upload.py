@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import daemon_pids, force_unmount, settle
+from mounthelp import daemon_pids, force_unmount, held_writer, settle
 from test_upload_failures import cli, unsent
 from test_write import server_file
 
@@ -220,19 +220,7 @@ def test_kill_9_mid_stream_stores_nothing_and_keeps_the_spool_entry(sandbox, mou
     mnt = mount(sb)
     target = mnt.path.joinpath(*SLOT) / "big.bin"
     block = os.urandom(MIB)
-    proc = subprocess.Popen([sys.executable, "-c", f"""
-import os, sys, time
-block = bytes.fromhex(sys.stdin.readline().strip())
-fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-for i in range(16):
-    os.write(fd, block)
-print("wrote", flush=True)
-time.sleep(60)
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdin and proc.stdout
-    proc.stdin.write(block.hex() + "\n")
-    proc.stdin.flush()
-    assert proc.stdout.readline().strip() == "wrote"
+    proc = held_writer(target, block, 16)
     deadline = time.monotonic() + 30
     while "upload started while it is written" not in mnt.log and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, daemon_pids, force_unmount
+from mounthelp import REPO, daemon_pids, force_unmount, held_writer
 from test_write import server_file
 
 redcap = pytest.importorskip("redcap")
@@ -104,19 +104,7 @@ def test_kill_9_mid_write_keeps_what_was_written(sandbox, mount, tmp_path: Path)
     mnt = mount(sb)
     target = mnt.path.joinpath(*SLOT) / "big.bin"
     chunk = os.urandom(1 << 20)
-    writer = subprocess.Popen([sys.executable, "-c", f"""
-import os, sys, time
-chunk = bytes.fromhex(sys.stdin.readline().strip())
-fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-for i in range(8):
-    os.write(fd, chunk)
-print("wrote", flush=True)
-time.sleep(60)
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert writer.stdin and writer.stdout
-    writer.stdin.write(chunk.hex() + "\n")
-    writer.stdin.flush()
-    assert writer.stdout.readline().strip() == "wrote"
+    writer = held_writer(target, chunk, 8)
     (pid,) = daemon_pids(mnt.path)
     os.kill(pid, signal.SIGKILL)
     writer.kill()
