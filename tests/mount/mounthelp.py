@@ -301,3 +301,13 @@ time.sleep(60)
     proc.stdin.flush()
     assert proc.stdout.readline().strip() == "wrote"
     return proc
+
+
+def kill_mid_write(mnt: Any, writer: subprocess.Popen[str]) -> None:
+    """kill -9 the mount daemon while ``writer`` (a :func:`held_writer`) holds its file open, then the writer,
+    then clear the dead mount."""
+    (pid,) = daemon_pids(mnt.path)
+    os.kill(pid, signal.SIGKILL)
+    writer.kill()
+    writer.wait(10)
+    force_unmount(mnt.path, mnt.env)

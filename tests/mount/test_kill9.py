@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mounthelp import held_writer
 from test_recovery import kill_daemon
 from test_unsent_states import wait_for
 from test_upload_failures import SLOT, cli, unsent
@@ -70,20 +71,8 @@ def test_kill_9_during_a_write_then_mount_on_the_dead_mountpoint(chunks: int, sa
     mnt = mount(sb)
     target = mnt.path.joinpath(*SLOT) / "notes.bin"
     chunk = os.urandom(256 << 10)
-    writer = subprocess.Popen([sys.executable, "-c", f"""
-import os, sys, time
-chunk = bytes.fromhex(sys.stdin.readline().strip())
-fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-for i in range({chunks}):
-    os.write(fd, chunk)
-print("wrote", flush=True)
-time.sleep(60)
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = held_writer(target, chunk, chunks)
     try:
-        assert writer.stdin and writer.stdout
-        writer.stdin.write(chunk.hex() + "\n")
-        writer.stdin.flush()
-        assert writer.stdout.readline().strip() == "wrote"
         pid = kill_daemon(mnt)
     finally:
         writer.kill()

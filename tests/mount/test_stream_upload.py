@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import daemon_pids, force_unmount, held_writer, settle
+from mounthelp import held_writer, kill_mid_write, settle
 from test_upload_failures import cli, unsent
 from test_write import server_file
 
@@ -225,11 +224,7 @@ def test_kill_9_mid_stream_stores_nothing_and_keeps_the_spool_entry(sandbox, mou
     while "upload started while it is written" not in mnt.log and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "upload started while it is written" in mnt.log
-    (pid,) = daemon_pids(mnt.path)
-    os.kill(pid, signal.SIGKILL)
-    proc.kill()
-    proc.wait(10)
-    force_unmount(mnt.path, mnt.env)
+    kill_mid_write(mnt, proc)
     calls = imports(sb)
     assert calls and all(c.get("chunked") and c["status"] is None for c in calls), calls
     assert server_file(sb, SLOT[0], SLOT[2], SLOT[1]) is None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mounthelp import REPO, daemon_pids, force_unmount, held_writer
+from mounthelp import REPO, held_writer, kill_mid_write
 from test_write import server_file
 
 redcap = pytest.importorskip("redcap")
@@ -104,12 +103,7 @@ def test_kill_9_mid_write_keeps_what_was_written(sandbox, mount, tmp_path: Path)
     mnt = mount(sb)
     target = mnt.path.joinpath(*SLOT) / "big.bin"
     chunk = os.urandom(1 << 20)
-    writer = held_writer(target, chunk, 8)
-    (pid,) = daemon_pids(mnt.path)
-    os.kill(pid, signal.SIGKILL)
-    writer.kill()
-    writer.wait(10)
-    force_unmount(mnt.path, mnt.env)
+    kill_mid_write(mnt, held_writer(target, chunk, 8))
     entries = unsent(mnt)
     assert len(entries) == 1
     (entry,) = entries
