@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from redcapfs import dirfill
+from redcapfs import dirfill, writebuf
 
 ENV = "REDCAPFS_FUSE"
 MAX_REQUEST = 1 << 20  # 1 MiB reads and writes where the kernel allows (its max_pages limit)
@@ -204,6 +204,7 @@ def fuse_class() -> Any:
     mfusepy = load()
 
     wrapper = mfusepy.FUSE._wrapper
+    copier = writebuf.Copier(mfusepy._libfuse)
 
     class Fuse(mfusepy.FUSE):  # type: ignore[name-defined]
         def open(self, path: bytes, fip: Any) -> int:
@@ -226,6 +227,13 @@ def fuse_class() -> Any:
             view = memoryview((ctypes.c_char * size).from_address(ctypes.addressof(buf.contents))).cast("B")
             name = None if path is None else path.decode(self.encoding, self.errors)
             return int(into(name, view, offset, fip.contents.fh))
+
+        def write_buf(self, path: bytes | None, bufv: Any, offset: int, fip: Any) -> int:
+            # Registered only for operations with ``write_buf`` (the bench's passthrough has none and
+            # keeps mfusepy's ``write``): they get the request's bytes as a writebuf.WriteSource.
+            source = writebuf.WriteSource(copier, ctypes.cast(bufv, ctypes.c_void_p).value or 0)
+            name = None if path is None else path.decode(self.encoding, self.errors)
+            return int(self.operations.write_buf(name, source, offset, fip.contents.fh))
 
         if mfusepy.fuse_version_major == 3:
             def _wrapper(self, func: Any, *args: Any, **kwargs: Any) -> Any:

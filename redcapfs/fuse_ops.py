@@ -24,6 +24,7 @@ from redcapfs.errors import AlreadyExists, IpBanned, RedcapError, errno_for
 from redcapfs.fs.handles import read_into
 from redcapfs.fs.kernelpages import KernelPages
 from redcapfs.tree import Stat, Tree
+from redcapfs.writebuf import WriteSource
 
 _fuse = binding.load()
 FuseOSError: Any = _fuse.FuseOSError
@@ -83,14 +84,17 @@ class RequestSizes:
         self._lock = threading.Lock()
         self.reads: Counter[int] = Counter()
         self.writes: Counter[int] = Counter()
+        self.from_buffer = 0  # writes whose bytes went from libfuse's buffer to the file (writebuf.py)
 
-    def count(self, counter: Counter[int], size: int) -> None:
+    def count(self, counter: Counter[int], size: int, from_buffer: bool = False) -> None:
         with self._lock:
             counter[size] += 1
+            self.from_buffer += from_buffer
 
     def summary(self) -> str:
         with self._lock:
-            return f"read sizes {_top(self.reads)}; write sizes {_top(self.writes)}"
+            return (f"read sizes {_top(self.reads)}; write sizes {_top(self.writes)}; "
+                    f"{self.from_buffer} of {self.writes.total()} writes from libfuse's buffer")
 
 
 def _top(counter: Counter[int]) -> str:
@@ -191,6 +195,12 @@ class RedcapOperations(Operations):
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         self.sizes.count(self.sizes.writes, len(data))
         return self.tree.write(fh, data, offset)
+
+    @operation
+    def write_buf(self, path: str | None, source: WriteSource, offset: int, fh: int) -> int:
+        """``write`` with the bytes left in libfuse's buffer until the spool file takes them (writebuf.py)."""
+        self.sizes.count(self.sizes.writes, source.size, from_buffer=True)
+        return self.tree.write_from(fh, source, offset)
 
     @operation
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:

@@ -66,7 +66,7 @@ from redcapfs.client.base import RedcapClient
 from redcapfs.errors import AlreadyExists, InvalidArgument, IsADirectory, Locked, NotPermitted
 from redcapfs.fs import rules
 from redcapfs.fs.attributes import Attributes
-from redcapfs.fs.base import WRITE_FLAGS, FileNode, Stat, TreeOptions
+from redcapfs.fs.base import WRITE_FLAGS, ByteSource, FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
 from redcapfs.fs.design import DesignReload
 from redcapfs.fs.feed import ChangeFeed
@@ -249,6 +249,12 @@ class Tree:
         if self.repo.owns(fh):
             return self.repo.write(fh, data, offset)
         return self.writing.write(fh, data, offset)
+
+    def write_from(self, fh: int, source: ByteSource, offset: int) -> int:
+        """``write`` of bytes that copy themselves into the writer's file (no Python object on the way)."""
+        if self.repo.owns(fh):
+            return self.repo.write(fh, source.take(), offset)
+        return self.writing.write_from(fh, source, offset)
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         """``ftruncate`` changes the handle's copy; ``truncate(path)`` uploads at once (no close follows)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from redcapfs.shape import Slot
 from redcapfs.tempnames import TempNames
@@ -13,6 +13,18 @@ if TYPE_CHECKING:
     from redcapfs.fs.localfiles import LocalFile
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR
+
+
+class ByteSource(Protocol):
+    """A write's bytes that copy themselves where they go: the FUSE layer's are still in libfuse's buffer."""
+
+    size: int
+
+    def into_fd(self, fd: int, offset: int) -> int:
+        """Write them at ``offset`` of ``fd``; how many were written."""
+
+    def take(self) -> bytes:
+        """The bytes, as one object (for writes that are not to a file)."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgument, NotPermitted
 from redcapfs.fs import rules
-from redcapfs.fs.base import FileNode, TreeOptions
+from redcapfs.fs.base import ByteSource, FileNode, TreeOptions
 from redcapfs.fs.content import ServerContent
 from redcapfs.fs.emptygrace import EmptyGrace
 from redcapfs.fs.handles import Handle, Handles
@@ -190,6 +190,13 @@ class Writing:
 
     # ------------------------------------------------------------ changing bytes
     def write(self, fh: int, data: bytes, offset: int) -> int:
+        return self._write(fh, offset, lambda fd: os.pwrite(fd, data, offset))
+
+    def write_from(self, fh: int, source: ByteSource, offset: int) -> int:
+        """``write`` whose bytes copy themselves into the writer's file (the FUSE layer's ``write_buf``)."""
+        return self._write(fh, offset, lambda fd: source.into_fd(fd, offset))
+
+    def _write(self, fh: int, offset: int, put: Callable[[int], int]) -> int:
         handle = self.handles.get(fh)
         if not handle.writable or handle.local is None:
             raise InvalidArgument("file not open for writing")
@@ -199,7 +206,7 @@ class Writing:
             self._detach_from_cache(local)
             local.entry.writing()  # before the bytes change: a crash now leaves it incomplete, not final
             self.streams.before_write(local, offset)  # a stream that cannot take these bytes stops first
-            written = os.pwrite(local.fd, data, offset)
+            written = put(local.fd)
             local.written()
             self.streams.after_write(local, written)
         return written

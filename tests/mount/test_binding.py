@@ -145,7 +145,39 @@ def test_request_sizes_that_arrive(sandbox: Any, mount: Any, tmp_path: Path) -> 
     expected = 1 << 20 if LIBFUSE == 3 else 128 << 10
     assert max(writes) == expected, writes
     assert sum(size * n for size, n in writes.items()) == 8 << 20
+    count = sum(writes.values())  # every one went from libfuse's buffer into the spool (redcapfs/writebuf.py)
+    assert f"{count} of {count} writes from libfuse's buffer" in mnt.log, mnt.log[-2000:]
     if LIBFUSE == 3 and "readahead 1024 KiB" in again.log:
         assert max(reads) == 1 << 20, reads
     else:
         assert max(reads) <= 256 << 10, reads
+
+
+def test_writes_out_of_order_land_byte_for_byte(sandbox: Any, mount: Any) -> None:
+    """Writes at any offset, backwards, overlapping and past a hole, reach REDCap exactly (PyCap reads back).
+
+    Each write's bytes go from libfuse's buffer into the spool file with libfuse's own copy
+    (``write_buf``); what they must add up to is what a local file would hold.
+    """
+    sb = sandbox()
+    mnt = mount(sb)
+    target = mnt.path.joinpath(*EMPTY) / "pieces.bin"
+    expected = bytearray(3 << 20)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for start in range((3 << 20) - (192 << 10), -1, -(192 << 10)):  # backwards, 192 KiB at a time
+            block = os.urandom(192 << 10)
+            assert os.pwrite(fd, block, start) == len(block)
+            expected[start:start + len(block)] = block
+        patch = os.urandom(300_001)  # overlapping, odd length and offset
+        assert os.pwrite(fd, patch, 777_777) == len(patch)
+        expected[777_777:777_777 + len(patch)] = patch
+        tail = os.urandom(5)  # past a hole of 4 KiB: zeros in between
+        assert os.pwrite(fd, tail, len(expected) + 4096) == 5
+        expected += bytes(4096) + tail
+    finally:
+        os.close(fd)
+    content, headers = redcap.Project(sb.url, sb.token).export_file(record=EMPTY[0], field=EMPTY[2], event=EMPTY[1])
+    assert headers["name"] == "pieces.bin"
+    assert content == bytes(expected)
+    assert target.read_bytes() == bytes(expected)
