@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 from redcapfs import __version__
 from redcapfs import errors as E
 
+from . import directsend
 from .params import api_form
 from .ratelimit import BanLatch, RateLimiter
 from .responses import CallContext, error_for, is_retryable, json_answer, rows_answer, text_answer, write_answer
@@ -55,11 +56,12 @@ class RetryPolicy:
 
 
 class _BigBlockAdapter(HTTPAdapter):
-    """An adapter whose connections send request bodies in 1 MiB blocks (fast streamed uploads)."""
+    """An adapter whose connections send request bodies in 1 MiB blocks, and streamed forms their own chunks."""
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
         pool_kwargs.setdefault("blocksize", CHUNK)
         super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+        directsend.install(self.poolmanager)
 
 
 class _Secret:

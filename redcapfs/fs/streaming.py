@@ -80,10 +80,6 @@ log = logging.getLogger(__name__)
 
 STREAM_UPLOAD = 8 << 20  # the mount's default threshold (-o stream_upload)
 BLOCK = 1 << 20  # bytes read from the spool at a time
-# Bytes per chunk of the body. urllib3 copies each chunk into its framing (``b"%x\r\n%b\r\n" % ...``) with
-# the GIL held; a result of 128 KiB or more is a fresh mmap every time (glibc), which made that copy cost
-# 0.1 s of CPU per 256 MiB, against 0.012 s below it, and held up the FUSE threads meanwhile.
-PIECE = 120 << 10
 WAKE = 4 << 20  # the sender wakes once this much more is written (or the file ends): fewer thread switches
 MAX_STREAMS = 4  # at once: each holds a pooled connection for as long as its file is written (pool: 16)
 Ordinary = Callable[[], None]  # the ordinary Import File of the file from the spool (Uploader)
@@ -167,7 +163,7 @@ class Stream:
         """The file's bytes as they are written, read into one reused buffer.
 
         Each piece is a view of that buffer, valid until the next one is asked
-        for: urllib3 copies a piece into its chunk framing and sends it before
+        for: the form sends a piece (or urllib3 copies it into its framing) before
         it asks (a fresh 1 MiB object per read cost as much CPU as the send).
         """
         buf = memoryview(bytearray(BLOCK))
@@ -190,8 +186,7 @@ class Stream:
                     raise StreamAborted(self._why)
             if got != want:
                 raise StreamAborted(f"the spool file ended at {sent + got} bytes, not {sent + want}")
-            for at in range(0, want, PIECE):
-                yield buf[at:min(want, at + PIECE)]
+            yield buf[:want]  # sent before the next is asked for (client/chunkedform.py)
             sent += want
 
     def _run(self) -> None:

@@ -44,6 +44,7 @@ class BodyReader:
         self.consumed = 0
         self._chunk_left = 0
         self._done = not chunked and not self.remaining
+        self.largest_chunk = 0  # of a chunked body (the request log shows how a client framed it)
 
     def read(self, size: int = CHUNK) -> bytes:
         """Up to ``size`` bytes; ``b""`` at the end of the body."""
@@ -67,6 +68,7 @@ class BodyReader:
             if not line:  # not the last chunk: the client went away (or gave up) mid-body
                 raise ConnectionError("client closed the connection mid-body")
             self._chunk_left = int(line.split(b";")[0].strip() or b"0", 16)
+            self.largest_chunk = max(self.largest_chunk, self._chunk_left)
             if self._chunk_left == 0:
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers

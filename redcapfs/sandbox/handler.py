@@ -178,6 +178,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return
         entry = new_entry()
         self._logged = False
+        self._chunked_reader: BodyReader | None = None
         try:
             self._serve_api(entry)
         except Abort:
@@ -192,6 +193,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         """Write the call's request-log line once."""
         if not self._logged:
             self._logged = True
+            reader = self._chunked_reader
+            if reader is not None:
+                entry["largest_chunk"] = reader.largest_chunk
             self.sandbox.request_log.write(entry)
 
     def _not_implemented(self) -> None:
@@ -231,6 +235,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         reader = self._body_reader()
         if reader.chunked:
             entry["chunked"] = True
+            self._chunked_reader = reader  # its largest chunk goes into the log line (_log)
         dropped = self.sandbox.config.no_chunked if reader.chunked else None  # --no-chunked: a proxy's loss
         if dropped == "411":
             self._length_required(reader, entry)

@@ -9,6 +9,8 @@ travelled.
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from redcapfs import errors as E
 from redcapfs.client import HttpClient
-from redcapfs.client.chunkedform import ChunkedFileForm
+from redcapfs.client.chunkedform import PIECE, ChunkedFileForm
 from redcapfs.client.formbody import BLOCK, FileForm
 from redcapfs.fs.streaming import StreamAborted
 
@@ -95,3 +97,79 @@ def test_a_refusal_of_the_chunked_body_is_an_answer_with_its_status(sandbox) -> 
         client.import_file_stream(SLOT["record"], SLOT["field"], "scan.bin", blocks(b"x" * BLOCK, 4096),
                                   event=SLOT["event"])
     assert info.value.status == 400 and "No valid file was uploaded" in info.value.message
+
+
+def test_on_the_clients_own_connection_each_piece_is_one_chunk(sandbox) -> None:
+    """The form frames and sends its pieces itself (client/directsend.py): a 1 MiB piece is a 1 MiB chunk."""
+    sb = sandbox()
+    data = os.urandom(3 * BLOCK + 5)
+    with HttpClient(sb.url, sb.token, rate_limit=None) as client:
+        client.import_file_stream(SLOT["record"], SLOT["field"], "scan.bin", blocks(data, BLOCK),
+                                  event=SLOT["event"])
+    assert stored(sb) == data
+    (call,) = sb.calls(at_least=1, content="file", action="import")
+    assert call["largest_chunk"] == BLOCK, call
+
+
+class RelayProxy:
+    """A plain-HTTP forward proxy on 127.0.0.1: each request's absolute URL becomes a path, then bytes flow."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.requests = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        rfile = client.makefile("rb")
+        line = rfile.readline()
+        method, url, version = line.split(b" ", 2)
+        path = b"/" + url.split(b"/", 3)[3]  # http://host:port/api/ -> /api/
+        self.requests += 1
+        upstream.sendall(b" ".join([method, path, version]))
+        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        while True:
+            data = rfile.read1(1 << 16)
+            if not data:
+                break
+            upstream.sendall(data)
+        upstream.shutdown(socket.SHUT_WR)
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        while data := src.recv(1 << 16):
+            dst.sendall(data)
+        dst.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_through_a_proxy_urllib3_frames_the_pieces_and_the_bytes_arrive(sandbox, monkeypatch) -> None:
+    """Through a proxy the form hands urllib3 its pieces (its pool classes, not ours), 120 KiB a chunk."""
+    sb = sandbox()
+    port = int(sb.url.rsplit(":", 1)[1].split("/")[0])
+    proxy = RelayProxy(port)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.setenv("NO_PROXY", "")
+    data = os.urandom(2 * BLOCK + 7)
+    try:
+        with HttpClient(sb.url, sb.token, rate_limit=None) as client:
+            client.import_file_stream(SLOT["record"], SLOT["field"], "scan.bin", blocks(data, BLOCK),
+                                      event=SLOT["event"])
+    finally:
+        proxy.close()
+    assert proxy.requests >= 1
+    assert stored(sb) == data
+    (call,) = sb.calls(at_least=1, content="file", action="import")
+    assert call.get("chunked") is True and call["largest_chunk"] == PIECE, call
