@@ -48,6 +48,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON document to FILE")
     p.add_argument("--work-dir", help="where sandboxes, mounts and files go (default: a new folder in TMPDIR)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs of every mount and sandbox)")
+    p.add_argument("--no-drop-caches", action="store_true",
+                   help="leave the page cache alone between reps (by default root drops it; see benchlib/tools.py)")
     return p.parse_args(argv)
 
 
@@ -56,6 +58,7 @@ def config(args: argparse.Namespace, work: Path) -> Config:
     for name in ("reps", "small_reps", "files"):
         if getattr(args, name) is not None:
             setattr(cfg, name, max(1, getattr(args, name)))
+    cfg.drop_caches = not args.no_drop_caches
     return cfg
 
 

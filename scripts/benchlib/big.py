@@ -18,7 +18,7 @@ from .config import Config, size_label
 from .procs import Mount, Passthrough, Sandbox, cpu_seconds
 from .projects import Project, Slot, random_file, write_project
 from .stats import Figure, Goal, Sample
-from .tools import Curl, cp, fio, http_client, measure, settle
+from .tools import Curl, cp, fio, fresh_memory, http_client, measure, settle, stored_files
 
 OPTIONS = "rate=off"  # limiter lifted: curl, HttpClient and PyCap have none either
 WRITERS = ("wcurl", "wclient", "wmount", "wcurlt", "wmountt")  # uploads go into empty slots: WRITER + rep
@@ -146,10 +146,15 @@ def run(cfg: Config) -> list[Figure]:
             tls = Sandbox(work, "big-https", pdir, 0, tls=True)
             try:
                 curl, slow_curl, tls_curl, client = Curl(sb, work), Curl(slow, work), Curl(tls, work), http_client(sb)
+                warm = [big, *stored_files(sb, slow, tls)]  # what the reps read: the source, the seeded copies
                 for rep in range(1, cfg.reps + 1):
+                    fresh_memory(cfg, *warm)
                     run.rep_transfers(sb, curl, client, rep)
+                    fresh_memory(cfg, *warm)
                     run.rep_https(tls, tls_curl, rep)
+                    fresh_memory(cfg, *warm)
                     run.rep_fio(sb)
+                    fresh_memory(cfg, *warm)
                     run.rep_latency(slow, slow_curl)
                 client.close()
             finally:

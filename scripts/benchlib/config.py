@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ class Config:
     latency_ms: float = 50.0  # the "slow server" latency of the cold-read and small-file figures
     fio_bs: tuple[int, ...] = (256 * 1024, MIB)
     quick: bool = False
+    drop_caches: bool = True  # before each large-file and find rep, where the bench may (root): tools.fresh_memory
 
     @classmethod
     def quick_run(cls, work: Path) -> Config:
@@ -36,7 +38,16 @@ class Config:
         return {"reps": self.reps, "small_reps": self.small_reps, "big_bytes": self.big_bytes,
                 "rss_bytes": self.rss_bytes, "files": self.files, "file_bytes": self.file_bytes,
                 "parallel": self.parallel, "find_records": self.find_records, "latency_ms": self.latency_ms,
-                "fio_block_sizes": list(self.fio_bs), "quick": self.quick}
+                "fio_block_sizes": list(self.fio_bs), "quick": self.quick,
+                "drop_caches": self.drop_caches and can_drop_caches()}
+
+
+def can_drop_caches() -> bool:
+    """Whether this process may write /proc/sys/vm/drop_caches (root on Linux)."""
+    return os.access(DROP_CACHES, os.W_OK)
+
+
+DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 
 def size_label(n: int) -> str:

@@ -17,7 +17,7 @@ from .config import Config
 from .procs import Mount, Sandbox
 from .projects import Project, Slot, write_project
 from .stats import Figure, Goal, Sample
-from .tools import measure
+from .tools import fresh_memory, measure, stored_files
 
 OPTIONS = "rate=off"
 FIELDS = ["doc", *(f"field{i}" for i in range(2, 11))]
@@ -61,6 +61,7 @@ def run(cfg: Config) -> list[Figure]:
     mount_s: list[Sample] = []
     try:
         for _ in range(cfg.small_reps):
+            fresh_memory(cfg, local, *stored_files(sb))
             local_s.append(measure(None, lambda: entries.__setitem__("local", _find(local))))
             with Mount(sb, work, OPTIONS) as m:
                 mount_s.append(measure(sb, lambda mp=m.mp: entries.__setitem__("mount", _find(mp))))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import DROP_CACHES, MIB, Config, can_drop_caches
 from .procs import Sandbox
 from .stats import Sample, timed
 
@@ -131,3 +132,36 @@ def measure(sb: Sandbox | None, fn: Any) -> Sample:
 def settle() -> None:
     """Flush dirty pages between samples, so one sample's writeback does not land in the next one's time."""
     os.sync()
+
+
+def stored_files(*sandboxes: Sandbox) -> list[Path]:
+    """The sandboxes' databases and the files they were seeded with (before any rep uploads more)."""
+    found: list[Path] = []
+    for sb in sandboxes:
+        found += sorted(p for p in sb.data.rglob("*") if p.is_file())
+    return found
+
+
+def fresh_memory(cfg: Config, *warm: Path) -> None:
+    """Before a rep: write back and drop the clean page cache (root only), then read ``warm`` into it again.
+
+    On the 2-core VM this bench is run on, every process slowed down once a few GB of page cache had
+    built up during a run: after three reps of 256 MiB copies in and out, a passthrough ``cp`` took
+    1.3-1.4 s instead of 0.22 s, its daemon's CPU time rose fourfold with it, and the direct references
+    swung as much. Dropping the page cache before each rep gave steady reps (an interleaved A/B, 7 reps
+    each way). The files a rep reads (its sources, the sandbox's stored copies, the local ``find`` tree:
+    files are read whole, folders walked by ``find``) are read again first, untimed, so what is timed starts from
+    the page cache it always did. ``--no-drop-caches`` leaves the cache alone; so does a run that is not root.
+    """
+    if not cfg.drop_caches or not can_drop_caches():
+        return
+    os.sync()
+    with open(DROP_CACHES, "w", encoding="ascii") as fh:
+        fh.write("1")
+    for path in warm:
+        if path.is_dir():  # what the timed `find` will read: its own walk, untimed
+            subprocess.run(["find", str(path)], check=True, stdout=subprocess.DEVNULL)
+            continue
+        with open(path, "rb", buffering=0) as fh:
+            while fh.read(MIB):
+                pass
