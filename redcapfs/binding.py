@@ -199,6 +199,17 @@ def keep_thread_state() -> None:
     _kept.state = True
 
 
+def _write_only_direct(operations: Any, fi: Any) -> None:
+    """A write-only handle bypasses the kernel's page cache (FOPEN_DIRECT_IO), for operations that ask.
+
+    Its writes then go from the writer's own buffer into the request: the kernel
+    neither copies them into page-cache pages first nor keeps those pages. No
+    mmap is possible on a write-only handle, so nothing depends on the cache.
+    """
+    if getattr(operations, "direct_writes", False) and fi.flags & os.O_ACCMODE == os.O_WRONLY:
+        fi.direct_io = 1
+
+
 def fuse_class() -> Any:
     """``mfusepy.FUSE`` handing rename flags and ftruncate's handle to the operations (mfusepy 3.1 drops both)."""
     mfusepy = load()
@@ -215,6 +226,13 @@ def fuse_class() -> Any:
             keeps = getattr(self.operations, "keeps_pages", None)
             if keeps is not None and keeps(fi.fh):
                 fi.keep_cache = 1
+            _write_only_direct(self.operations, fi)
+            return 0
+
+        def create(self, path: bytes, mode: int, fip: Any) -> int:
+            fi = fip.contents
+            fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
+            _write_only_direct(self.operations, fi)
             return 0
 
         def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:

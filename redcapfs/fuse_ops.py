@@ -110,6 +110,7 @@ class RedcapOperations(Operations):
     # libfuse2 drops a setattr that sets only one of the two times (`touch -m -d`, `tar -x`) unless the
     # filesystem says it understands UTIME_OMIT; libfuse3 always passes the markers (utimens below).
     flag_utime_omit_ok = True
+    direct_writes = True  # write-only handles bypass the kernel's page cache (binding.py)
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree

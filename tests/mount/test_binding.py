@@ -181,3 +181,34 @@ def test_writes_out_of_order_land_byte_for_byte(sandbox: Any, mount: Any) -> Non
     assert headers["name"] == "pieces.bin"
     assert content == bytes(expected)
     assert target.read_bytes() == bytes(expected)
+
+
+def test_write_only_appends_and_a_shared_writable_mmap_both_reach_redcap(sandbox: Any, mount: Any) -> None:
+    """A write-only handle bypasses the kernel's page cache (binding.py); O_APPEND still appends at the
+    end, and an O_RDWR handle (which keeps the cache) can still be mapped shared and written through."""
+    import mmap
+
+    sb = sandbox()
+    mnt = mount(sb)
+    slot = mnt.path.joinpath(*EMPTY)
+    first, more = os.urandom(300_000), os.urandom(70_001)
+    (slot / "log.bin").write_bytes(first)
+    fd = os.open(slot / "log.bin", os.O_WRONLY | os.O_APPEND)
+    try:
+        assert os.write(fd, more) == len(more)
+    finally:
+        os.close(fd)
+    project = redcap.Project(sb.url, sb.token)
+    content, _ = project.export_file(record=EMPTY[0], field=EMPTY[2], event=EMPTY[1])
+    assert content == first + more
+
+    fd = os.open(slot / "log.bin", os.O_RDWR)
+    try:
+        with mmap.mmap(fd, len(first), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mapped:
+            mapped[:5] = b"HELLO"
+            mapped.flush()
+    finally:
+        os.close(fd)
+    content, headers = project.export_file(record=EMPTY[0], field=EMPTY[2], event=EMPTY[1])
+    assert headers["name"] == "log.bin"
+    assert content == b"HELLO" + first[5:] + more
