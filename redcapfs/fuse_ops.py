@@ -111,6 +111,10 @@ class RedcapOperations(Operations):
     # filesystem says it understands UTIME_OMIT; libfuse3 always passes the markers (utimens below).
     flag_utime_omit_ok = True
     direct_writes = True  # write-only handles bypass the kernel's page cache (binding.py)
+    # libfuse2 with hard_remove has no path for a file unlinked (or renamed over) while open, and without
+    # this answers its readers' next read ENOENT itself; the operations work by handle (libfuse3 passes the
+    # requests on as it is).
+    flag_nullpath_ok = True
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree

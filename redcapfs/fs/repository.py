@@ -87,8 +87,9 @@ def duplicate_name(name: str, doc_id: int) -> str:
     return f"{stem} [doc {doc_id}].{ext}"
 
 
-def is_repo_path(path: str) -> bool:
-    return path == ROOT_PATH or path.startswith(ROOT_PATH + "/")
+def is_repo_path(path: str | None) -> bool:
+    """Whether ``path`` is in the File Repository (None: an operation by handle on a file with no path left)."""
+    return path is not None and (path == ROOT_PATH or path.startswith(ROOT_PATH + "/"))
 
 
 def components(path: str) -> list[str]:
