@@ -199,15 +199,9 @@ def keep_thread_state() -> None:
     _kept.state = True
 
 
-def _write_only_direct(operations: Any, fi: Any) -> None:
-    """A write-only handle bypasses the kernel's page cache (FOPEN_DIRECT_IO), for operations that ask.
-
-    Its writes then go from the writer's own buffer into the request: the kernel
-    neither copies them into page-cache pages first nor keeps those pages. No
-    mmap is possible on a write-only handle, so nothing depends on the cache.
-    """
-    if getattr(operations, "direct_writes", False) and fi.flags & os.O_ACCMODE == os.O_WRONLY:
-        fi.direct_io = 1
+def copies_buffers() -> bool:
+    """Whether this libfuse has ``fuse_buf_copy`` (2.9 and later), which ``write_buf`` needs (writebuf.py)."""
+    return hasattr(load()._libfuse, "fuse_buf_copy")
 
 
 def fuse_class() -> Any:
@@ -215,7 +209,7 @@ def fuse_class() -> Any:
     mfusepy = load()
 
     wrapper = mfusepy.FUSE._wrapper
-    copier = writebuf.Copier(mfusepy._libfuse)
+    copier = writebuf.Copier(mfusepy._libfuse) if copies_buffers() else None
 
     class Fuse(mfusepy.FUSE):  # type: ignore[name-defined]
         def open(self, path: bytes, fip: Any) -> int:
@@ -226,13 +220,6 @@ def fuse_class() -> Any:
             keeps = getattr(self.operations, "keeps_pages", None)
             if keeps is not None and keeps(fi.fh):
                 fi.keep_cache = 1
-            _write_only_direct(self.operations, fi)
-            return 0
-
-        def create(self, path: bytes, mode: int, fip: Any) -> int:
-            fi = fip.contents
-            fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
-            _write_only_direct(self.operations, fi)
             return 0
 
         def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:
@@ -249,6 +236,7 @@ def fuse_class() -> Any:
         def write_buf(self, path: bytes | None, bufv: Any, offset: int, fip: Any) -> int:
             # Registered only for operations with ``write_buf`` (the bench's passthrough has none and
             # keeps mfusepy's ``write``): they get the request's bytes as a writebuf.WriteSource.
+            assert copier is not None  # registered only where libfuse has fuse_buf_copy (RedcapOperations)
             source = writebuf.WriteSource(copier, ctypes.cast(bufv, ctypes.c_void_p).value or 0)
             name = None if path is None else path.decode(self.encoding, self.errors)
             return int(self.operations.write_buf(name, source, offset, fip.contents.fh))

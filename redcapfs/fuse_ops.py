@@ -110,7 +110,6 @@ class RedcapOperations(Operations):
     # libfuse2 drops a setattr that sets only one of the two times (`touch -m -d`, `tar -x`) unless the
     # filesystem says it understands UTIME_OMIT; libfuse3 always passes the markers (utimens below).
     flag_utime_omit_ok = True
-    direct_writes = True  # write-only handles bypass the kernel's page cache (binding.py)
     # libfuse2 with hard_remove has no path for a file unlinked (or renamed over) while open, and without
     # this answers its readers' next read ENOENT itself; the operations work by handle (libfuse3 passes the
     # requests on as it is).
@@ -120,6 +119,8 @@ class RedcapOperations(Operations):
         self.tree = tree
         self.on_init = on_init
         self.sizes = RequestSizes()
+        if not binding.copies_buffers():
+            self.write_buf = None  # type: ignore[method-assign,assignment]  # libfuse < 2.9: mfusepy registers ``write``
         self.pages = KernelPages()  # which reopen may keep the kernel's cached pages (fs/kernelpages.py)
 
     # ------------------------------------------------------------ lifecycle
@@ -138,21 +139,25 @@ class RedcapOperations(Operations):
 
     # ------------------------------------------------------------ lookups
     @operation
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
         return _stat_dict(self.tree.getattr(path, fh))
 
     @operation
-    def readdir(self, path: str, fh: int) -> list[Any]:
+    def readdir(self, path: str | None, fh: int) -> list[Any]:
         entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+        if path is None:  # a folder removed while open (libfuse passes no path): empty
+            return entries
         for name, is_dir in self.tree.readdir(path):
             # Only the type: the kernel gets d_type without a size, so `ls`/`find` download nothing.
             entries.append((name, stat.S_IFDIR if is_dir else stat.S_IFREG, 0))
         return entries
 
     @operation
-    def readdir_plus(self, path: str, fh: int) -> list[Any]:
+    def readdir_plus(self, path: str | None, fh: int) -> list[Any]:
         """readdir with each directory's attributes (binding.py, READDIRPLUS); files keep only their type."""
         entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+        if path is None:  # a folder removed while open (libfuse passes no path): empty
+            return entries
         for name, is_dir, st in self.tree.readdir_stats(path):
             kind = stat.S_IFDIR if is_dir else stat.S_IFREG
             entries.append((name, _shared_stat_dict(st) if st is not None else kind, 0))

@@ -147,7 +147,7 @@ class Tree:
                                    self._new_model, self.records.invalidate)  # fs/design.py
 
     # ================================================================ lookups
-    def getattr(self, path: str, fh: int | None = None) -> Stat:
+    def getattr(self, path: str | None, fh: int | None = None) -> Stat:
         """Attributes; a file's size is exact (asked of the server or downloaded if unknown)."""
         self.feed.touch()
         handle = self.handles.find(fh)
@@ -155,6 +155,8 @@ class Tree:
             return self.stats.local_stat(handle.local)
         if handle is not None and handle.node is not None:  # a reader: the version it reads, not the path's
             return self.stats.server_stat(handle.node, read_size(handle))
+        if path is None:  # by handle, of a File Repository file unlinked while open: what it reads
+            return self.stats.open_stat(handle.fd if handle is not None else -1)
         if self.repo.owns(fh) or is_repo_path(path):
             self.rights.check_repository(path)
             return self.repo.getattr(path, fh)

@@ -33,7 +33,9 @@ from .transport import Transport
 
 # Bytes per chunk where urllib3 frames the pieces (through a proxy: see directsend.py). urllib3 copies each
 # chunk into its framing with the GIL held; a result of 128 KiB or more is a fresh mmap every time (glibc),
-# which made that copy cost 0.1 s of CPU per 256 MiB, against 0.012 s below it.
+# which made that copy cost 0.1 s of CPU per 256 MiB, against 0.012 s below it. Where the form sends a
+# piece itself, it sends it in slices of this size: the socket's timeout (urllib3 sends the body under the
+# connect timeout) bounds each ``sendall`` whole, so a slow uplink needs only PIECE, not 1 MiB, per timeout.
 PIECE = 120 << 10
 
 
@@ -68,7 +70,8 @@ class ChunkedFileForm:
             sock = getattr(self.connection, "sock", None)
             if sock is not None:
                 sock.sendall(b"%x\r\n" % len(piece))
-                sock.sendall(piece)
+                for at in range(0, len(piece), PIECE):  # each sendall has the socket's whole timeout
+                    sock.sendall(piece[at:at + PIECE])
                 sock.sendall(b"\r\n")
                 yield b""  # sent: urllib3 skips an empty chunk
             else:

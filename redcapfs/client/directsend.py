@@ -28,7 +28,8 @@ class _LendsItself:
     """``request`` tells a body that can send itself which connection it is on, for as long as it is sent."""
 
     def request(self, method: str, url: str, body: Any = None, headers: Any = None, **kw: Any) -> None:
-        lend = getattr(body, "sends_itself", False)
+        # Only with chunked framing: sent raw (a Content-Length body), the form's framing would be file bytes.
+        lend = getattr(body, "sends_itself", False) and kw.get("chunked", False)
         if lend:
             body.connection = self
         try:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from redcapfs import names
+from redcapfs.errors import NotFound
 from redcapfs.fs import rules
 from redcapfs.fs.base import FileNode, Stat, TreeOptions
 from redcapfs.fs.content import ServerContent
@@ -94,3 +95,10 @@ class Attributes:
         mode = local.mode if local.mode is not None else rules.file_mode(self.options)
         kind = stat.S_IFREG if local.link_target is None else stat.S_IFLNK  # an editor's lock link
         return Stat(False, size, kind | mode, mtime, self.options.uid, self.options.gid)
+
+    def open_stat(self, fd: int) -> Stat:
+        """The attributes of an open file with no path left (libfuse passes none after an unlink): its own."""
+        if fd < 0:
+            raise NotFound("the file was removed, and no open file of it is known", "")
+        st = os.fstat(fd)
+        return Stat(False, st.st_size, stat.S_IFREG | 0o444, st.st_mtime_ns, self.options.uid, self.options.gid)

@@ -128,7 +128,7 @@ def _served(handle: Handle, size: int, offset: int, pread: Callable[[int], T], c
     if local is not None:
         if local.fill is not None:  # a writer's copy not yet filled: its first read fetches the bytes
             with local.lock:
-                local.ensure_filled()
+                local.ensure_filled(reading=True)
         return pread(local.fd)
     flight = handle.flight
     if flight is None:

@@ -135,16 +135,17 @@ class LocalFile:
         if self.state in (S.NEW, S.TRUNCATED, S.CLEAN, S.DIRTY, S.UNSENT):
             self.to(S.DIRTY, unless_unlinked=True)
 
-    def ensure_filled(self, needed: bool = True) -> None:
+    def ensure_filled(self, needed: bool = True, reading: bool = False) -> None:
         """Copy the starting version in before its bytes are used (caller holds ``lock``).
 
         ``needed=False`` (a truncation to empty): the bytes would be cut anyway, so none are fetched.
-        An unlinked copy is never filled: its writes go nowhere.
+        An unlinked copy is not filled for a write (its writes go nowhere), but is for a read: a reader
+        of it would otherwise read an empty file as if it were whole (a failed fill is its EIO instead).
         """
         fill = self.fill
         if fill is None:
             return
-        if needed and not self.unlinked:
+        if needed and (reading or not self.unlinked):
             try:
                 fill(self.fd)
             except BaseException:
