@@ -43,7 +43,8 @@ class ChunkedFileForm:
     """One multipart/form-data body: ``fields``, then the file part filled from ``pieces`` as they come.
 
     On one of the client's own connections (``connection``, set by directsend.py while it sends this
-    body) each piece goes to the socket whole, framed here; otherwise urllib3 frames ``PIECE`` at a time.
+    body) each piece is one chunk, framed here and sent ``PIECE`` at a time; otherwise urllib3 frames
+    each ``PIECE`` as a chunk of its own.
     """
 
     sends_itself = True  # directsend.py lends it the connection

@@ -140,7 +140,7 @@ class LocalFile:
 
         ``needed=False`` (a truncation to empty): the bytes would be cut anyway, so none are fetched.
         An unlinked copy is not filled for a write (its writes go nowhere), but is for a read: a reader
-        of it would otherwise read an empty file as if it were whole (a failed fill is its EIO instead).
+        of it would otherwise read an empty file as if it were whole (a failed fill fails the read instead).
         """
         fill = self.fill
         if fill is None:
