@@ -38,6 +38,12 @@ class BigRun:
         self.cfg, self.work, self.big, self.pt = cfg, work, big, pt
         self.out = work / "out.bin"
         self.samples: dict[str, list[Sample]] = {}
+        self.warm: list[Path] = [big]  # what a rep reads (tools.fresh_memory): the source, the seeded copies
+
+    def fresh(self) -> None:
+        """Each upload sample starts from the same page cache: one rep writes some 2 GB, and on this VM
+        writing into pages not used for a while grows dear as it goes (tools.fresh_memory)."""
+        fresh_memory(self.cfg, *self.warm)
 
     def add(self, name: str, sample: Sample) -> None:
         self.samples.setdefault(name, []).append(sample)
@@ -72,15 +78,16 @@ class BigRun:
             self._copy_out(sb, src, "cp_out_cold", first, m.pid)
             self._copy_out(sb, src, "cp_out_warm", first, m.pid)
             self._copy_out(None, self.pt.mp / "big.bin", "passthrough_read", first, self.pt.proc.pid)
-            settle()
+            self.fresh()
             self.add_cpu("sandbox_curl_upload", sb.proc.pid, lambda: self.add("curl_upload", measure(
                 sb, lambda: curl.upload(f"wcurl{rep}", "scan", self.big))))
+            self.fresh()
             self.add("client_upload", measure(sb, lambda: client.import_file(  # type: ignore[attr-defined]
                 f"wclient{rep}", "scan", str(self.big), "big.bin")))
-            settle()
+            self.fresh()
             self.add_cpu("sandbox_cp_in", sb.proc.pid, lambda: self.add_cpu("cp_in", m.pid, lambda: self.add(
                 "cp_in", measure(sb, lambda: cp(self.big, m.mp / f"wmount{rep}" / "scan" / "big.bin")))))
-            settle()
+            self.fresh()
             self.add("passthrough_write", measure(None, lambda: cp(self.big, self.pt.mp / "w.bin")))
             (self.pt.mp / "w.bin").unlink()
             self.add("mount_peak_rss", Sample(m.peak_rss_mib(), 0))
@@ -146,15 +153,15 @@ def run(cfg: Config) -> list[Figure]:
             tls = Sandbox(work, "big-https", pdir, 0, tls=True)
             try:
                 curl, slow_curl, tls_curl, client = Curl(sb, work), Curl(slow, work), Curl(tls, work), http_client(sb)
-                warm = [big, *stored_files(sb, slow, tls)]  # what the reps read: the source, the seeded copies
+                run.warm += stored_files(sb, slow, tls)
                 for rep in range(1, cfg.reps + 1):
-                    fresh_memory(cfg, *warm)
+                    run.fresh()
                     run.rep_transfers(sb, curl, client, rep)
-                    fresh_memory(cfg, *warm)
+                    run.fresh()
                     run.rep_https(tls, tls_curl, rep)
-                    fresh_memory(cfg, *warm)
+                    run.fresh()
                     run.rep_fio(sb)
-                    fresh_memory(cfg, *warm)
+                    run.fresh()
                     run.rep_latency(slow, slow_curl)
                 client.close()
             finally:
