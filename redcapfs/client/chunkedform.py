@@ -68,16 +68,16 @@ class ChunkedFileForm:
             if not len(piece):
                 continue  # an empty chunk would end the body
             self.file_bytes += len(piece)
+            slices = [piece[at:at + PIECE] for at in range(0, len(piece), PIECE)]
             sock = getattr(self.connection, "sock", None)
-            if sock is not None:
-                sock.sendall(b"%x\r\n" % len(piece))
-                for at in range(0, len(piece), PIECE):  # each sendall has the socket's whole timeout
-                    sock.sendall(piece[at:at + PIECE])
+            if sock is None:
+                yield from slices  # urllib3 frames each as a chunk
+            else:
+                sock.sendall(b"%x\r\n" % len(piece))  # one chunk, sent a slice per sendall (each its own timeout)
+                for part in slices:
+                    sock.sendall(part)
                 sock.sendall(b"\r\n")
                 yield b""  # sent: urllib3 skips an empty chunk
-            else:
-                for at in range(0, len(piece), PIECE):
-                    yield piece[at:at + PIECE]
             if self._on_sent is not None:
                 self._on_sent(self.file_bytes)
         if self._on_end is not None:
