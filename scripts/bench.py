@@ -110,6 +110,7 @@ def main(argv: list[str]) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
+    report["skipped"] += cfg.skipped
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     checked = [f for f in report["figures"] if f.get("met") is not None]
     report["goals"] = {"checked": len(checked), "met": sum(1 for f in checked if f["met"]),
@@ -122,6 +123,8 @@ def main(argv: list[str]) -> int:
         print(table(report["figures"]))
         end = " ".join(f"{x:.2f}" for x in report["machine"]["loadavg_end"])
         print(f"took {report['elapsed_s']} s; load average at end {end}" + (f"; kept {work}" if args.keep else ""))
+        for skip in report["skipped"]:
+            print(f"skipped {skip['name']}: {skip['why']}")
         for err in report["errors"]:
             print(f"ERROR in {err['group']}: {err['error']}")
     return 1 if report["errors"] else 0

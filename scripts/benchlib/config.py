@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MIB = 1 << 20
@@ -27,6 +27,7 @@ class Config:
     fio_bs: tuple[int, ...] = (256 * 1024, MIB)
     quick: bool = False
     drop_caches: bool = True  # before each large-file and find rep, where the bench may (root): tools.fresh_memory
+    skipped: list[dict[str, str]] = field(default_factory=list)  # figures a group could not take: {name, why}
 
     @classmethod
     def quick_run(cls, work: Path) -> Config:

@@ -6,6 +6,10 @@ the shape issue 12 measured). The local copy is built from the same
 definition (directories and empty files) and its entry count is checked against the mount's. Each rep
 mounts afresh (the mount reads the records index while it starts, untimed) and times its first `find`;
 the mount keeps its default records TTL, so a find that outlasts it shows the extra exports in its calls.
+
+Each rep also times `find` over ``scripts/fusefloor.c`` serving the same tree (``floor.py``): a C
+filesystem on libfuse3's low-level API that answers from arithmetic, the least any FUSE filesystem pays
+here. The mount's ratio to it is redcapfs's own share; the floor's ratio to the local tree is FUSE's.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from . import floor
 from .config import Config
 from .procs import Mount, Sandbox
 from .projects import Project, Slot, write_project
@@ -55,22 +60,47 @@ def run(cfg: Config) -> list[Figure]:
     work.mkdir()
     proj, pdir = _project(cfg, work)
     local = _local_tree(proj, work / "local")
+    exe, why = floor.build(work)
+    if exe is None:
+        cfg.skipped.append({"name": f"find_floor_{cfg.find_records}_records", "why": why})
     sb = Sandbox(work, "find", pdir, 0)
     entries: dict[str, int] = {}
     local_s: list[Sample] = []
+    floor_s: list[Sample] = []
     mount_s: list[Sample] = []
     try:
-        for _ in range(cfg.small_reps):
+        for rep in range(cfg.small_reps):
             fresh_memory(cfg, local, *stored_files(sb))
             local_s.append(measure(None, lambda: entries.__setitem__("local", _find(local))))
+            if exe is not None:
+                with floor.Floor(exe, work / f"floor{rep}", cfg.find_records, 100, proj.file_fields,
+                                 work / f"floor{rep}.log") as fl:
+                    floor_s.append(measure(None, lambda mp=fl.mp: entries.__setitem__("floor", _find(mp))))
             with Mount(sb, work, OPTIONS) as m:
                 mount_s.append(measure(sb, lambda mp=m.mp: entries.__setitem__("mount", _find(mp))))
     finally:
         sb.stop()
-    if entries["local"] != entries["mount"]:
-        raise RuntimeError(f"find: the local tree has {entries['local']} entries, the mount {entries['mount']}")
-    p = {"records": cfg.find_records, "entries": entries["mount"], "latency_ms": 0, "records_ttl": "default"}
-    ref = Figure(f"find_local_{cfg.find_records}_records", "find over the same tree on local disk", "s", local_s,
-                 params=p)
-    return [ref, Figure(f"find_{cfg.find_records}_records", "find over a fresh mount", "s", mount_s, ref,
-                        goal="<= 3", params=p, check=Goal(ratio_max=3))]
+    for other in ("mount", "floor"):
+        if other in entries and entries["local"] != entries[other]:
+            raise RuntimeError(f"find: the local tree has {entries['local']} entries, the {other} {entries[other]}")
+    return _figures(cfg, entries["mount"], local_s, floor_s, mount_s)
+
+
+def _figures(cfg: Config, entries: int, local_s: list[Sample], floor_s: list[Sample],
+             mount_s: list[Sample]) -> list[Figure]:
+    n = cfg.find_records
+    p = {"records": n, "entries": entries, "latency_ms": 0, "records_ttl": "default"}
+    ref = Figure(f"find_local_{n}_records", "find over the same tree on local disk", "s", local_s, params=p)
+    figures = [ref]
+    fl = None
+    if floor_s:
+        fl = Figure(f"find_floor_{n}_records", "find over scripts/fusefloor.c (C, libfuse3 low-level) serving "
+                    "the same tree: FUSE's floor", "s", floor_s, ref, params=p)
+        figures.append(fl)
+    mount = Figure(f"find_{n}_records", "find over a fresh mount", "s", mount_s, ref, goal="<= 3", params=p,
+                   check=Goal(ratio_max=3))
+    figures.append(mount)
+    if fl is not None:
+        figures.append(Figure(f"find_{n}_records_vs_floor", "the same finds against the floor's in the same rep",
+                              "s", mount_s, fl, params=p))
+    return figures

@@ -86,6 +86,9 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         assert fig["name"] not in names, f"{fig['name']} reported twice"
         check_figure(fig, names)
         names.add(fig["name"])
+    skipped = {s["name"] for s in report["skipped"]}
+    floor = {"find_floor_300_records", "find_300_records_vs_floor"}
+    assert floor <= names or "find_floor_300_records" in skipped, "the C floor is neither measured nor skipped"
     want = EXPECTED | (FIO if shutil.which("fio") else set())
     assert want <= names, f"missing figures: {sorted(want - names)}"
 
@@ -97,6 +100,8 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert by_name["curl_download_4MiB_lat0"]["api_calls"]["samples"] == [1, 1]
     assert set(by_name["passthrough_read_4MiB"]["api_calls"]["samples"]) == {0}
     assert set(by_name["find_local_300_records"]["api_calls"]["samples"]) == {0}
+    if "find_floor_300_records" in by_name:  # a local FUSE filesystem: no API call
+        assert set(by_name["find_floor_300_records"]["api_calls"]["samples"]) == {0}
     assert min(by_name["cp_out_cold_4MiB_lat0"]["api_calls"]["samples"]) >= 1
     assert min(by_name["cp_r_out_10x5KB"]["api_calls"]["samples"]) >= 10  # at least one export per file
 
