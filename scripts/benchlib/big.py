@@ -201,6 +201,9 @@ def figures(cfg: Config, s: dict[str, list[Sample]]) -> list[Figure]:
            Figure(f"cp_in_{L}_vs_client", "cp in, against the direct HttpClient call", "s", s["cp_in"],
                   client, params=p),
            pt_write,
+           Figure(f"passthrough_write_{L}_vs_curl", "cp into the passthrough (no network at all) against curl -F: "
+                  "what the binding's write alone costs, under cp in's goal", "s", s["passthrough_write"], cup,
+                  params=p),
            Figure(f"cp_in_{L}_vs_passthrough", "cp in, against cp into the passthrough", "s", s["cp_in"],
                   pt_write, params=p),
            *https_figures(L, s, p, cold, cp_in),
