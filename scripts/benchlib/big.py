@@ -42,7 +42,9 @@ class BigRun:
 
     def fresh(self) -> None:
         """Each upload sample starts from the same page cache: one rep writes some 2 GB, and on this VM
-        writing into pages not used for a while grows dear as it goes (tools.fresh_memory)."""
+        writing into pages not used for a while grows dear as it goes (tools.fresh_memory). Dirty pages are
+        flushed first in every case (a run that may not drop the cache still gets that)."""
+        settle()
         fresh_memory(self.cfg, *self.warm)
 
     def add(self, name: str, sample: Sample) -> None:
@@ -121,9 +123,9 @@ class BigRun:
         with Mount(sb, self.work, OPTIONS) as m:
             os.listdir(m.mp)
             self._copy_out(sb, m.mp / "big" / "doc" / "big.bin", "cp_out_cold_https", rep == 1)
-            settle()
+            self.fresh()
             self.add("curl_upload_https", measure(sb, lambda: curl.upload(f"wcurlt{rep}", "scan", self.big)))
-            settle()
+            self.fresh()
             self.add("cp_in_https", measure(sb, lambda: cp(self.big, m.mp / f"wmountt{rep}" / "scan" / "big.bin")))
 
     def rep_latency(self, sb: Sandbox, curl: Curl) -> None:

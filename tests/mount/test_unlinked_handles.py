@@ -75,3 +75,31 @@ def test_a_reader_of_a_writers_unfilled_copy_never_reads_an_empty_file_after_rm(
     finally:
         os.close(reader)
         os.close(writer)
+
+
+def test_a_folder_removed_while_open_lists_as_empty(sandbox: Any, mount: Any) -> None:
+    """An open handle of a local instance folder that `rmdir` removed lists as empty, as on a local disk
+    (the kernel answers a removed folder's getdents itself, ENOENT, which glibc reads as the end; the
+    operations' listing of a folder without a path is the fallback), on a fresh descriptor and on one that
+    had listed the folder before; the folder is gone and REDCap was never asked to delete anything."""
+    sb = sandbox()
+    m = mount(sb)
+    ae = m.path / "1002" / "week_12_arm_1" / "ae_photo"
+    os.mkdir(ae / "4")
+    os.mkdir(ae / "5")
+    fresh = os.open(ae / "4", os.O_RDONLY | os.O_DIRECTORY)
+    listed = os.open(ae / "5", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert os.listdir(listed) == []
+        os.rmdir(ae / "4")
+        os.rmdir(ae / "5")
+        time.sleep(1.2)  # past the entry and attribute timeouts
+        assert os.listdir(fresh) == []
+        os.lseek(listed, 0, os.SEEK_SET)  # rewinddir: the listing is asked for again
+        assert os.listdir(listed) == []
+    finally:
+        os.close(fresh)
+        os.close(listed)
+    assert sorted(os.listdir(ae)) == ["1", "2", "3"]
+    assert not (ae / "4").exists() and not (ae / "5").exists()
+    assert [c for c in sb.calls() if c.get("action") == "delete"] == []
