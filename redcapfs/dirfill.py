@@ -18,11 +18,23 @@ callback does is kept to what the kernel needs: the terminating request is
 recognised from the raw path before anything is decoded, and the ``struct
 stat`` of a directory entry is built once per distinct stat dict (the
 operations hand out one dict for all the field folders of a record), not per entry.
+
+Listings made ahead: with a record's (or an event's) listing the operations
+make those of its slot folders too, from memory (``readdir_plus_below``;
+fs/listings.py), and the first request for each of those folders within
+``AHEAD_FOR`` seconds is answered with it, without calling the operations:
+``find`` enters every folder it lists, at once. Each is used once, and only
+while the operations' ``listing_generation`` is what it was before the parent's
+listing began: every operation that may change a listing moves it on, before
+and after (fuse_ops.py). A change learnt from REDCap meanwhile (a poll of the
+log, a records refresh) shows from the next listing, at most ``AHEAD_FOR``
+later, as a kernel's entry cached for the entry timeout would.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 FUSE_READDIR_PLUS = 1  # libfuse3's readdir flag: the kernel asked for READDIRPLUS
@@ -31,6 +43,12 @@ FUSE_FILL_DIR_PLUS = 2  # the filler flag: this entry carries its attributes
 _LISTINGS_KEPT = 64
 _listings: dict[bytes | None, list[Any]] = {}  # by raw path: the last listings made at offset 0
 _listings_lock = threading.Lock()
+
+AHEAD_FOR = 1.0  # seconds a listing made ahead may answer its folder's first request (the entry timeout's default)
+_AHEAD_KEPT = 1024
+_ahead: dict[bytes, tuple[float, int, list[Any]]] = {}  # raw path -> (until, generation, listing), used once
+_SHOWS_NOTHING = 2  # a listing made ahead of this length holds only "." and ".."
+_counts = {"made": 0, "used": 0}  # listings made ahead, and those that answered a request (for the log)
 
 _STATS_KEPT = 256
 _stats: dict[int, tuple[Any, Any]] = {}  # id(stat dict or mode) -> (that object, kept alive; its c_stat)
@@ -67,15 +85,51 @@ def _listing(fuse: Any, path: bytes | None, fh: int, plus: bool, offset: int) ->
         if kept is not None and offset <= len(kept):
             return kept
     ops = fuse.operations
-    name = None if path is None else path.decode(fuse.encoding, fuse.errors)
-    with_attrs = getattr(ops, "readdir_plus", None) if plus else None  # the bench's passthrough has none
-    made = with_attrs(name, fh) if with_attrs is not None else ops.readdir(name, fh)
-    items = [(item, 0, 0) if isinstance(item, str) else item for item in made]
+    generation = getattr(ops, "listing_generation", None)  # read before anything is listed
+    items = _made_ahead(path, generation)
+    if items is not None and path is not None and len(items) > _SHOWS_NOTHING:
+        ops.listing_used(path.decode(fuse.encoding, fuse.errors))
+    if items is None:
+        name = None if path is None else path.decode(fuse.encoding, fuse.errors)
+        with_attrs = getattr(ops, "readdir_plus", None) if plus else None  # the bench's passthrough has none
+        made = with_attrs(name, fh) if with_attrs is not None else ops.readdir(name, fh)
+        items = [(item, 0, 0) if isinstance(item, str) else item for item in made]
+        if plus and generation is not None and path is not None:
+            _make_ahead(fuse, path, name, generation)
     with _listings_lock:
         _listings[path] = items
         while len(_listings) > _LISTINGS_KEPT:
             del _listings[next(iter(_listings))]
     return items
+
+
+def _made_ahead(path: bytes | None, generation: int | None) -> list[Any] | None:
+    """The listing made ahead for ``path``, if it is still good (see the module docstring); used once."""
+    if path is None or generation is None:
+        return None
+    got = _ahead.pop(path, None)  # a dict's pop is atomic: no two requests get the same one
+    if got is None or got[1] != generation or got[0] < time.monotonic():
+        return None
+    with _listings_lock:
+        _counts["used"] += 1
+    return got[2]
+
+
+def _make_ahead(fuse: Any, path: bytes, name: str | None, generation: int) -> None:
+    """Keep the listings of the slot folders in ``path`` that the operations can make from memory."""
+    below = getattr(fuse.operations, "readdir_plus_below", None)
+    children = below(name) if below is not None else None
+    if not children:
+        return
+    until = time.monotonic() + AHEAD_FOR
+    prefix = path.rstrip(b"/") + b"/"
+    encoding, errors = fuse.encoding, fuse.errors
+    with _listings_lock:
+        _counts["made"] += len(children)
+        for component, listing in children.items():
+            _ahead[prefix + component.encode(encoding, errors)] = (until, generation, listing)
+        while len(_ahead) > _AHEAD_KEPT:
+            del _ahead[next(iter(_ahead))]
 
 
 def _c_stat(mfusepy: Any, attrs: dict[str, Any] | int, use_ns: bool) -> Any:
@@ -97,3 +151,9 @@ def _c_stat(mfusepy: Any, attrs: dict[str, Any] | int, use_ns: bool) -> Any:
         _stats.clear()
     _stats[key] = (attrs, st)
     return st
+
+
+def summary() -> str:
+    """For the log at unmount: how many listings were made ahead and how many of them answered the kernel."""
+    with _listings_lock:
+        return f"{_counts['used']} of {_counts['made']} listings made ahead answered a request"

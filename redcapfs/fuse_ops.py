@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from redcapfs import binding
+from redcapfs import binding, dirfill
 from redcapfs.errors import AlreadyExists, IpBanned, RedcapError, errno_for
 from redcapfs.fs.handles import read_into
 from redcapfs.fs.kernelpages import KernelPages
@@ -46,18 +46,35 @@ UTIME_OMIT = (1 << 30) - 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_DOTS = ((".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0))  # first in every listing
+
+
+# Operations that change nothing a listing shows; every other one moves ``listing_generation`` on.
+_LOOKS_ONLY = frozenset({"getattr", "readdir", "readdir_plus", "access", "statfs", "read", "read_into", "readlink",
+                         "init_with_config", "destroy"})
+
 
 def operation(method: F) -> F:
-    """Map every exception of one FUSE operation through the one errno table (errors.py)."""
+    """Map every exception of one FUSE operation through the one errno table (errors.py).
+
+    An operation that may change a listing moves the operations' ``listing_generation`` on before it starts
+    and again once it is done, so that a listing made ahead (dirfill.py) before or during it is never used.
+    """
+    changes = method.__name__ not in _LOOKS_ONLY
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any) -> Any:
+        if changes:
+            self.listing_generation += 1
         try:
             return method(self, *args)
         except FuseOSError:
             raise
         except Exception as exc:
             raise FuseOSError(_report(method.__name__, args, exc)) from None
+        finally:
+            if changes:
+                self.listing_generation += 1
 
     return wrapper  # type: ignore[return-value]
 
@@ -117,6 +134,7 @@ class RedcapOperations(Operations):
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree
+        self.listing_generation = 0  # moved on by every operation that may change a listing (``operation``)
         self.on_init = on_init
         self.sizes = RequestSizes()
         if not binding.copies_buffers():
@@ -134,7 +152,7 @@ class RedcapOperations(Operations):
 
     @operation
     def destroy(self, path: str) -> None:
-        log.info("%s", self.sizes.summary())
+        log.info("%s; %s", self.sizes.summary(), dirfill.summary())
         self.tree.shutdown()
 
     # ------------------------------------------------------------ lookups
@@ -144,7 +162,7 @@ class RedcapOperations(Operations):
 
     @operation
     def readdir(self, path: str | None, fh: int) -> list[Any]:
-        entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+        entries: list[Any] = [*_DOTS]
         if path is None:  # a folder removed while open (libfuse passes no path): empty
             return entries
         for name, is_dir in self.tree.readdir(path):
@@ -155,13 +173,33 @@ class RedcapOperations(Operations):
     @operation
     def readdir_plus(self, path: str | None, fh: int) -> list[Any]:
         """readdir with each directory's attributes (binding.py, READDIRPLUS); files keep only their type."""
-        entries: list[Any] = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+        entries: list[Any] = [*_DOTS]
         if path is None:  # a folder removed while open (libfuse passes no path): empty
             return entries
         for name, is_dir, st in self.tree.readdir_stats(path):
             kind = stat.S_IFDIR if is_dir else stat.S_IFREG
             entries.append((name, _shared_stat_dict(st) if st is not None else kind, 0))
         return entries
+
+    def readdir_plus_below(self, path: str | None) -> dict[str, list[Any]]:
+        """The listings of the slot folders in ``path`` as :meth:`readdir_plus` would make them, from memory,
+        for dirfill.py to answer their READDIRPLUS with; empty on any failure (the parent's listing stands)."""
+        if path is None:
+            return {}
+        try:
+            below = self.tree.listings_below(path)
+        except Exception as exc:  # the folder's own listing was made; its slot folders are listed when asked
+            log.debug("listings below %r not made ahead: %s", path, exc)
+            return {}
+        return {component: [*_DOTS, *((name, stat.S_IFREG, 0) for name, _, _ in entries)]
+                for component, entries in below.items()}
+
+    def listing_used(self, path: str) -> None:
+        """dirfill.py answered ``path`` with a listing made ahead that shows a file."""
+        try:
+            self.tree.listing_used(path)
+        except Exception as exc:  # bookkeeping for the sizes asked ahead: never fails a listing
+            log.debug("listing of %r made ahead: %s", path, exc)
 
     @operation
     def access(self, path: str, amode: int) -> int:

@@ -44,6 +44,7 @@ piece              job                                                         s
 ``prefetch``       sizes asked ahead once a stat follows a listing             listed directories
 ``design``         the project's design read again (log or ``metadata_ttl``)   the reload timer
 ``attributes``     the ``Stat`` of folders and files; folders' kept times      folder times
+``listings``       what a folder lists; its slot folders' listings with it     none
 =================  ==========================================================  ==================
 
 ``SlotModel`` keeps sizes across mounts in the manifest (``manifest.py``), and
@@ -72,6 +73,7 @@ from redcapfs.fs.design import DesignReload
 from redcapfs.fs.feed import ChangeFeed
 from redcapfs.fs.handles import Handle, Handles, open_cached, read_size
 from redcapfs.fs.handles import read as read_handle
+from redcapfs.fs.listings import Listings
 from redcapfs.fs.localfiles import LocalFile, LocalFiles
 from redcapfs.fs.namespace import Namespace
 from redcapfs.fs.prefetch import SizePrefetch, ahead_jobs, sizes_notice
@@ -139,6 +141,7 @@ class Tree:
         self.renames = Renames(self.options, self.ns, self.writing)
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self.stats = Attributes(self.options, attrs.epoch_ns, self.rights, self.slots, self.content)
+        self.listings = Listings(self)
         self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool, self.handles,
                              self.uploader.import_allowed, self.uploader.import_known, project_id, trash,
                              self.manifest)  # fs/repotree.py
@@ -171,25 +174,19 @@ class Tree:
 
     def readdir(self, path: str) -> list[tuple[str, bool]]:
         """(component, is_dir) pairs; never needs a file's size, so listing downloads nothing."""
-        self.feed.touch()
-        if is_repo_path(path):
-            return self.repo.readdir(path)
-        entries = self.ns.readdir(path)
-        if not entries:  # a field the token may not export, whose files were never seen: not "empty"
-            self.rights.check_listable(self.ns.model.parse(path).field, path)
-        base = path.rstrip("/") or "/"
-        if base == "/":
-            entries = self.repo.root_entry() + entries  # .repository (fs/repository.py)
-        if entries:
-            self.ahead.listed(base, any(not is_dir for _, is_dir in entries))
-        return entries
+        return self.listings.readdir(path)
 
     def readdir_stats(self, path: str) -> list[tuple[str, bool, Stat | None]]:
         """Like :meth:`readdir`, with each directory's attributes (None for files: their size may cost a call)."""
-        entries = self.readdir(path)
-        if is_repo_path(path):
-            return [(name, is_dir, None) for name, is_dir in entries]
-        return self.stats.listed_stats(path, entries)
+        return self.listings.readdir_stats(path)
+
+    def listings_below(self, path: str) -> dict[str, list[tuple[str, bool, Stat | None]]]:
+        """The listings of the slot folders in ``path``, from memory (fs/listings.py)."""
+        return self.listings.below(path)
+
+    def listing_used(self, path: str) -> None:
+        """One of those that shows a file answered for its folder (fs/listings.py)."""
+        self.listings.used(path)
 
     def statfs(self) -> dict[str, int]:
         """Room as seen by ``df``/``cp``: the spool's disk, since writes land there first."""

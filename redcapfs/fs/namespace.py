@@ -53,7 +53,7 @@ class Namespace:
         if ref.kind == "root":
             return ref
         with self.records.view() as index:  # one look at the index per path (find asks ~2 per directory)
-            record = self._record_in(index, ref, path)
+            record = self.record_in(index, ref, path)
             if ref.kind != "record":
                 if self.shape.longitudinal and ref.event not in index.events_of(record):
                     raise NotFound("no such event for this record", path)
@@ -67,10 +67,11 @@ class Namespace:
     def record(self, ref: PathRef, path: str = "") -> str:
         """The real record name of ``ref`` (shortened components resolved), or NotFound."""
         with self.records.view() as index:
-            return self._record_in(index, ref, path)
+            return self.record_in(index, ref, path)
 
     @staticmethod
-    def _record_in(index: RecordIndex, ref: PathRef, path: str) -> str:
+    def record_in(index: RecordIndex, ref: PathRef, path: str) -> str:
+        """The real record name of ``ref`` in ``index`` (shortened components resolved), or NotFound."""
         component = ref.record_component or ""
         if names.is_shortened(component):
             record = names.Resolver(index.records()).resolve(component)
@@ -140,6 +141,15 @@ class Namespace:
 
     def slot_names(self, slot: Slot) -> list[str]:
         return [node.name for node in self.slot_nodes(slot)]
+
+    def known_slot_names(self, slot: Slot) -> list[str] | None:
+        """Like :meth:`slot_names` from memory only: None when the server file's real name would need a call
+        (an older server's "[document]" not learnt yet)."""
+        server = self.known_server_name(slot)
+        if isinstance(server, bool):
+            return None
+        writers, temps = self.local.snapshot(slot)
+        return [node.name for node in self.nodes_of(slot, server, writers, temps)]
 
     # ------------------------------------------------------------ listings
     def readdir(self, path: str) -> list[tuple[str, bool]]:

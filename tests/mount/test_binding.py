@@ -212,3 +212,32 @@ def test_write_only_appends_and_a_shared_writable_mmap_both_reach_redcap(sandbox
     content, headers = project.export_file(record=EMPTY[0], field=EMPTY[2], event=EMPTY[1])
     assert headers["name"] == "log.bin"
     assert content == b"HELLO" + first[5:] + more
+
+
+def test_a_slot_folder_lists_what_changed_since_its_events_listing(sandbox: Any, mount: Any) -> None:
+    """An event's listing makes its slot folders' listings ahead (libfuse3: dirfill.py); a create or an rm
+    in a slot folder right after it shows in that folder's next listing, round after round, and the bytes
+    reach REDCap."""
+    sb = sandbox()
+    m = mount(sb)
+    event = m.path.joinpath(*EMPTY[:2])
+    slot = event / EMPTY[2]
+    for n in range(3):
+        assert EMPTY[2] in os.listdir(event)
+        (slot / f"r{n}.txt").write_bytes(b"round %d" % n)
+        assert os.listdir(slot) == [f"r{n}.txt"]
+        assert server_name(sb, *EMPTY) == f"r{n}.txt"
+        assert EMPTY[2] in os.listdir(event)
+        os.unlink(slot / f"r{n}.txt")
+        assert os.listdir(slot) == []
+        assert server_name(sb, *EMPTY) is None
+    filled = event.parent / FILLED[1] / FILLED[2]
+    os.listdir(filled.parent)
+    assert os.listdir(filled) == [FILLED[3]]  # a listing made ahead that shows a file
+    m.unmount()
+    used = re.search(r"(\d+) of (\d+) listings made ahead answered a request", m.log)
+    assert used is not None, m.log[-2000:]
+    if LIBFUSE == 3:  # the first listing of each slot folder after its event's was one made ahead
+        assert int(used[1]) >= 1 and int(used[2]) >= int(used[1]), used[0]
+    else:  # libfuse2 lists through mfusepy's readdir: nothing is made ahead
+        assert used[0].startswith("0 of 0"), used[0]

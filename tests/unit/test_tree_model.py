@@ -442,11 +442,18 @@ class TreeMachine(RuleBasedStateMachine):
                 continue
             instances = {i for r, _, i in model.instances | model.local_instances if r == record}
             assert sorted(int(n) for n, _ in self.tree.readdir(f"/{record}/att")) == sorted(instances)
+        ahead = {record: self.tree.listings_below(f"/{record}") for record in ALL_RECORDS}  # fs/listings.py
+        for record in ALL_RECORDS:
+            assert "att" not in ahead[record]  # a repeating field's folder lists instances: never made ahead
+            assert ahead[record] == {} or record in model.records
         for slot in SLOTS:
             if not model.slot_exists(slot):
                 continue
             listed = sorted(n for n, _ in self.tree.readdir(slot_dir(slot)))
             assert listed == model.listing(slot), f"{slot_dir(slot)} lists {listed}, model {model.listing(slot)}"
+            made = ahead[slot[0]].get(slot[1])
+            if made is not None:  # what the record's listing made ahead for this folder is what it lists
+                assert sorted(n for n, _, _ in made) == listed, f"{slot_dir(slot)} made ahead {made}"
             real = [n for n in listed if not is_temp(n)]
             assert len(real) <= 1 or model.may_list_two_files(slot), f"{slot_dir(slot)} lists {real}"
 

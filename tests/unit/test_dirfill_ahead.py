@@ -1,0 +1,115 @@
+"""dirfill.py's listings made ahead: used once, only while nothing changed, only for a moment.
+
+Driven as libfuse drives it (the readdir callback with raw paths, offsets and a filler), over operations
+that count their calls, so what is asserted is which requests reach the operations.
+"""
+
+from __future__ import annotations
+
+import stat
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from redcapfs import binding, dirfill
+
+DOTS = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
+FOLDER = {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
+
+
+class Ops:
+    """A record folder ``/r`` with two slot folders; ``a`` holds ``x.pdf``."""
+
+    def __init__(self) -> None:
+        self.listing_generation = 0
+        self.calls: list[str] = []
+        self.used: list[str] = []
+        self.files = {"a": ["x.pdf"], "b": []}
+
+    def readdir_plus(self, path: str, fh: int) -> list[Any]:
+        self.calls.append(path)
+        if path == "/r":
+            return [*DOTS, *((name, FOLDER, 0) for name in self.files)]
+        return [*DOTS, *((n, stat.S_IFREG, 0) for n in self.files[path.rsplit("/", 1)[1]])]
+
+    def readdir_plus_below(self, path: str) -> dict[str, list[Any]]:
+        if path != "/r":
+            return {}
+        return {name: [*DOTS, *((n, stat.S_IFREG, 0) for n in names)] for name, names in self.files.items()}
+
+    def listing_used(self, path: str) -> None:
+        self.used.append(path)
+
+
+def fuse_for(ops: Ops) -> Any:
+    return SimpleNamespace(operations=ops, encoding="utf-8", errors="surrogateescape", use_ns=True)
+
+
+def listing(fuse: Any, path: bytes) -> list[str]:
+    """One kernel listing: READDIRPLUS from 0, then plain READDIRs until an empty answer."""
+    got: list[str] = []
+
+    def filler(buf: Any, name: bytes, st: Any, offset: int, flags: int) -> int:
+        got.append(name.decode())
+        return 0
+
+    fip = SimpleNamespace(contents=SimpleNamespace(fh=0))
+    mfusepy = binding.load()
+    offset, flags = 0, dirfill.FUSE_READDIR_PLUS
+    while True:
+        before = len(got)
+        dirfill.readdir(mfusepy, fuse, path, None, filler, offset, fip, flags)
+        if len(got) == before:
+            return got
+        offset, flags = len(got), 0
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> None:
+    dirfill._ahead.clear()
+    dirfill._listings.clear()
+
+
+def test_a_slot_folder_listed_just_after_its_record_is_answered_without_the_operations() -> None:
+    ops = Ops()
+    fuse = fuse_for(ops)
+    assert listing(fuse, b"/r") == [".", "..", "a", "b"]
+    assert listing(fuse, b"/r/a") == [".", "..", "x.pdf"]
+    assert listing(fuse, b"/r/b") == [".", ".."]
+    assert ops.calls == ["/r"]
+    assert ops.used == ["/r/a"]  # the one that shows a file counts as listed (fs/prefetch.py)
+    assert listing(fuse, b"/r/a") == [".", "..", "x.pdf"]  # used once: the next listing asks again
+    assert ops.calls == ["/r", "/r/a"]
+
+
+def test_a_change_between_the_record_listing_and_the_folder_listing_is_seen() -> None:
+    ops = Ops()
+    fuse = fuse_for(ops)
+    listing(fuse, b"/r")
+    ops.files["b"] = ["new.txt"]  # a create through the mount: fuse_ops moves the generation on
+    ops.listing_generation += 2
+    assert listing(fuse, b"/r/b") == [".", "..", "new.txt"]
+    assert ops.calls == ["/r", "/r/b"]
+
+
+def test_a_listing_made_ahead_is_good_only_for_a_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    ops = Ops()
+    fuse = fuse_for(ops)
+    now = [1000.0]
+    monkeypatch.setattr(dirfill.time, "monotonic", lambda: now[0])
+    listing(fuse, b"/r")
+    now[0] += dirfill.AHEAD_FOR + 0.01
+    ops.files["a"] = []  # a change learnt from REDCap, which moves no generation
+    assert listing(fuse, b"/r/a") == [".", ".."]
+    assert ops.calls == ["/r", "/r/a"]
+
+
+def test_operations_without_generations_never_get_listings_made_ahead() -> None:
+    ops = Ops()
+    del ops.listing_generation  # the bench's passthrough: no readdir_plus_below either way
+    fuse = fuse_for(ops)
+    listing(fuse, b"/r")
+    listing(fuse, b"/r/a")
+    assert ops.calls == ["/r", "/r/a"]
+    assert dirfill._ahead == {}
