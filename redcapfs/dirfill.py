@@ -23,12 +23,14 @@ Listings made ahead: with a record's (or an event's) listing the operations
 make those of its slot folders too, from memory (``readdir_plus_below``;
 fs/listings.py), and the first request for each of those folders within
 ``AHEAD_FOR`` seconds is answered with it, without calling the operations:
-``find`` enters every folder it lists, at once. Each is used once, and only
-while the operations' ``listing_generation`` is what it was before the parent's
-listing began: every operation that may change a listing moves it on, before
-and after (fuse_ops.py). A change learnt from REDCap meanwhile (a poll of the
-log, a records refresh) shows from the next listing, at most ``AHEAD_FOR``
-later, as a kernel's entry cached for the entry timeout would.
+``find`` enters every folder it lists, at once. Each is used once; it is made
+only while no change to what listings show is running, and used only while the
+generation of those changes is the one read before the parent's listing began
+(``listing_state``; fs/changes.py: every FUSE operation but the looks counts, as
+does the timer that ends an empty truncation's grace). A change learnt from
+REDCap meanwhile (a poll of the log, a records refresh, a design reload) shows
+from the next listing, at most ``AHEAD_FOR`` later, as a kernel's entry cached
+for the entry timeout would.
 """
 
 from __future__ import annotations
@@ -85,8 +87,9 @@ def _listing(fuse: Any, path: bytes | None, fh: int, plus: bool, offset: int) ->
         if kept is not None and offset <= len(kept):
             return kept
     ops = fuse.operations
-    generation = getattr(ops, "listing_generation", None)  # read before anything is listed
-    items = _made_ahead(path, generation)
+    state = getattr(ops, "listing_state", None)
+    generation, busy = state() if state is not None else (None, 1)  # read before anything is listed
+    items = _made_ahead(path, generation, busy)
     if items is not None and path is not None and len(items) > _SHOWS_NOTHING:
         ops.listing_used(path.decode(fuse.encoding, fuse.errors))
     if items is None:
@@ -94,7 +97,7 @@ def _listing(fuse: Any, path: bytes | None, fh: int, plus: bool, offset: int) ->
         with_attrs = getattr(ops, "readdir_plus", None) if plus else None  # the bench's passthrough has none
         made = with_attrs(name, fh) if with_attrs is not None else ops.readdir(name, fh)
         items = [(item, 0, 0) if isinstance(item, str) else item for item in made]
-        if plus and generation is not None and path is not None:
+        if plus and generation is not None and not busy and path is not None:
             _make_ahead(fuse, path, name, generation)
     with _listings_lock:
         _listings[path] = items
@@ -103,14 +106,14 @@ def _listing(fuse: Any, path: bytes | None, fh: int, plus: bool, offset: int) ->
     return items
 
 
-def _made_ahead(path: bytes | None, generation: int | None) -> list[Any] | None:
+def _made_ahead(path: bytes | None, generation: int | None, busy: int) -> list[Any] | None:
     """The listing made ahead for ``path``, if it is still good (see the module docstring); used once."""
-    if path is None or generation is None:
-        return None
-    got = _ahead.pop(path, None)  # a dict's pop is atomic: no two requests get the same one
-    if got is None or got[1] != generation or got[0] < time.monotonic():
+    if path is None or generation is None or not _ahead:
         return None
     with _listings_lock:
+        got = _ahead.pop(path, None)
+        if got is None or busy or got[1] != generation or got[0] < time.monotonic():
+            return None
         _counts["used"] += 1
     return got[2]
 
@@ -127,9 +130,15 @@ def _make_ahead(fuse: Any, path: bytes, name: str | None, generation: int) -> No
     with _listings_lock:
         _counts["made"] += len(children)
         for component, listing in children.items():
-            _ahead[prefix + component.encode(encoding, errors)] = (until, generation, listing)
-        while len(_ahead) > _AHEAD_KEPT:
-            del _ahead[next(iter(_ahead))]
+            key = prefix + component.encode(encoding, errors)
+            _ahead.pop(key, None)  # a new one goes to the end: the oldest are dropped first
+            _ahead[key] = (until, generation, listing)
+        if len(_ahead) > _AHEAD_KEPT:  # folders listed and never entered (ls of many records)
+            now = time.monotonic()
+            for key in [k for k, v in _ahead.items() if v[0] < now]:
+                del _ahead[key]
+            while len(_ahead) > _AHEAD_KEPT:
+                del _ahead[next(iter(_ahead))]
 
 
 def _c_stat(mfusepy: Any, attrs: dict[str, Any] | int, use_ns: bool) -> Any:

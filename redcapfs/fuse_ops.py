@@ -49,7 +49,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 _DOTS = ((".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0))  # first in every listing
 
 
-# Operations that change nothing a listing shows; every other one moves ``listing_generation`` on.
+# Operations that change nothing a listing shows; every other one counts as a change (fs/changes.py).
 _LOOKS_ONLY = frozenset({"getattr", "readdir", "readdir_plus", "access", "statfs", "read", "read_into", "readlink",
                          "init_with_config", "destroy"})
 
@@ -57,15 +57,15 @@ _LOOKS_ONLY = frozenset({"getattr", "readdir", "readdir_plus", "access", "statfs
 def operation(method: F) -> F:
     """Map every exception of one FUSE operation through the one errno table (errors.py).
 
-    An operation that may change a listing moves the operations' ``listing_generation`` on before it starts
-    and again once it is done, so that a listing made ahead (dirfill.py) before or during it is never used.
+    An operation that may change a listing runs as a change of the tree's ``ListingChanges``
+    (fs/changes.py), so that no listing made ahead (dirfill.py) before or while it runs is used after it.
     """
     changes = method.__name__ not in _LOOKS_ONLY
 
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any) -> Any:
         if changes:
-            self.listing_generation += 1
+            self.tree.changes.begin()
         try:
             return method(self, *args)
         except FuseOSError:
@@ -74,7 +74,7 @@ def operation(method: F) -> F:
             raise FuseOSError(_report(method.__name__, args, exc)) from None
         finally:
             if changes:
-                self.listing_generation += 1
+                self.tree.changes.end()
 
     return wrapper  # type: ignore[return-value]
 
@@ -134,7 +134,6 @@ class RedcapOperations(Operations):
 
     def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
         self.tree = tree
-        self.listing_generation = 0  # moved on by every operation that may change a listing (``operation``)
         self.on_init = on_init
         self.sizes = RequestSizes()
         if not binding.copies_buffers():
@@ -180,6 +179,10 @@ class RedcapOperations(Operations):
             kind = stat.S_IFDIR if is_dir else stat.S_IFREG
             entries.append((name, _shared_stat_dict(st) if st is not None else kind, 0))
         return entries
+
+    def listing_state(self) -> tuple[int, int]:
+        """(generation, changes running) of what listings show, for dirfill.py's listings made ahead."""
+        return self.tree.changes.state()
 
     def readdir_plus_below(self, path: str | None) -> dict[str, list[Any]]:
         """The listings of the slot folders in ``path`` as :meth:`readdir_plus` would make them, from memory,

@@ -142,6 +142,7 @@ class Tree:
         self.dirs = RecordDirs(self.options, self.ns, self.writing)
         self.stats = Attributes(self.options, attrs.epoch_ns, self.rights, self.slots, self.content)
         self.listings = Listings(self)
+        self.changes = self.writing.changes  # fs/changes.py: what listings made ahead are checked against
         self.repo = RepoTree(client, cache, url, self.options, attrs.epoch_ns, spool, self.handles,
                              self.uploader.import_allowed, self.uploader.import_known, project_id, trash,
                              self.manifest)  # fs/repotree.py

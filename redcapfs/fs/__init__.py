@@ -24,7 +24,10 @@ ones above it):
    (our pending uploads), ``SizePrefetch._lock``, ``Manifest._lock`` (its SQLite),
    ``LocalFile._state_lock``, ``ServerContent._lock`` (the size-lock table),
    ``ContentCache._lock`` and ``Flight``'s condition, ``AttrStore._lock``
-   (its one SQLite connection; writes do not fsync, ``synchronous=NORMAL``).
+   (its one SQLite connection; writes do not fsync, ``synchronous=NORMAL``),
+   ``ListingChanges._lock`` (fs/changes.py: two counters, taken at the start
+   and end of a change, never held across it), and in the FUSE layer
+   dirfill.py's ``_listings_lock`` (listings kept and made ahead).
 
 Per-file locks that are held across I/O, each waited on only by callers
 wanting that same file: a file's ``LocalFile.lock`` over its upload, a

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from redcapfs.errors import AccessDenied, AlreadyExists, FsError, InvalidArgument, NotPermitted
 from redcapfs.fs import rules
 from redcapfs.fs.base import ByteSource, FileNode, TreeOptions
+from redcapfs.fs.changes import ListingChanges
 from redcapfs.fs.content import ServerContent
 from redcapfs.fs.emptygrace import EmptyGrace
 from redcapfs.fs.handles import Handle, Handles
@@ -50,6 +51,7 @@ class Writing:
         self.content = content
         self.uploader = uploader
         self.grace = EmptyGrace(options.empty_grace, self._grace_over)  # fs/emptygrace.py
+        self.changes = ListingChanges()  # the FUSE operations and the grace's timer count their changes here
         self.streams = StreamedUploads(uploader.client, uploader.slots, options.stream_upload)  # fs/streaming.py
 
     # ------------------------------------------------------------ rules with I/O
@@ -321,10 +323,11 @@ class Writing:
 
     def _grace_over(self, local: LocalFile) -> None:
         """The grace of a held empty truncation ended: send it; a reader still holding it drops it later."""
-        if local.refs > 0:
-            self._send_at_release(local)  # that reader's last close unlists and drops the copy
-            return
-        self._close_last(local)
+        with self.changes.changing():  # on the timer's thread, outside any FUSE operation
+            if local.refs > 0:
+                self._send_at_release(local)  # that reader's last close unlists and drops the copy
+                return
+            self._close_last(local)
 
     def _close_last(self, local: LocalFile) -> None:
         """What the last close does: NEW/TRUNCATED copies are sent, clean ones dropped, failed ones kept."""
