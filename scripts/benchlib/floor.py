@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
-from .procs import SCRIPTS, mounted
+from .procs import SCRIPTS, FuseProcess
 
 SOURCE = SCRIPTS / "fusefloor.c"
 
@@ -34,34 +33,8 @@ def build(work: Path) -> tuple[Path | None, str]:
     return exe, ""
 
 
-class Floor:
+class Floor(FuseProcess):
     """One mount of the floor: RECORDS records, FIELDS folders each, a file in every EVERY-th record's first."""
 
     def __init__(self, exe: Path, mp: Path, records: int, every: int, fields: list[str], log: Path) -> None:
-        self.mp = mp
-        mp.mkdir(parents=True, exist_ok=True)
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen([str(exe), str(records), str(every), *fields, "--", str(mp), "-f"],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while not mounted(mp):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"fusefloor did not mount: {log.read_text()[-2000:]}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        for lazy in ([], ["-z"]):
-            if mounted(self.mp):
-                subprocess.run(["fusermount3", "-u", *lazy, str(self.mp)], capture_output=True, timeout=30)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.terminate()
-            self.proc.wait(5)
-
-    def __enter__(self) -> Floor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__([str(exe), str(records), str(every), *fields, "--", str(mp), "-f"], mp, log, "fusefloor")

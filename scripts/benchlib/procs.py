@@ -167,32 +167,45 @@ class Mount:
         self.unmount()
 
 
-class Passthrough:
-    """``scripts/passthrough.py SOURCE MOUNTPOINT``: the same binding, no network, as the ceiling."""
+class FuseProcess:
+    """A FUSE filesystem process of the bench's own (started with ``argv``, mounted at ``mp``): waited for
+    until mounted, unmounted and reaped by :meth:`stop`."""
 
-    def __init__(self, source: Path, mp: Path, log: Path) -> None:
+    def __init__(self, argv: list[str], mp: Path, log: Path, what: str) -> None:
         self.mp = mp
         mp.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, str(SCRIPTS / "passthrough.py"), str(source), str(mp)],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not mounted(mp):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"passthrough did not mount: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
+                raise RuntimeError(f"{what} did not mount: {log.read_text()[-2000:]}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
-        if mounted(self.mp):
-            subprocess.run(["fusermount3", "-u", str(self.mp)], capture_output=True, timeout=30)
-        if mounted(self.mp):
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mp)], capture_output=True, timeout=30)
+        for lazy in ([], ["-z"]):
+            if mounted(self.mp):
+                subprocess.run(["fusermount3", "-u", *lazy, str(self.mp)], capture_output=True, timeout=30)
         try:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.terminate()
             self.proc.wait(5)
+
+    def __enter__(self) -> FuseProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Passthrough(FuseProcess):
+    """``scripts/passthrough.py SOURCE MOUNTPOINT``: the same binding, no network, as the ceiling."""
+
+    def __init__(self, source: Path, mp: Path, log: Path) -> None:
+        super().__init__([sys.executable, str(SCRIPTS / "passthrough.py"), str(source), str(mp)], mp, log,
+                         "passthrough")
 
 
 def _wait_gone(pid: int | None, timeout: float) -> None:

@@ -16,6 +16,7 @@ import ctypes
 import errno
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,28 @@ def test_a_slot_folder_lists_what_changed_since_its_events_listing(sandbox: Any,
         assert int(used[1]) >= 1 and int(used[2]) >= int(used[1]), used[0]
     else:  # libfuse2 lists through mfusepy's readdir: nothing is made ahead
         assert used[0].startswith("0 of 0"), used[0]
+
+
+def test_listings_stay_true_to_each_change_while_finds_run_beside_them(sandbox: Any, mount: Any) -> None:
+    """Two `find` processes walk the mount over and over (each event listing makes its slot folders'
+    listings ahead) while this process creates and removes a file in a slot, 20 rounds: every listing made
+    after a create or an rm returned shows exactly what it left, and REDCap holds the same."""
+    sb = sandbox()
+    m = mount(sb)
+    event = m.path.joinpath(*EMPTY[:2])
+    slot = event / EMPTY[2]
+    walkers = [subprocess.Popen(["sh", "-c", f'while :; do find "{m.path}" >/dev/null 2>&1; done'],
+                                start_new_session=True) for _ in range(2)]
+    try:
+        for n in range(20):
+            os.listdir(event)
+            (slot / f"c{n}.txt").write_bytes(b"%d" % n)
+            assert os.listdir(slot) == [f"c{n}.txt"], n
+            os.unlink(slot / f"c{n}.txt")
+            os.listdir(event)
+            assert os.listdir(slot) == [], n
+    finally:
+        for proc in walkers:
+            os.killpg(proc.pid, signal.SIGKILL)  # the loop and the find it is running
+            proc.wait()
+    assert server_name(sb, *EMPTY) is None
