@@ -204,6 +204,13 @@ def copies_buffers() -> bool:
     return hasattr(load()._libfuse, "fuse_buf_copy")
 
 
+def _direct(operations: Any, fi: Any) -> None:
+    """FOPEN_DIRECT_IO for a handle the operations say bypasses the page cache (fs/kernelpages.py)."""
+    direct = getattr(operations, "direct_io", None)
+    if direct is not None and direct(fi.fh):
+        fi.direct_io = 1
+
+
 def fuse_class() -> Any:
     """``mfusepy.FUSE`` handing rename flags and ftruncate's handle to the operations (mfusepy 3.1 drops both)."""
     mfusepy = load()
@@ -220,6 +227,13 @@ def fuse_class() -> Any:
             keeps = getattr(self.operations, "keeps_pages", None)
             if keeps is not None and keeps(fi.fh):
                 fi.keep_cache = 1
+            _direct(self.operations, fi)
+            return 0
+
+        def create(self, path: bytes, mode: int, fip: Any) -> int:
+            fi = fip.contents
+            fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
+            _direct(self.operations, fi)
             return 0
 
         def read(self, path: bytes | None, buf: Any, size: int, offset: int, fip: Any) -> int:

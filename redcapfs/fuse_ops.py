@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import os
 import stat
 import threading
 from collections import Counter
@@ -151,7 +152,8 @@ class RedcapOperations(Operations):
 
     @operation
     def destroy(self, path: str) -> None:
-        log.info("%s; %s", self.sizes.summary(), dirfill.summary())
+        log.info("%s; %d opens bypassed the page cache; %s", self.sizes.summary(), self.pages.direct_opens,
+                 dirfill.summary())
         self.tree.shutdown()
 
     # ------------------------------------------------------------ lookups
@@ -218,17 +220,22 @@ class RedcapOperations(Operations):
     def open(self, path: str, flags: int) -> int:
         fh = self.tree.open(path, flags)
         handle = self.tree.handles.find(fh)
-        self.pages.opened(fh, path, handle.version if handle is not None and not handle.writable else None)
+        self.pages.opened(fh, path, handle.version if handle is not None and not handle.writable else None,
+                          write_only=flags & os.O_ACCMODE == os.O_WRONLY)
         return fh
 
     def keeps_pages(self, fh: int) -> bool:
         """Asked by binding.py right after ``open``: may the kernel keep its cached pages of this file?"""
         return self.pages.keeps(fh)
 
+    def direct_io(self, fh: int) -> bool:
+        """Asked by binding.py after ``open`` and ``create``: does this handle bypass the page cache?"""
+        return self.pages.direct(fh)
+
     @operation
-    def create(self, path: str, mode: int, fi: Any = None) -> int:
+    def create(self, path: str, mode: int, flags: int | None = None) -> int:
         fh = self.tree.create(path, mode)
-        self.pages.opened(fh, path, None)
+        self.pages.opened(fh, path, None, write_only=flags is not None and flags & os.O_ACCMODE == os.O_WRONLY)
         return fh
 
     @operation
@@ -260,7 +267,10 @@ class RedcapOperations(Operations):
 
     @operation
     def flush(self, path: str, fh: int) -> None:
-        self.tree.flush(fh)
+        try:
+            self.tree.flush(fh)
+        finally:
+            self.pages.flushed(fh)
 
     @operation
     def fsync(self, path: str, datasync: int, fh: int) -> None:
@@ -275,8 +285,9 @@ class RedcapOperations(Operations):
 
     @operation
     def unlink(self, path: str) -> None:
-        self.pages.moved(path, None)
+        self.pages.changed(path)
         self.tree.unlink(path)
+        self.pages.moved(path, None)  # only once done: a refused unlink leaves the handles where they are
 
     @operation
     def rename(self, old: str, new: str, flags: int = 0) -> None:
@@ -291,17 +302,18 @@ class RedcapOperations(Operations):
         """
         if flags & ~RENAME_NOREPLACE:
             raise FuseOSError(errno.EINVAL)
-        self.pages.moved(old, new)
-        if not flags & RENAME_NOREPLACE:
-            self.tree.rename(old, new)
-            return
-        if self._exists(new):
+        self.pages.changed(old)
+        self.pages.changed(new)
+        if flags & RENAME_NOREPLACE and self._exists(new):
             raise FuseOSError(errno.EEXIST)
         try:
             self.tree.rename(old, new)
         except AlreadyExists:
+            if not flags & RENAME_NOREPLACE:
+                raise
             log.debug("rename %r -> %r with RENAME_NOREPLACE: the slot is taken; EINVAL for a plain retry", old, new)
             raise FuseOSError(errno.EINVAL) from None
+        self.pages.moved(old, new)  # only once done: a refused rename leaves the handles where they are
 
     def _exists(self, path: str) -> bool:
         try:

@@ -17,18 +17,32 @@ nothing. Only an open on a complete entry ever keeps pages.
 Only the most recently opened ``KEPT_PATHS`` paths are remembered (a path forgotten is opened without
 keep: the cost of forgetting is one more pass through FUSE, never a stale page).
 
-Lock: ``_lock`` guards the tables; a leaf (nothing is called while it is held).
+Direct handles (FOPEN_DIRECT_IO): a write-only open of a path with no handle open on it bypasses the page
+cache, so ``cp``'s bytes go from its buffer into the request with no copy into pages the kernel keeps (a
+write-only descriptor cannot be mapped). Before Linux 6.6 a direct write does not clear the range from the
+page cache, so a direct handle beside a cached one could leave that one reading stale bytes, or let a
+shared mapping's dirty pages be written back over the direct writes. So the rule is all or nothing per
+path (per kernel inode: libfuse's high-level API keeps one node per name, renames move it): while any
+direct handle is open on a path, every handle opened on it is direct too, and a write-only open beside
+handles already cached is cached as they are. The writer's own open drops any pages left from earlier
+handles (no FOPEN_KEEP_CACHE), so no direct write ever lands beside a cached page. A direct handle's
+``mmap(MAP_SHARED)`` fails with ENODEV (the kernel's rule for direct handles); ``MAP_PRIVATE`` works.
+
+Lock: ``_lock`` guards the tables; a leaf (nothing is called while it is held). ``_released`` is a
+condition on it: an open may wait there, bounded, for a RELEASE (:meth:`_await_releases`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
 from redcapfs.cache import Entry, Flight
 
 KEPT_PATHS = 4096
+RELEASE_WAIT = 0.05  # seconds an open waits for a closed direct handle's RELEASE (_await_releases)
 
 
 def _resolved(version: Any) -> Any:
@@ -48,13 +62,28 @@ class KernelPages:
         self._clean: OrderedDict[str, Any] = OrderedDict()  # path -> the version all its cached pages are of
         self._open: dict[int, tuple[str, Any]] = {}  # fh -> (path, version; None: not a server version)
         self._keep: set[int] = set()  # handles opened with keep, until the binding asks
+        self._direct: set[int] = set()  # open handles that bypass the page cache (FOPEN_DIRECT_IO)
+        self._flushed: set[int] = set()  # open handles closed at least once (their RELEASE may be on its way)
+        self._waited: set[int] = set()  # flushed handles an open already waited for in vain
+        self._released = threading.Condition(self._lock)
+        self.direct_opens = 0  # handles opened direct since the mount (logged at unmount)
 
-    def opened(self, fh: int, path: str, version: Entry | Flight | None) -> None:
-        """An open of ``path`` reading ``version`` (``None``: a writer, a local copy, anything else)."""
+    def opened(self, fh: int, path: str, version: Entry | Flight | None, write_only: bool = False) -> None:
+        """An open of ``path`` reading ``version`` (``None``: a writer, a local copy, anything else).
+
+        ``write_only``: the open may bypass the page cache if nothing else has ``path`` open.
+        """
         with self._lock:
+            self._await_releases(path)
             current = _resolved(version)
-            others = [v for p, v in self._open.values() if p == path]
+            on_path = [h for h, (p, _) in self._open.items() if p == path]
+            others = [self._open[h][1] for h in on_path]
             self._open[fh] = (path, version)
+            if (write_only and not on_path) or any(h in self._direct for h in on_path):
+                self._direct.add(fh)
+                self.direct_opens += 1
+                self._clean.pop(path, None)  # its pages, if any appear (a private mapping), are of no version
+                return
             same = current is not None and all(_resolved(v) is current for v in others)
             if isinstance(version, Entry) and same and _resolved(self._clean.get(path)) is current:
                 self._keep.add(fh)
@@ -67,6 +96,32 @@ class KernelPages:
             else:
                 self._clean.pop(path, None)
 
+    def _await_releases(self, path: str) -> None:
+        """Wait (``RELEASE_WAIT`` at most) while every direct handle on ``path`` is closed but not yet released.
+
+        The kernel sends a close's RELEASE after its FLUSH, without waiting, so the daemon may see the next
+        open first: ``cp`` into the mount then ``mmap`` of the copy would find the writer still there and
+        open direct, and a shared mapping of a direct handle is ENODEV. A handle closed once but still
+        open (a descriptor duplicated or inherited, a mapping) is waited for only once. Called with
+        ``_lock`` held; the wait lets go of it.
+        """
+        deadline = time.monotonic() + RELEASE_WAIT
+        while True:
+            direct = [h for h, (p, _) in self._open.items() if p == path and h in self._direct]
+            if not direct or any(h not in self._flushed or h in self._waited for h in direct):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._waited.update(direct)
+                return
+            self._released.wait(left)
+
+    def flushed(self, fh: int) -> None:
+        """A ``close()`` of one of ``fh``'s descriptors: its RELEASE follows unless another descriptor holds it."""
+        with self._lock:
+            if fh in self._open:
+                self._flushed.add(fh)
+
     def keeps(self, fh: int) -> bool:
         """Whether the open of ``fh`` may keep the kernel's pages (asked once, by binding.py's open)."""
         with self._lock:
@@ -75,10 +130,17 @@ class KernelPages:
                 return True
             return False
 
+    def direct(self, fh: int) -> bool:
+        """Whether the open of ``fh`` bypasses the page cache (asked by binding.py's open and create)."""
+        with self._lock:
+            return fh in self._direct
+
     def closed(self, fh: int) -> None:
         with self._lock:
             self._open.pop(fh, None)
-            self._keep.discard(fh)
+            for table in (self._keep, self._direct, self._flushed, self._waited):
+                table.discard(fh)
+            self._released.notify_all()
 
     def changed(self, path: str) -> None:
         """``path``'s bytes change without an open (a truncate): its pages are of no version."""
@@ -86,7 +148,11 @@ class KernelPages:
             self._clean.pop(path, None)
 
     def moved(self, old: str, new: str | None) -> None:
-        """A rename (``new``) or an unlink (``None``): the inode and its open handles move with the name."""
+        """A rename (``new``) or an unlink (``None``) done: the inode and its open handles move with the name.
+
+        Called once the operation succeeded (libfuse holds both paths locked until its callback returns, so
+        no open of either runs in between); before it, :meth:`changed` on each path.
+        """
         with self._lock:
             self._clean.pop(old, None)
             if new is not None:

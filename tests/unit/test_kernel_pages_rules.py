@@ -10,6 +10,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
 from redcapfs.cache import ContentCache, Entry, Flight
 from redcapfs.fs.kernelpages import KernelPages
 
@@ -118,3 +122,90 @@ def test_only_the_latest_paths_are_remembered(tmp_path: Path, monkeypatch: Any) 
         open_(pages, fh, one, path)
         pages.closed(fh)
     assert [open_(pages, 4, one, "/a"), open_(pages, 5, one, "/c")] == [False, True]
+
+
+# ------------------------------------------------------------ direct handles (FOPEN_DIRECT_IO)
+def test_a_lone_write_only_open_is_direct_and_so_is_every_open_beside_it(tmp_path: Path) -> None:
+    cache, pages = ContentCache(tmp_path / "c", 1 << 30, 300), KernelPages()
+    one = entry(cache, "k", b"one")
+    pages.opened(1, P, None, write_only=True)
+    pages.opened(2, P, one)  # a reader while the writer is open: direct too, and it keeps nothing
+    pages.opened(3, "/1/scan/b.bin", one)  # another path is another inode
+    assert [pages.direct(1), pages.direct(2), pages.direct(3), pages.keeps(2)] == [True, True, False, False]
+    pages.closed(1)
+    pages.opened(4, P, one)  # the direct reader is still open: still all direct
+    assert pages.direct(4)
+    for fh in (2, 4):
+        pages.closed(fh)
+    assert [open_(pages, 5, one), pages.direct(5)] == [False, False]  # cached again; drops what may be there
+    pages.closed(5)
+    assert open_(pages, 6, one) is True
+    assert pages.direct_opens == 3
+
+
+def test_a_write_only_open_beside_a_cached_handle_is_cached_and_read_write_never_direct(tmp_path: Path) -> None:
+    cache, pages = ContentCache(tmp_path / "c", 1 << 30, 300), KernelPages()
+    pages.opened(1, P, entry(cache, "k", b"one"))
+    pages.opened(2, P, None, write_only=True)
+    pages.opened(3, "/1/scan/b.bin", None)  # O_RDWR, alone
+    assert [pages.direct(1), pages.direct(2), pages.direct(3)] == [False, False, False]
+    assert pages.direct_opens == 0
+
+
+def test_direct_handles_move_with_their_name_only_once_the_rename_is_done(tmp_path: Path) -> None:
+    cache, pages = ContentCache(tmp_path / "c", 1 << 30, 300), KernelPages()
+    one, other = entry(cache, "k", b"one"), "/1/scan/b.bin"
+    pages.opened(1, P, None, write_only=True)
+    pages.moved(P, other)
+    pages.opened(2, other, one)
+    pages.opened(3, P, one)
+    assert [pages.direct(2), pages.direct(3)] == [True, False]
+    pages.moved(other, None)  # unlinked while open: its handles touch no path's pages
+    pages.opened(4, other, one)
+    assert pages.direct(4) is False
+
+
+class DirectModel(RuleBasedStateMachine):
+    """Any opens, closes, renames and unlinks: the handles open on one path are all direct or all cached."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pages, self.fh = KernelPages(), 0
+        self.where: dict[int, str] = {}  # fh -> path, as the kernel has it
+
+    @rule(path=st.sampled_from(["/a", "/b", "/c"]), write_only=st.booleans())
+    def open(self, path: str, write_only: bool) -> None:
+        self.fh += 1
+        self.pages.opened(self.fh, path, None, write_only=write_only)
+        alone = all(p != path for p in self.where.values())
+        self.where[self.fh] = path
+        if write_only and alone:
+            assert self.pages.direct(self.fh)
+
+    @rule(data=st.data())
+    def close(self, data: st.DataObject) -> None:
+        if self.where:
+            fh = data.draw(st.sampled_from(sorted(self.where)))
+            self.pages.closed(fh)
+            del self.where[fh]
+
+    @rule(old=st.sampled_from(["/a", "/b", "/c"]), new=st.sampled_from(["/a", "/b", "/c", None]))
+    def move(self, old: str, new: str | None) -> None:
+        if old == new:
+            return
+        self.pages.moved(old, new)
+        for fh, path in list(self.where.items()):
+            if path == old:
+                self.where[fh] = new or f"gone{fh}"
+            elif path == new:
+                self.where[fh] = f"gone{fh}"
+
+    @invariant()
+    def one_mode_per_inode(self) -> None:
+        for path in ("/a", "/b", "/c"):
+            modes = {self.pages.direct(fh) for fh, p in self.where.items() if p == path}
+            assert len(modes) <= 1, (path, self.where)
+
+
+TestDirectModel = DirectModel.TestCase
+TestDirectModel.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
