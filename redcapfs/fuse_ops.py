@@ -133,13 +133,14 @@ class RedcapOperations(Operations):
     # requests on as it is).
     flag_nullpath_ok = True
 
-    def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None) -> None:
+    def __init__(self, tree: Tree, on_init: Callable[[], None] | None = None, direct_writes: bool = True) -> None:
         self.tree = tree
         self.on_init = on_init
         self.sizes = RequestSizes()
         if not binding.copies_buffers():
             self.write_buf = None  # type: ignore[method-assign,assignment]  # libfuse < 2.9: mfusepy registers ``write``
-        self.pages = KernelPages()  # which reopen may keep the kernel's cached pages (fs/kernelpages.py)
+        # Which reopen may keep the kernel's cached pages, and which handle bypasses them (fs/kernelpages.py).
+        self.pages = KernelPages(direct_writes)
 
     # ------------------------------------------------------------ lifecycle
     @operation
@@ -221,7 +222,7 @@ class RedcapOperations(Operations):
         fh = self.tree.open(path, flags)
         handle = self.tree.handles.find(fh)
         self.pages.opened(fh, path, handle.version if handle is not None and not handle.writable else None,
-                          write_only=flags & os.O_ACCMODE == os.O_WRONLY)
+                          flags & os.O_ACCMODE)
         return fh
 
     def keeps_pages(self, fh: int) -> bool:
@@ -235,7 +236,7 @@ class RedcapOperations(Operations):
     @operation
     def create(self, path: str, mode: int, flags: int | None = None) -> int:
         fh = self.tree.create(path, mode)
-        self.pages.opened(fh, path, None, write_only=flags is not None and flags & os.O_ACCMODE == os.O_WRONLY)
+        self.pages.opened(fh, path, None, os.O_RDWR if flags is None else flags & os.O_ACCMODE)
         return fh
 
     @operation
@@ -278,10 +279,10 @@ class RedcapOperations(Operations):
 
     @operation
     def release(self, path: str, fh: int) -> None:
-        try:
-            self.tree.release(fh)
-        finally:
-            self.pages.closed(fh)
+        # The kernel has let go of the handle: no page can come from it any more, whatever the tree's
+        # release still does (an upload at the last close), and an open waiting for it goes on at once.
+        self.pages.closed(fh)
+        self.tree.release(fh)
 
     @operation
     def unlink(self, path: str) -> None:

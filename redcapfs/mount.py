@@ -202,7 +202,7 @@ def run_foreground(args: argparse.Namespace, opts: MountOptions, mountpoint: Pat
     if args.profile:
         remember(args.profile, args.url, session.tree.project_id)
     note_project(args.url, session)
-    ops = RedcapOperations(session.tree)
+    ops = RedcapOperations(session.tree, direct_writes=opts.direct_writes)
     notes = [session.feed_notice] if session.feed_notice else []
     if session.unsent:
         notes.append(f"note: {session.unsent} file(s) written through an earlier mount never reached REDCap; "

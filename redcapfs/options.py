@@ -62,6 +62,7 @@ class MountOptions:
     insecure_http: bool = False  # allow plain http beyond loopback (the token crosses unencrypted)
     trash: TrashSettings = field(default_factory=TrashSettings)
     stream_upload: int = 8 << 20  # bytes of a new file after which its upload overlaps the writes; 0 = off
+    direct_writes: bool = True  # a lone write-only handle bypasses the page cache (fs/kernelpages.py)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -125,6 +126,12 @@ def _cache_size(text: str) -> int:
     return value
 
 
+def _on_off(value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError("use on or off")
+    return value == "on"
+
+
 def _slot_check(value: str) -> str:
     """``recent`` (the change feed's index, from a log poll begun at most 2 s ago, or made now: one call covers
     every upload of those 2 s), ``always`` (ask REDCap before each replace/delete: one file-info call each) or
@@ -173,6 +180,7 @@ _VALUES: dict[str, Callable[[str], object]] = {
     "ca": str,
     "slot_check": _slot_check,
     "stream_upload": _stream_upload,
+    "direct_writes": _on_off,
 }
 _TRASH = ("trash", "trash_days", "trash_size")  # parsed together by TrashSettings.from_options
 _FLAGS = {"ro": "read_only", "allow_other": "allow_other", "keep_cache": "keep_cache",
@@ -269,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                "the system trust store), insecure_http (allow http:// beyond this machine; the token crosses "
                "unencrypted), trash=on|off, trash_days=7, trash_size=2G (the local trash of replaced and deleted "
                "versions), stream_upload=8M|off (a new file written in order starts its upload once this much is "
-               "written, so the upload overlaps the writes; the close still waits for REDCap's answer). "
+               "written, so the upload overlaps the writes; the close still waits for REDCap's answer), "
+               "direct_writes=on|off (a file opened write-only while nothing else has it open bypasses the "
+               "kernel's page cache, and so does every open of it meanwhile: mmap(MAP_SHARED) of it is ENODEV "
+               "until the writer closes). "
                "HTTPS_PROXY/NO_PROXY are honoured (redcapfs docs troubleshooting). "
                "REDCAPFS_FUSE=2|3 picks libfuse2 or libfuse3 "
                "(default: libfuse3 if installed). `redcapfs docs semantics` says what each operation does "

@@ -20,13 +20,15 @@ keep: the cost of forgetting is one more pass through FUSE, never a stale page).
 Direct handles (FOPEN_DIRECT_IO): a write-only open of a path with no handle open on it bypasses the page
 cache, so ``cp``'s bytes go from its buffer into the request with no copy into pages the kernel keeps (a
 write-only descriptor cannot be mapped). Before Linux 6.6 a direct write does not clear the range from the
-page cache, so a direct handle beside a cached one could leave that one reading stale bytes, or let a
-shared mapping's dirty pages be written back over the direct writes. So the rule is all or nothing per
-path (per kernel inode: libfuse's high-level API keeps one node per name, renames move it): while any
-direct handle is open on a path, every handle opened on it is direct too, and a write-only open beside
-handles already cached is cached as they are. The writer's own open drops any pages left from earlier
-handles (no FOPEN_KEEP_CACHE), so no direct write ever lands beside a cached page. A direct handle's
-``mmap(MAP_SHARED)`` fails with ENODEV (the kernel's rule for direct handles); ``MAP_PRIVATE`` works.
+page cache, so a cached handle beside a direct writer could read stale bytes, or a shared mapping's dirty
+pages could be written back over the direct writes. So, per path (per kernel inode: libfuse's high-level
+API keeps one node per name, and renames move it): while a direct handle that may write is open, every
+handle opened on the path is direct too, and a write-only open beside handles already open is cached as
+they are. A direct reader left open after the writers have closed writes nothing, so opens beside it are
+cached again (without FOPEN_KEEP_CACHE: its private mappings may have brought in pages of no version). The
+writer's own open drops any pages left from earlier handles (no FOPEN_KEEP_CACHE), so no direct write ever
+lands beside a cached page. A direct handle's ``mmap(MAP_SHARED)`` fails with ENODEV (the kernel's rule);
+``MAP_PRIVATE`` works. ``-o direct_writes=off`` turns direct handles off.
 
 Lock: ``_lock`` guards the tables; a leaf (nothing is called while it is held). ``_released`` is a
 condition on it: an open may wait there, bounded, for a RELEASE (:meth:`_await_releases`).
@@ -34,6 +36,7 @@ condition on it: an open may wait there, bounded, for a RELEASE (:meth:`_await_r
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -57,21 +60,24 @@ def _resolved(version: Any) -> Any:
 class KernelPages:
     """Per path: the version all of the kernel's cached pages are of, and the handles that may add pages."""
 
-    def __init__(self) -> None:
+    def __init__(self, direct_writes: bool = True) -> None:
         self._lock = threading.Lock()
         self._clean: OrderedDict[str, Any] = OrderedDict()  # path -> the version all its cached pages are of
         self._open: dict[int, tuple[str, Any]] = {}  # fh -> (path, version; None: not a server version)
         self._keep: set[int] = set()  # handles opened with keep, until the binding asks
+        self.direct_writes = direct_writes  # -o direct_writes (on unless turned off)
         self._direct: set[int] = set()  # open handles that bypass the page cache (FOPEN_DIRECT_IO)
+        self._writers: set[int] = set()  # those of them that may write: every open beside one is direct
         self._flushed: set[int] = set()  # open handles closed at least once (their RELEASE may be on its way)
         self._waited: set[int] = set()  # flushed handles an open already waited for in vain
         self._released = threading.Condition(self._lock)
         self.direct_opens = 0  # handles opened direct since the mount (logged at unmount)
 
-    def opened(self, fh: int, path: str, version: Entry | Flight | None, write_only: bool = False) -> None:
+    def opened(self, fh: int, path: str, version: Entry | Flight | None, access: int = os.O_RDONLY) -> None:
         """An open of ``path`` reading ``version`` (``None``: a writer, a local copy, anything else).
 
-        ``write_only``: the open may bypass the page cache if nothing else has ``path`` open.
+        ``access``: the open's ``flags & O_ACCMODE``. A write-only open may bypass the page cache if
+        nothing else has ``path`` open; any open does while a direct handle that writes has it open.
         """
         with self._lock:
             self._await_releases(path)
@@ -79,10 +85,17 @@ class KernelPages:
             on_path = [h for h, (p, _) in self._open.items() if p == path]
             others = [self._open[h][1] for h in on_path]
             self._open[fh] = (path, version)
-            if (write_only and not on_path) or any(h in self._direct for h in on_path):
+            direct_beside = any(h in self._direct for h in on_path)
+            if self.direct_writes and ((access == os.O_WRONLY and not on_path)
+                                       or any(h in self._writers for h in on_path)):
                 self._direct.add(fh)
+                if access != os.O_RDONLY:
+                    self._writers.add(fh)
                 self.direct_opens += 1
                 self._clean.pop(path, None)  # its pages, if any appear (a private mapping), are of no version
+                return
+            if direct_beside:  # a direct reader's private mapping may have pages of no version: drop them
+                self._clean.pop(path, None)
                 return
             same = current is not None and all(_resolved(v) is current for v in others)
             if isinstance(version, Entry) and same and _resolved(self._clean.get(path)) is current:
@@ -97,7 +110,7 @@ class KernelPages:
                 self._clean.pop(path, None)
 
     def _await_releases(self, path: str) -> None:
-        """Wait (``RELEASE_WAIT`` at most) while every direct handle on ``path`` is closed but not yet released.
+        """Wait (``RELEASE_WAIT`` at most) while every direct writer on ``path`` is closed but not yet released.
 
         The kernel sends a close's RELEASE after its FLUSH, without waiting, so the daemon may see the next
         open first: ``cp`` into the mount then ``mmap`` of the copy would find the writer still there and
@@ -107,7 +120,7 @@ class KernelPages:
         """
         deadline = time.monotonic() + RELEASE_WAIT
         while True:
-            direct = [h for h, (p, _) in self._open.items() if p == path and h in self._direct]
+            direct = [h for h, (p, _) in self._open.items() if p == path and h in self._writers]
             if not direct or any(h not in self._flushed or h in self._waited for h in direct):
                 return
             left = deadline - time.monotonic()
@@ -138,7 +151,7 @@ class KernelPages:
     def closed(self, fh: int) -> None:
         with self._lock:
             self._open.pop(fh, None)
-            for table in (self._keep, self._direct, self._flushed, self._waited):
+            for table in (self._keep, self._direct, self._writers, self._flushed, self._waited):
                 table.discard(fh)
             self._released.notify_all()
 

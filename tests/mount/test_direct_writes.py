@@ -1,11 +1,12 @@
 """Write-only handles bypass the kernel's page cache (FOPEN_DIRECT_IO), and no handle beside them is cached.
 
 fs/kernelpages.py's rule: a write-only open of a file nothing else has open is direct; while a direct
-handle is open every other open of that file is direct too; a write-only open beside a cached handle is
-cached. So a reader of a file being written (``tail -f``, a viewer opened mid-copy) reads what the writer
-wrote, from the daemon, however the kernel treats direct writes (before Linux 6.6 it leaves cached pages
-of the range alone). Each test mounts alone and reads the count of direct opens from the unmount log;
-the bytes are checked against PyCap.
+handle that writes is open every other open of that file is direct too; a write-only open beside another
+handle is cached; once no direct handle that writes is open, opens are cached again. So a reader of a file
+being written (``tail -f``, a viewer opened mid-copy) reads what the writer wrote, from the daemon,
+however the kernel treats direct writes (before Linux 6.6 it leaves cached pages of the range alone). A
+handle's mode shows in its ``mmap(MAP_SHARED)``: ENODEV for a direct one. Each test mounts alone and
+reads the count of direct opens from the unmount log; the bytes are checked against PyCap.
 """
 
 from __future__ import annotations
@@ -71,18 +72,22 @@ def test_a_reader_beside_a_direct_writer_reads_each_write_and_cannot_map_it_shar
         assert shared.value.errno == errno.ENODEV  # the kernel's rule for a direct handle
         with mmap.mmap(reader, 3 * 4096, mmap.MAP_PRIVATE, mmap.PROT_READ) as private:
             assert private[:3 * 4096] == first[:4096] + patch + first[8192:12288]
-    finally:
         os.close(writer)
+        writer = -1
+        final = first[:4096] + patch + first[8192:] + second
+        assert in_redcap(sb) == final
+        fd = os.open(target, os.O_RDONLY)  # the writer closed, the direct reader still open: cached again
+        try:
+            with mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ) as mapped:
+                assert mapped[:] == final
+        finally:
+            os.close(fd)
+        assert os.pread(reader, len(final) + 1, 0) == final
+    finally:
+        if writer >= 0:
+            os.close(writer)
         if reader >= 0:
             os.close(reader)
-    final = first[:4096] + patch + first[8192:] + second
-    assert in_redcap(sb) == final
-    fd = os.open(target, os.O_RDONLY)  # both closed: an ordinary cached handle again
-    try:
-        with mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ) as mapped:
-            assert mapped[:] == final
-    finally:
-        os.close(fd)
     m.unmount()
     assert direct_opens(m.log) == 2
 
@@ -99,6 +104,12 @@ def test_a_write_only_open_beside_a_cached_reader_is_cached(sandbox: Any, mount:
         writer = os.open(target, os.O_WRONLY)
         try:
             os.pwrite(writer, new, 0)
+            probe = os.open(target, os.O_RDONLY)  # direct if the writer were: its shared mapping would fail
+            try:
+                with mmap.mmap(probe, 4096, mmap.MAP_SHARED, mmap.PROT_READ):
+                    pass
+            finally:
+                os.close(probe)
         finally:
             os.close(writer)
         seen = os.pread(reader, MiB, 0)  # an in-place overwrite, as on a local disk (docs/SEMANTICS.md):
@@ -154,3 +165,24 @@ def test_a_writer_closed_once_but_still_open_keeps_its_readers_direct(sandbox: A
     assert in_redcap(sb) == first + more
     m.unmount()
     assert direct_opens(m.log) == 2
+
+
+def test_direct_writes_off_keeps_every_handle_cached(sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    sb = sandbox()
+    m = mount(sb, "direct_writes=off")
+    data = os.urandom(3 * MiB)
+    target = m.path.joinpath(*SLOT) / "scan.bin"
+    writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(writer, data)
+        reader = os.open(target, os.O_RDONLY)
+        try:
+            with mmap.mmap(reader, len(data), mmap.MAP_SHARED, mmap.PROT_READ) as mapped:
+                assert mapped[:] == data
+        finally:
+            os.close(reader)
+    finally:
+        os.close(writer)
+    assert in_redcap(sb) == data
+    m.unmount()
+    assert direct_opens(m.log) == 0
