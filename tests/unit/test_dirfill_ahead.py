@@ -6,14 +6,17 @@ that count their calls, so what is asserted is which requests reach the operatio
 
 from __future__ import annotations
 
+import logging
 import stat
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from test_tree import make
 
 from redcapfs import binding, dirfill
 from redcapfs.fs.changes import ListingChanges
+from redcapfs.fuse_ops import RedcapOperations
 
 DOTS = [(".", stat.S_IFDIR, 0), ("..", stat.S_IFDIR, 0)]
 FOLDER = {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2}
@@ -145,3 +148,28 @@ def test_many_records_listed_and_never_entered_keep_the_store_bounded() -> None:
     assert len(dirfill._ahead) == 2
     assert listing(fuse, b"/r/a") == [".", "..", "x.pdf"]
     assert ops.calls.count("/r/a") == 0
+
+
+def test_a_tree_that_fails_to_list_ahead_leaves_the_parents_listing_alone(tmp_path: Any, monkeypatch: Any,
+                                                                         caplog: Any) -> None:
+    """fuse_ops over a real Tree (the in-process sandbox): a failure while making the listings ahead, or
+    while noting one was used, is logged and answers nothing ahead; the folders then list as usual."""
+    tree, _ = make(tmp_path)
+    ops = RedcapOperations(tree)
+    record = "/1"  # a classic project: a record's folders are its slot folders
+    ops.readdir_plus(record, 0)  # the parent's own listing comes first, as in dirfill
+    made = ops.readdir_plus_below(record)
+    assert made and all(entries[:2] == DOTS for entries in made.values())
+
+    def broken(*args: Any) -> Any:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(tree.listings, "below", broken)
+    monkeypatch.setattr(tree.listings, "used", broken)
+    with caplog.at_level(logging.DEBUG, logger="redcapfs.fuse_ops"):
+        assert ops.readdir_plus_below(record) == {}
+        ops.listing_used(record + "/" + next(iter(made)))  # bookkeeping only: never raises
+    assert sum("disk gone" in r.getMessage() for r in caplog.records) == 2
+    for component in made:  # each folder's own listing still answers
+        names = [entry[0] for entry in ops.readdir_plus(f"{record}/{component}", 0)]
+        assert names[:2] == [".", ".."]
