@@ -140,7 +140,8 @@ class RedcapOperations(Operations):
         if not binding.copies_buffers():
             self.write_buf = None  # type: ignore[method-assign,assignment]  # libfuse < 2.9: mfusepy registers ``write``
         # Which reopen may keep the kernel's cached pages, and which handle bypasses them (fs/kernelpages.py).
-        self.pages = KernelPages(direct_writes)
+        self.pages = KernelPages(direct_writes, getattr(tree.client, "stats", None))
+        self.pages.note()
 
     # ------------------------------------------------------------ lifecycle
     @operation

@@ -60,8 +60,9 @@ def _resolved(version: Any) -> Any:
 class KernelPages:
     """Per path: the version all of the kernel's cached pages are of, and the handles that may add pages."""
 
-    def __init__(self, direct_writes: bool = True) -> None:
+    def __init__(self, direct_writes: bool = True, stats: Any = None) -> None:
         self._lock = threading.Lock()
+        self._stats = stats  # the client's CallStats: ``direct_writes`` in ``redcapfs status --json``
         self._clean: OrderedDict[str, Any] = OrderedDict()  # path -> the version all its cached pages are of
         self._open: dict[int, tuple[str, Any]] = {}  # fh -> (path, version; None: not a server version)
         self._keep: set[int] = set()  # handles opened with keep, until the binding asks
@@ -79,6 +80,18 @@ class KernelPages:
         ``access``: the open's ``flags & O_ACCMODE``. A write-only open may bypass the page cache if
         nothing else has ``path`` open; any open does while a direct handle that writes has it open.
         """
+        if self._opened(fh, path, version, access):
+            self.note()
+
+    def note(self) -> None:
+        """``direct_writes`` for ``redcapfs status --json`` (called without the lock: it wakes the writer)."""
+        with self._lock:
+            state = {"on": self.direct_writes, "opens": self.direct_opens}
+        if self._stats is not None:
+            self._stats.note("direct_writes", state)
+
+    def _opened(self, fh: int, path: str, version: Entry | Flight | None, access: int) -> bool:
+        """:meth:`opened`'s work under the lock; True if the open is direct."""
         with self._lock:
             self._await_releases(path)
             current = _resolved(version)
@@ -93,10 +106,10 @@ class KernelPages:
                     self._writers.add(fh)
                 self.direct_opens += 1
                 self._clean.pop(path, None)  # its pages, if any appear (a private mapping), are of no version
-                return
+                return True
             if direct_beside:  # a direct reader's private mapping may have pages of no version: drop them
                 self._clean.pop(path, None)
-                return
+                return False
             same = current is not None and all(_resolved(v) is current for v in others)
             if isinstance(version, Entry) and same and _resolved(self._clean.get(path)) is current:
                 self._keep.add(fh)
@@ -108,6 +121,7 @@ class KernelPages:
                     self._clean.popitem(last=False)
             else:
                 self._clean.pop(path, None)
+            return False
 
     def _await_releases(self, path: str) -> None:
         """Wait (``RELEASE_WAIT`` at most) while every direct writer on ``path`` is closed but not yet released.

@@ -16,11 +16,15 @@ import mmap
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redcap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_stream_upload import status
 
 pytestmark = pytest.mark.smoke  # scripts/test runs these again on libfuse2
 
@@ -47,6 +51,7 @@ def test_cp_into_the_mount_is_direct_and_arrives_whole(sandbox: Any, mount: Any,
     subprocess.run(["cp", str(tmp_path / "scan.bin"), str(m.path.joinpath(*SLOT))], check=True)
     assert in_redcap(sb) == data
     assert (m.path.joinpath(*SLOT) / "scan.bin").read_bytes() == data  # a reopen after it: cached, whole
+    assert status(m)["direct_writes"] == {"on": True, "opens": 1}
     m.unmount()
     assert direct_opens(m.log) == 1
 
@@ -184,5 +189,6 @@ def test_direct_writes_off_keeps_every_handle_cached(sandbox: Any, mount: Any, t
     finally:
         os.close(writer)
     assert in_redcap(sb) == data
+    assert status(m)["direct_writes"] == {"on": False, "opens": 0}
     m.unmount()
     assert direct_opens(m.log) == 0
