@@ -88,6 +88,14 @@ def load() -> ModuleType:
     return mfusepy
 
 
+# Worker threads libfuse3 may run at once. A worker stays with a request until it is answered, and a
+# read of a file still downloading from a slow server waits for its bytes: with libfuse's default of 10,
+# ten such readers left every other request (an `ls` in another terminal, a RELEASE) waiting for one of
+# them. libfuse starts a worker only when a request finds none free, and 3.12+ keeps it once started: a
+# few tens of KiB each (its Python thread state, the stack it touched), only after such a burst.
+MAX_WORKERS = 64
+
+
 def major() -> int:
     """The libfuse major version in use (loads the binding)."""
     return int(load().fuse_version_major)
@@ -109,7 +117,17 @@ def mount_options(*, read_only: bool, allow_other: bool, attr_timeout: float,
     opts.update(dict.fromkeys(flags, True))  # nosuid, noexec, ... from -o (redcapfs/mount8.py)
     if major() == 2:
         opts.update(atomic_o_trunc=True, big_writes=True, max_write=MAX_REQUEST)
+    elif version() >= 312:  # libfuse 3.12 took the option, and made 10 the default
+        opts.update(max_threads=MAX_WORKERS)
     return opts
+
+
+def version() -> int:
+    """libfuse's own ``fuse_version()``: 29 for 2.9, 314 for 3.14; 0 if it will not say."""
+    try:
+        return int(load()._libfuse.fuse_version())
+    except (AttributeError, OSError, ValueError):
+        return 0
 
 
 def negotiate(conn: Any) -> dict[str, int]:

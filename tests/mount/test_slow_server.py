@@ -110,3 +110,29 @@ def test_cached_operations_elsewhere_complete_while_a_create_waits_on_a_slow_ser
     content, headers = project.export_file(record="1002", field="radiology_report", event="baseline_arm_1")
     assert (headers["name"], content) == ("new.txt", b"created while the server was slow\n")
     assert "Traceback" not in m.log, m.log[-3000:]
+
+
+def test_many_readers_waiting_on_a_slow_server_leave_workers_for_everything_else(
+        sandbox: Any, mount: Any, load: Any) -> None:
+    """More readers stuck on the server than libfuse3's default of 10 workers (binding.MAX_WORKERS): an
+    `ls` and a `stat` answered from memory still complete while every one of those calls still hangs."""
+    sb = sandbox("--log-level", "INFO", "--hang-seconds", str(HANG_SECONDS),
+                 "--fault", "content=file,action=export,do=hang")
+    m = mount(sb, "rate=off")
+    files = sorted(expected_files(load(None)))[:16]
+    assert len(files) == 16
+    assert "1003" in run("ls", str(m.path)).stdout.decode().split()
+    readers = [subprocess.Popen(["cat", str(m.path / name)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for name in files]
+    try:
+        wait_until(lambda: sum("fault: hanging" in line for line in sb.output) >= 12,
+                   "a dozen of the readers' calls reached the server")
+        assert not hang_returned(sb)
+        assert run("ls", str(m.path / "1005")).returncode == 0
+        assert (m.path / "1006").is_dir()
+        assert not hang_returned(sb), "the other operations waited for a worker until a hanging call ended"
+        assert all(reader.poll() is None for reader in readers)
+    finally:
+        for reader in readers:
+            reader.kill()
+            reader.wait()
