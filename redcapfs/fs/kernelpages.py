@@ -134,12 +134,12 @@ class KernelPages:
         """
         deadline = time.monotonic() + RELEASE_WAIT
         while True:
-            direct = [h for h, (p, _) in self._open.items() if p == path and h in self._writers]
-            if not direct or any(h not in self._flushed or h in self._waited for h in direct):
+            writers = [h for h, (p, _) in self._open.items() if p == path and h in self._writers]
+            if not writers or any(h not in self._flushed or h in self._waited for h in writers):
                 return
             left = deadline - time.monotonic()
             if left <= 0:
-                self._waited.update(direct)
+                self._waited.update(writers)
                 return
             self._released.wait(left)
 
