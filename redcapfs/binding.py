@@ -118,7 +118,9 @@ def mount_options(*, read_only: bool, allow_other: bool, attr_timeout: float,
     if major() == 2:
         opts.update(atomic_o_trunc=True, big_writes=True, max_write=MAX_REQUEST)
     elif version() >= 312:  # libfuse 3.12 took the option, and made 10 the default
-        opts.update(max_threads=MAX_WORKERS)
+        # max_idle_threads as high: no started worker ever ends (see keep_thread_state), and libfuse 3.14
+        # no longer logs "Ignoring invalid max threads value 4294967295" for its own unset default.
+        opts.update(max_threads=MAX_WORKERS, max_idle_threads=MAX_WORKERS)
     return opts
 
 
