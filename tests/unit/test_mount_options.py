@@ -27,6 +27,9 @@ def test_options() -> None:
     opts = parse_options(["ro,allow_other", "cache_size=1G,rate=20,records_ttl=3", "arm=2,keep_cache"])
     assert opts.read_only and opts.allow_other and opts.keep_cache
     assert opts.cache_size == 1 << 30 and opts.rate == 20 and opts.records_ttl == 3 and opts.arm == 2
+    assert opts.direct_writes is True  # the default
+    assert parse_options(["direct_writes=off"]).direct_writes is False
+    assert parse_options(["direct_writes=on"]).direct_writes is True
 
 
 @pytest.mark.parametrize("bad", ["colour=blue", "rate=fast", "ro=1", "cache_size", "temp_names=-*.nothing"])
@@ -68,7 +71,8 @@ def test_attr_store_keeps_times_across_reopen(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", [
     "cache_size=inf", "cache_size=-1", "cache_size=nan", "cache_size=100T", "records_ttl=nan", "records_ttl=-1",
     "content_ttl=-1", "attr_timeout=1e308", "entry_timeout=inf", "batch=-3", "batch=1.5", "rate=0", "rate=-2",
-    "rate=nan", "rate=inf", "timeout=0", "timeout=-5", "timeout=1e9", "arm=0",
+    "rate=nan", "rate=inf", "timeout=0", "timeout=-5", "timeout=1e9", "arm=0", "direct_writes=maybe",
+    "direct_writes=1", "direct_writes=OFF",
 ])
 def test_values_out_of_range_are_refused_with_the_option_named(bad: str) -> None:
     key = bad.split("=")[0]
