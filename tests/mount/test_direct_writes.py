@@ -192,3 +192,33 @@ def test_direct_writes_off_keeps_every_handle_cached(sandbox: Any, mount: Any, t
     assert status(m)["direct_writes"] == {"on": False, "opens": 0}
     m.unmount()
     assert direct_opens(m.log) == 0
+
+
+def test_a_refused_rename_leaves_a_direct_writer_where_it_was(sandbox: Any, mount: Any) -> None:
+    """The rename onto a slot that holds another file is refused: the writer is still at its old name,
+    so a reader opened there is direct too (its shared mapping fails), and the bytes reach REDCap whole."""
+    sb = sandbox()
+    m = mount(sb)
+    target = m.path.joinpath(*SLOT) / "growing.bin"
+    taken = m.path / "1001" / "screening_arm_1" / "consent_form"
+    assert [p.name for p in taken.iterdir()], "the other slot must hold a file"
+    data = os.urandom(MiB)
+    writer = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(writer, data)
+        with pytest.raises(OSError) as refused:
+            os.rename(target, taken / "growing.bin")
+        assert refused.value.errno in (errno.EEXIST, errno.EPERM, errno.EINVAL), refused.value
+        reader = os.open(target, os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as shared:
+                mmap.mmap(reader, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+            assert shared.value.errno == errno.ENODEV
+            assert os.pread(reader, MiB + 1, 0) == data
+        finally:
+            os.close(reader)
+    finally:
+        os.close(writer)
+    assert in_redcap(sb) == data
+    m.unmount()
+    assert direct_opens(m.log) == 2
