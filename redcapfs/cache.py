@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from redcapfs.dropbehind import DropBehind
 from redcapfs.errors import LocalIOError
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,18 @@ class Flight:
         self.error: BaseException | None = None
         self.written = 0
         self._cond = threading.Condition()
+        self.pages = DropBehind()  # the file's pages let go once served (dropbehind.py)
 
-    def advance(self, position: int) -> None:
+    def advance(self, position: int, fd: int) -> None:
+        """The download wrote the file up to ``position`` through ``fd``: wake the readers waiting for it."""
         with self._cond:
             self.written = position
             self._cond.notify_all()
+        self.pages.wrote(fd, position)
+
+    def served(self, end: int) -> None:
+        """A reader was given the bytes up to ``end``: the kernel holds them (dropbehind.py)."""
+        self.pages.served(end)
 
     def finish(self) -> None:
         with self._cond:
@@ -131,7 +139,7 @@ class _Published:
         end = self._raw.tell()
         if end > self.high:
             self.high = end
-            self._flight.advance(end)
+            self._flight.advance(end, self._raw.fileno())
         return len(data)
 
     def seek(self, offset: int, whence: int = 0) -> int:

@@ -1,0 +1,99 @@
+"""One copy in memory (dropbehind.py) through a real mount: pages let go, every byte still right.
+
+A file larger than the drop lag is read cold with `cp`, so the daemon lets the content cache's pages
+go behind the reader while the download runs. The bytes are then checked three ways against PyCap's
+export: the copy itself, a reopen with ``O_DIRECT`` (the kernel's pages bypassed: the daemon reads the
+cache file, whose early part is on disk only), and a download that broke past the drop point and was
+retried (the retry's bytes are compared with those already in the file, read back from disk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mounthelp import downloads, settle
+from sandbox_projects import field, seed
+
+from redcapfs.dropbehind import DROP_LAG
+from redcapfs.sandbox.project import ProjectDef, StoredFile
+
+redcap = pytest.importorskip("redcap")
+
+pytestmark = pytest.mark.smoke
+
+SIZE = DROP_LAG * 2 + (5 << 20) + 123  # well past the lag, and not a whole number of blocks
+
+
+def project_with(tmp: Path, body: bytes) -> ProjectDef:
+    """A classic project: record R1 holds ``scan.bin`` in ``scan``."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "scan.bin").write_bytes(body)
+    metadata = [field("record_id", "main"), field("scan", "main", "file")]
+    info = {"project_id": 79, "project_title": "cache pages", "is_longitudinal": 0,
+            "has_repeating_instruments_or_events": 0}
+    files = [StoredFile("R1", "scan", "scan.bin", str(tmp / "scan.bin"), None, 1, "application/octet-stream")]
+    return ProjectDef(info, metadata, [{"instrument_name": "main", "instrument_label": "Main"}], [], [], [], [],
+                      [{"record_id": "R1"}], files)
+
+
+def pycap_digest(sb: Any) -> str:
+    content, _headers = redcap.Project(sb.url, sb.token).export_file(record="R1", field="scan")
+    return hashlib.sha256(content).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def direct_digest(path: Path) -> str:
+    """The file read with O_DIRECT (dd), past the kernel's pages of it: every byte from the daemon."""
+    out = subprocess.run(["dd", f"if={path}", "iflag=direct", "bs=1M", "status=none"], capture_output=True,
+                         check=True).stdout
+    return hashlib.sha256(out).hexdigest()
+
+
+def start(sandbox: Any, mount: Any, tmp_path: Path, *sandbox_args: str) -> tuple[Any, Any, str]:
+    body = os.urandom(SIZE)
+    seed(tmp_path / "pages-data", project_with(tmp_path / "src", body))
+    sb = sandbox(*sandbox_args, name="pages")
+    return sb, mount(sb), hashlib.sha256(body).hexdigest()
+
+
+def test_a_cold_copy_past_the_drop_lag_is_whole_and_so_is_a_direct_reread(sandbox: Any, mount: Any,
+                                                                           tmp_path: Path) -> None:
+    sb, mnt, want = start(sandbox, mount, tmp_path)
+    src = mnt.path / "R1" / "scan" / "scan.bin"
+    subprocess.run(["cp", str(src), str(tmp_path / "copy.bin")], check=True)
+    assert file_digest(tmp_path / "copy.bin") == want
+    assert direct_digest(src) == want
+    settle(lambda: len(sb.calls()))
+    assert len(downloads(sb.calls())) == 1  # the reread came from the cache file, not the server
+    assert pycap_digest(sb) == want
+
+
+def test_a_download_broken_past_the_drop_point_is_retried_against_the_bytes_on_disk(
+        sandbox: Any, mount: Any, tmp_path: Path) -> None:
+    """Call 1 is the size (fileinfo); the export's first attempt breaks after 1.5 drop lags, by which
+    point the pages behind it were let go; the second attempt's bytes are compared with them."""
+    cut = DROP_LAG + DROP_LAG // 2
+    sb, mnt, want = start(sandbox, mount, tmp_path,
+                          "--fault", f"content=file,action=export,nth=2,do=drop,after={cut}")
+    src = mnt.path / "R1" / "scan" / "scan.bin"
+    subprocess.run(["cp", str(src), str(tmp_path / "copy.bin")], check=True)
+    assert file_digest(tmp_path / "copy.bin") == want
+    assert direct_digest(src) == want
+    settle(lambda: len(sb.calls()))
+    assert len(downloads(sb.calls())) == 2, mnt.log[-3000:]
+    assert pycap_digest(sb) == want
