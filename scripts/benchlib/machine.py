@@ -36,6 +36,30 @@ def _mem_gib() -> float:
     return float("nan")
 
 
+def page_reporting() -> bool:
+    """Whether this machine hands its free memory back to a host (virtio-balloon's free page reporting).
+
+    Feature bit 5 (VIRTIO_BALLOON_F_REPORTING) of a virtio device bound to ``virtio_balloon``: on such a
+    machine a page freed a couple of seconds ago costs a host fault when it is next written
+    (``tools.prefault`` says what the bench does about it).
+    """
+    root = "/sys/bus/virtio/devices"
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            driver = os.path.basename(os.readlink(f"{root}/{name}/driver"))
+            with open(f"{root}/{name}/features") as fh:
+                bits = fh.read().strip()
+        except OSError:
+            continue
+        if driver == "virtio_balloon" and len(bits) > 5 and bits[5] == "1":
+            return True
+    return False
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -75,6 +99,7 @@ def describe() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "cpu": _cpu_model(),
         "memory_gib": _mem_gib(),
+        "page_reporting": page_reporting(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "mount_binding": mount_binding(),
@@ -92,7 +117,8 @@ def header(info: dict[str, Any]) -> str:
     load = " ".join(f"{x:.2f}" for x in info["loadavg_start"])
     end = info.get("loadavg_end")
     return "\n".join([
-        f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, kernel {info['kernel']}",
+        f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, kernel {info['kernel']}"
+        + ("; free memory reported to the host (virtio-balloon)" if info.get("page_reporting") else ""),
         f"python {info['python']}; mount binding {info['mount_binding']}, passthrough binding "
         f"{info['passthrough_binding']}; libfuse2 {info['libfuse2']}, libfuse3 {info['libfuse3']}",
         f"{info['curl']}; {info['fio'] or 'fio missing'}",
