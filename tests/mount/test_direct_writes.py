@@ -222,3 +222,37 @@ def test_a_refused_rename_leaves_a_direct_writer_where_it_was(sandbox: Any, moun
     assert in_redcap(sb) == data
     m.unmount()
     assert direct_opens(m.log) == 2
+
+
+def test_a_refused_unlink_leaves_a_direct_writer_where_it_was(sandbox: Any, mount: Any) -> None:
+    """REDCap answers every Delete File with a 500: the `rm` fails, the writer rewriting the file is still
+    at its name, so a reader opened there is direct too (its shared mapping fails), and the writer's bytes
+    reach REDCap whole at its close."""
+    sb = sandbox("--fault", "content=file,action=delete,do=500")
+    m = mount(sb)
+    taken = ("1001", "screening_arm_1", "consent_form")
+    folder = m.path.joinpath(*taken)
+    names = [p.name for p in folder.iterdir()]
+    assert len(names) == 1, "the slot must hold a file"
+    target = folder / names[0]
+    data = os.urandom(MiB)
+    writer = os.open(target, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(writer, data)
+        with pytest.raises(OSError) as refused:
+            os.unlink(target)
+        assert refused.value.errno in (errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EPERM), refused.value
+        reader = os.open(target, os.O_RDONLY)
+        try:
+            with pytest.raises(OSError) as shared:
+                mmap.mmap(reader, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+            assert shared.value.errno == errno.ENODEV
+            assert os.pread(reader, MiB + 1, 0) == data
+        finally:
+            os.close(reader)
+    finally:
+        os.close(writer)
+    content, _ = redcap.Project(sb.url, sb.token).export_file(record=taken[0], field=taken[2], event=taken[1])
+    assert bytes(content) == data
+    m.unmount()
+    assert direct_opens(m.log) == 2
