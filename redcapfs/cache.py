@@ -67,15 +67,16 @@ class Flight:
         self.pages = DropBehind()  # the file's pages let go once served (dropbehind.py)
 
     def advance(self, position: int, fd: int) -> None:
-        """The download wrote the file up to ``position`` through ``fd``: wake the readers waiting for it."""
+        """The download wrote the file up to ``position`` through ``fd``: wake the readers waiting for it,
+        then let go of the pages readers have had (dropbehind.py; no lock held)."""
         with self._cond:
             self.written = position
             self._cond.notify_all()
         self.pages.wrote(fd, position)
 
-    def served(self, end: int) -> None:
-        """A reader was given the bytes up to ``end``: the kernel holds them (dropbehind.py)."""
-        self.pages.served(end)
+    def served(self, fd: int, offset: int, end: int) -> None:
+        """A reader was given ``[offset, end)`` through ``fd`` (for dropbehind.py)."""
+        self.pages.served(fd, offset, end)
 
     def finish(self) -> None:
         with self._cond:
@@ -164,6 +165,7 @@ class _Published:
         if end < self.high:
             raise LocalIOError(f"the file changed on the server while its download was restarted ({end} bytes, "
                                f"{self.high} before); open it again")
+        self._flight.pages.finish(self._raw.fileno())
         return end
 
 

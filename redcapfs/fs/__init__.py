@@ -23,7 +23,9 @@ ones above it):
 5. Leaves of their own modules: ``Handles._lock`` (fh table), ``ChangeFeed._lock``
    (our pending uploads), ``SizePrefetch._lock``, ``Manifest._lock`` (its SQLite),
    ``LocalFile._state_lock``, ``ServerContent._lock`` (the size-lock table),
-   ``ContentCache._lock`` and ``Flight``'s condition, ``AttrStore._lock``
+   ``ContentCache._lock`` and ``Flight``'s condition, ``DropBehind._lock``
+   (dropbehind.py: a download's offsets; taken after ``Flight``'s condition is
+   released, never with it), ``AttrStore._lock``
    (its one SQLite connection; writes do not fsync, ``synchronous=NORMAL``),
    ``ListingChanges._lock`` (fs/changes.py: two counters, taken at the start
    and end of a change, never held across it), and in the FUSE layer

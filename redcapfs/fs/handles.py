@@ -137,7 +137,7 @@ def _served(handle: Handle, size: int, offset: int, pread: Callable[[int], T], c
         flight.wait_for(offset + size)
         data = pread(handle.fd)
         if count(data) == size or (flight.done.is_set() and flight.error is None):
-            flight.served(offset + count(data))
+            flight.served(handle.fd, offset, offset + count(data))  # noted: dropbehind.py lets such pages go
             return data  # whole, or the true end of a complete file
         if flight.done.is_set():
             assert flight.error is not None
