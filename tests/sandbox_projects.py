@@ -120,6 +120,16 @@ def classic_project(tmp: Path) -> ProjectDef:
     return ProjectDef(info, metadata, instruments, [], [], [], repeating, records, files)
 
 
+def one_file_project(tmp: Path, body: bytes, title: str = "one file") -> ProjectDef:
+    """A classic project with one record, R1, holding ``body`` as ``scan.bin`` in its file field ``scan``."""
+    metadata = [field("record_id", "main"), field("scan", "main", "file")]
+    info = {"project_id": 78, "project_title": title, "is_longitudinal": 0,
+            "has_repeating_instruments_or_events": 0}
+    files = [StoredFile("R1", "scan", "scan.bin", _write(tmp, "scan.bin", body), None, 1, "application/octet-stream")]
+    return ProjectDef(info, metadata, [{"instrument_name": "main", "instrument_label": "Main"}], [], [], [], [],
+                      [{"record_id": "R1"}], files)
+
+
 def seed(data_dir: Path, project: ProjectDef) -> Path:
     """Initialise ``data_dir`` with ``project`` (the sandbox process then reuses it)."""
     data_dir.mkdir(parents=True, exist_ok=True)

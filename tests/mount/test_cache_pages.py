@@ -21,28 +21,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mounthelp import downloads, settle
-from sandbox_projects import field, seed
+from sandbox_projects import one_file_project, seed
 
 from redcapfs.dropbehind import DROP_LAG
-from redcapfs.sandbox.project import ProjectDef, StoredFile
 
 redcap = pytest.importorskip("redcap")
 
 pytestmark = pytest.mark.smoke
 
 SIZE = DROP_LAG * 2 + (5 << 20) + 123  # well past the lag, and not a whole number of blocks
-
-
-def project_with(tmp: Path, body: bytes) -> ProjectDef:
-    """A classic project: record R1 holds ``scan.bin`` in ``scan``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "scan.bin").write_bytes(body)
-    metadata = [field("record_id", "main"), field("scan", "main", "file")]
-    info = {"project_id": 79, "project_title": "cache pages", "is_longitudinal": 0,
-            "has_repeating_instruments_or_events": 0}
-    files = [StoredFile("R1", "scan", "scan.bin", str(tmp / "scan.bin"), None, 1, "application/octet-stream")]
-    return ProjectDef(info, metadata, [{"instrument_name": "main", "instrument_label": "Main"}], [], [], [], [],
-                      [{"record_id": "R1"}], files)
 
 
 def pycap_digest(sb: Any) -> str:
@@ -81,7 +68,7 @@ def resident(path: Path) -> int:
 
 def start(sandbox: Any, mount: Any, tmp_path: Path, *sandbox_args: str) -> tuple[Any, Any, str]:
     body = os.urandom(SIZE)
-    seed(tmp_path / "pages-data", project_with(tmp_path / "src", body))
+    seed(tmp_path / "pages-data", one_file_project(tmp_path / "src", body, "cache pages"))
     sb = sandbox(*sandbox_args, name="pages")
     return sb, mount(sb), hashlib.sha256(body).hexdigest()
 

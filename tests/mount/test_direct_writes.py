@@ -194,6 +194,18 @@ def test_direct_writes_off_keeps_every_handle_cached(sandbox: Any, mount: Any, t
     assert direct_opens(m.log) == 0
 
 
+def assert_direct_reader(path: Path, data: bytes) -> None:
+    """A reader opened at ``path`` is direct (its shared mapping fails with ENODEV) and reads ``data``."""
+    reader = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as shared:
+            mmap.mmap(reader, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
+        assert shared.value.errno == errno.ENODEV
+        assert os.pread(reader, len(data) + 1, 0) == data
+    finally:
+        os.close(reader)
+
+
 def test_a_refused_rename_leaves_a_direct_writer_where_it_was(sandbox: Any, mount: Any) -> None:
     """The rename onto a slot that holds another file is refused: the writer is still at its old name,
     so a reader opened there is direct too (its shared mapping fails), and the bytes reach REDCap whole."""
@@ -209,14 +221,7 @@ def test_a_refused_rename_leaves_a_direct_writer_where_it_was(sandbox: Any, moun
         with pytest.raises(OSError) as refused:
             os.rename(target, taken / "growing.bin")
         assert refused.value.errno in (errno.EEXIST, errno.EPERM, errno.EINVAL), refused.value
-        reader = os.open(target, os.O_RDONLY)
-        try:
-            with pytest.raises(OSError) as shared:
-                mmap.mmap(reader, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
-            assert shared.value.errno == errno.ENODEV
-            assert os.pread(reader, MiB + 1, 0) == data
-        finally:
-            os.close(reader)
+        assert_direct_reader(target, data)
     finally:
         os.close(writer)
     assert in_redcap(sb) == data
@@ -242,14 +247,7 @@ def test_a_refused_unlink_leaves_a_direct_writer_where_it_was(sandbox: Any, moun
         with pytest.raises(OSError) as refused:
             os.unlink(target)
         assert refused.value.errno in (errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EPERM), refused.value
-        reader = os.open(target, os.O_RDONLY)
-        try:
-            with pytest.raises(OSError) as shared:
-                mmap.mmap(reader, 4096, mmap.MAP_SHARED, mmap.PROT_READ)
-            assert shared.value.errno == errno.ENODEV
-            assert os.pread(reader, MiB + 1, 0) == data
-        finally:
-            os.close(reader)
+        assert_direct_reader(target, data)
     finally:
         os.close(writer)
     content, _ = redcap.Project(sb.url, sb.token).export_file(record=taken[0], field=taken[2], event=taken[1])

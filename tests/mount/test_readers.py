@@ -24,9 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mounthelp import downloads
-from sandbox_projects import field, seed
-
-from redcapfs.sandbox.project import ProjectDef, StoredFile
+from sandbox_projects import one_file_project, seed
 
 redcap = pytest.importorskip("redcap")
 
@@ -82,18 +80,6 @@ def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def project_with(tmp: Path, body: bytes) -> ProjectDef:
-    """A classic project: record R1 holds ``scan.bin`` in ``scan``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "scan.bin").write_bytes(body)
-    metadata = [field("record_id", "main"), field("scan", "main", "file")]
-    info = {"project_id": 78, "project_title": "readers", "is_longitudinal": 0,
-            "has_repeating_instruments_or_events": 0}
-    files = [StoredFile("R1", "scan", "scan.bin", str(tmp / "scan.bin"), None, 1, "application/octet-stream")]
-    return ProjectDef(info, metadata, [{"instrument_name": "main", "instrument_label": "Main"}], [], [], [], [],
-                      [{"record_id": "R1"}], files)
-
-
 def server_bytes(sb: Any) -> tuple[str, bytes] | None:
     try:
         content, headers = redcap.Project(sb.url, sb.token).export_file(record="R1", field="scan")
@@ -115,7 +101,7 @@ def colleague_upload(sb: Any, name: str, body: bytes, tmp: Path) -> None:
 def start(sandbox: Any, mount: Any, tmp_path: Path, *sandbox_args: str, options: tuple[str, ...] = ()
           ) -> tuple[Any, Any, bytes]:
     first = os.urandom(SIZE)
-    seed(tmp_path / "readers-data", project_with(tmp_path / "src", first))
+    seed(tmp_path / "readers-data", one_file_project(tmp_path / "src", first, "readers"))
     sb = sandbox("--token", f"{COLLEAGUE}:full:colleague", *sandbox_args, name="readers")
     return sb, mount(sb, *options), first
 
