@@ -10,6 +10,10 @@ the mount keeps its default records TTL, so a find that outlasts it shows the ex
 Each rep also times `find` over ``scripts/fusefloor.c`` serving the same tree (``floor.py``): a C
 filesystem on libfuse3's low-level API that answers from arithmetic, the least any FUSE filesystem pays
 here. The mount's ratio to it is redcapfs's own share; the floor's ratio to the local tree is FUSE's.
+
+Then, where the machine has more than one CPU, each rep times the floor and a fresh mount again with the
+daemon's threads and the ``find`` on one CPU (``onecpu.py``): the share of the round trips that is
+the machine waking idle CPUs. The goal is on the figure taken as a user runs it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from . import floor
+from . import floor, onecpu
 from .config import Config
 from .procs import Mount, Sandbox
 from .projects import Project, Slot, write_project
@@ -49,9 +53,10 @@ def _local_tree(proj: Project, root: Path) -> Path:
     return root
 
 
-def _find(root: Path) -> int:
-    """`find ROOT`; returns how many entries it printed."""
-    out = subprocess.run(["find", str(root)], check=True, capture_output=True).stdout
+def _find(root: Path, where: int | None = None) -> int:
+    """`find ROOT` (on CPU ``where`` when given); returns how many entries it printed."""
+    out = subprocess.run(["find", str(root)], check=True, capture_output=True,
+                         preexec_fn=onecpu.child_on(where)).stdout
     return out.count(b"\n")
 
 
@@ -65,42 +70,72 @@ def run(cfg: Config) -> list[Figure]:
         cfg.skipped.append({"name": f"find_floor_{cfg.find_records}_records", "why": why})
     sb = Sandbox(work, "find", pdir, 0)
     entries: dict[str, int] = {}
-    local_s: list[Sample] = []
-    floor_s: list[Sample] = []
-    mount_s: list[Sample] = []
+    series: dict[str, list[Sample]] = {"local": [], "floor": [], "mount": [], "floor1": [], "mount1": []}
+    where = onecpu.cpu()
+    if where is None:
+        cfg.skipped.append({"name": f"find_one_cpu_{cfg.find_records}_records", "why": "this machine has one CPU"})
     try:
         for rep in range(cfg.small_reps):
             fresh_memory(cfg, local, *stored_files(sb))
-            local_s.append(measure(None, lambda: entries.__setitem__("local", _find(local))))
-            if exe is not None:
-                with floor.Floor(exe, work / f"floor{rep}", cfg.find_records, 100, proj.file_fields,
-                                 work / f"floor{rep}.log") as fl:
-                    floor_s.append(measure(None, lambda mp=fl.mp: entries.__setitem__("floor", _find(mp))))
-            with Mount(sb, work, OPTIONS) as m:
-                mount_s.append(measure(sb, lambda mp=m.mp: entries.__setitem__("mount", _find(mp))))
+            series["local"].append(measure(None, lambda: entries.__setitem__("local", _find(local))))
+            for pinned in (None, where) if where is not None else (None,):
+                suffix = "" if pinned is None else "1"
+                if exe is not None:
+                    with floor.Floor(exe, work / f"floor{rep}{suffix}", cfg.find_records, 100, proj.file_fields,
+                                     work / f"floor{rep}{suffix}.log") as fl:
+                        series["floor" + suffix].append(_walk(None, fl.proc.pid, fl.mp, pinned, entries, "floor"))
+                with Mount(sb, work, OPTIONS) as m:
+                    series["mount" + suffix].append(_walk(sb, m.pid, m.mp, pinned, entries, "mount"))
     finally:
         sb.stop()
     for other in ("mount", "floor"):
         if other in entries and entries["local"] != entries[other]:
             raise RuntimeError(f"find: the local tree has {entries['local']} entries, the {other} {entries[other]}")
-    return _figures(cfg, entries["mount"], local_s, floor_s, mount_s)
+    return _figures(cfg, entries["mount"], series)
 
 
-def _figures(cfg: Config, entries: int, local_s: list[Sample], floor_s: list[Sample],
-             mount_s: list[Sample]) -> list[Figure]:
+def _walk(sb: Sandbox | None, pid: int | None, mp: Path, where: int | None, entries: dict[str, int],
+          what: str) -> Sample:
+    """One timed `find` of a mount whose daemon is ``pid``; with ``where``, daemon and `find` on that CPU."""
+    if where is not None:
+        if pid is None:
+            raise RuntimeError(f"find: the {what}'s daemon pid is not known, so it cannot be pinned")
+        onecpu.pin(pid, where)
+
+    def walk() -> None:
+        found = _find(mp, where)
+        if entries.setdefault(what, found) != found:
+            raise RuntimeError(f"find: the {what} listed {found} entries, {entries[what]} before")
+    return measure(sb, walk)
+
+
+def _figures(cfg: Config, entries: int, series: dict[str, list[Sample]]) -> list[Figure]:
     n = cfg.find_records
     p = {"records": n, "entries": entries, "latency_ms": 0, "records_ttl": "default"}
-    ref = Figure(f"find_local_{n}_records", "find over the same tree on local disk", "s", local_s, params=p)
+    ref = Figure(f"find_local_{n}_records", "find over the same tree on local disk", "s", series["local"], params=p)
     figures = [ref]
     fl = None
-    if floor_s:
+    if series["floor"]:
         fl = Figure(f"find_floor_{n}_records", "find over scripts/fusefloor.c (C, libfuse3 low-level) serving "
-                    "the same tree: FUSE's floor", "s", floor_s, ref, params=p)
+                    "the same tree: FUSE's floor", "s", series["floor"], ref, params=p)
         figures.append(fl)
-    mount = Figure(f"find_{n}_records", "find over a fresh mount", "s", mount_s, ref, goal="<= 3", params=p,
+    mount = Figure(f"find_{n}_records", "find over a fresh mount", "s", series["mount"], ref, goal="<= 3", params=p,
                    check=Goal(ratio_max=3))
     figures.append(mount)
     if fl is not None:
         figures.append(Figure(f"find_{n}_records_vs_floor", "the same finds against the floor's in the same rep",
-                              "s", mount_s, fl, params=p))
+                              "s", series["mount"], fl, params=p))
+    if not series["mount1"]:
+        return figures
+    p1 = {**p, "one_cpu": True}
+    fl1 = None
+    if series["floor1"]:
+        fl1 = Figure(f"find_floor_one_cpu_{n}_records", "the floor again, its threads and the find on one CPU",
+                     "s", series["floor1"], ref, params=p1)
+        figures.append(fl1)
+    figures.append(Figure(f"find_one_cpu_{n}_records", "a fresh mount again, its threads and the find on one CPU",
+                          "s", series["mount1"], ref, params=p1))
+    if fl1 is not None:
+        figures.append(Figure(f"find_one_cpu_{n}_records_vs_floor", "the same, against the floor on one CPU",
+                              "s", series["mount1"], fl1, params=p1))
     return figures

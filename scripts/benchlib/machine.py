@@ -60,6 +60,25 @@ def page_reporting() -> bool:
     return False
 
 
+def halt_polling() -> str | None:
+    """How an idle CPU of this VM waits, when it runs the ``haltpoll`` idle driver (None otherwise).
+
+    With the driver's polling turned off (``guest_halt_poll_ns=0``) an idle virtual CPU halts at once,
+    and waking it costs a trip through the host: what every FUSE round trip between two CPUs pays twice
+    (``onecpu.py``).
+    """
+    try:
+        with open("/sys/devices/system/cpu/cpuidle/current_driver") as fh:
+            driver = fh.read().strip()
+        with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as fh:
+            poll_ns = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    if driver != "haltpoll":
+        return None
+    return "off" if poll_ns == 0 else f"{poll_ns} ns"
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -100,6 +119,7 @@ def describe() -> dict[str, Any]:
         "cpu": _cpu_model(),
         "memory_gib": _mem_gib(),
         "page_reporting": page_reporting(),
+        "halt_polling": halt_polling(),
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "mount_binding": mount_binding(),
@@ -118,7 +138,8 @@ def header(info: dict[str, Any]) -> str:
     end = info.get("loadavg_end")
     return "\n".join([
         f"machine: {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB, kernel {info['kernel']}"
-        + ("; free memory reported to the host (virtio-balloon)" if info.get("page_reporting") else ""),
+        + ("; free memory reported to the host (virtio-balloon)" if info.get("page_reporting") else "")
+        + (f"; guest halt polling {info['halt_polling']}" if info.get("halt_polling") else ""),
         f"python {info['python']}; mount binding {info['mount_binding']}, passthrough binding "
         f"{info['passthrough_binding']}; libfuse2 {info['libfuse2']}, libfuse3 {info['libfuse3']}",
         f"{info['curl']}; {info['fio'] or 'fio missing'}",

@@ -89,6 +89,9 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     skipped = {s["name"] for s in report["skipped"]}
     floor = {"find_floor_300_records", "find_300_records_vs_floor"}
     assert floor <= names or "find_floor_300_records" in skipped, "the C floor is neither measured nor skipped"
+    one_cpu = {"find_one_cpu_300_records"} | ({"find_floor_one_cpu_300_records", "find_one_cpu_300_records_vs_floor"}
+                                              if "find_floor_300_records" in names else set())
+    assert one_cpu <= names or "find_one_cpu_300_records" in skipped, "no one-CPU finds, none skipped"
     want = EXPECTED | (FIO if shutil.which("fio") else set())
     assert want <= names, f"missing figures: {sorted(want - names)}"
 
@@ -102,6 +105,9 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert set(by_name["find_local_300_records"]["api_calls"]["samples"]) == {0}
     if "find_floor_300_records" in by_name:  # a local FUSE filesystem: no API call
         assert set(by_name["find_floor_300_records"]["api_calls"]["samples"]) == {0}
+    if "find_one_cpu_300_records" in by_name:  # the same fresh mount, pinned: the records index is read at mount
+        assert by_name["find_one_cpu_300_records"]["params"]["one_cpu"] is True
+        assert max(by_name["find_one_cpu_300_records"]["api_calls"]["samples"]) <= 2
     assert min(by_name["cp_out_cold_4MiB_lat0"]["api_calls"]["samples"]) >= 1
     assert min(by_name["cp_r_out_10x5KB"]["api_calls"]["samples"]) >= 10  # at least one export per file
 
