@@ -11,9 +11,10 @@ Each rep also times `find` over ``scripts/fusefloor.c`` serving the same tree (`
 filesystem on libfuse3's low-level API that answers from arithmetic, the least any FUSE filesystem pays
 here. The mount's ratio to it is redcapfs's own share; the floor's ratio to the local tree is FUSE's.
 
-Then, where the machine has more than one CPU, each rep times the floor and a fresh mount again with the
-daemon's threads and the ``find`` on one CPU (``onecpu.py``): the share of the round trips that is
-the machine waking idle CPUs. The goal is on the figure taken as a user runs it.
+Where the machine has more than one CPU, each rep also times the floor and a fresh mount with the
+daemon's threads and the ``find`` on one CPU (``onecpu.py``; before the others in every other rep): the
+share of the round trips that is the machine waking idle CPUs. The goal is on the figure taken as a user
+runs it.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def run(cfg: Config) -> list[Figure]:
         for rep in range(cfg.small_reps):
             fresh_memory(cfg, local, *stored_files(sb))
             series["local"].append(measure(None, lambda: entries.__setitem__("local", _find(local))))
-            for pinned in (None, where) if where is not None else (None,):
+            for pinned in _order(rep, where):
                 suffix = "" if pinned is None else "1"
                 if exe is not None:
                     with floor.Floor(exe, work / f"floor{rep}{suffix}", cfg.find_records, 100, proj.file_fields,
@@ -92,6 +93,14 @@ def run(cfg: Config) -> list[Figure]:
         if other in entries and entries["local"] != entries[other]:
             raise RuntimeError(f"find: the local tree has {entries['local']} entries, the {other} {entries[other]}")
     return _figures(cfg, entries["mount"], series)
+
+
+def _order(rep: int, where: int | None) -> tuple[int | None, ...]:
+    """The passes of a rep: as a user runs it (None), then on CPU ``where``; every other rep the other way
+    round, so neither pass always finds the machine in the state the other one left."""
+    if where is None:
+        return (None,)
+    return (None, where) if rep % 2 == 0 else (where, None)
 
 
 def _walk(sb: Sandbox | None, pid: int | None, mp: Path, where: int | None, entries: dict[str, int],
